@@ -1,0 +1,159 @@
+//! OpenAI wire types shared by the mock server (which writes them) and loadgen (which reads them).
+//!
+//! Client-side types are lenient: every field is optional and unknown fields are ignored, because real
+//! servers differ (llama.cpp's `timings`, `content: null` role chunks, usage inside the finish chunk of a
+//! completions stream, `choices: []` usage chunks; see `shared/reference/real-server.md`).
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// `usage` as OpenAI sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Usage {
+    #[serde(default)]
+    pub prompt_tokens: u64,
+    #[serde(default)]
+    pub completion_tokens: u64,
+    #[serde(default)]
+    pub total_tokens: u64,
+}
+
+/// `stream_options` of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct StreamOptions {
+    #[serde(default)]
+    pub include_usage: bool,
+}
+
+/// The `error` object of an OpenAI error body: `{"error": {"message", "type", "code", "param"}}`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ErrorObject {
+    #[serde(default)]
+    pub message: String,
+    #[serde(rename = "type", default)]
+    pub kind: Option<String>,
+    #[serde(default)]
+    pub code: Option<Value>,
+    #[serde(default)]
+    pub param: Option<String>,
+}
+
+/// A whole OpenAI error body.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub error: ErrorObject,
+}
+
+impl ErrorObject {
+    /// Reads an `error` value that may be an object (OpenAI) or a bare string (some servers).
+    pub fn from_value(v: &Value) -> Self {
+        match v {
+            Value::String(s) => Self {
+                message: s.clone(),
+                ..Self::default()
+            },
+            Value::Object(_) => serde_json::from_value(v.clone()).unwrap_or_else(|_| Self {
+                message: v.to_string(),
+                ..Self::default()
+            }),
+            other => Self {
+                message: other.to_string(),
+                ..Self::default()
+            },
+        }
+    }
+}
+
+/// One streamed event as a client reads it, for both chat and completions. Borrows from the event's
+/// bytes where the JSON has no escapes.
+#[derive(Debug, Default, Deserialize)]
+pub struct StreamEvent<'a> {
+    #[serde(default, borrow)]
+    pub choices: Option<Vec<EventChoice<'a>>>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    #[serde(default)]
+    pub error: Option<Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EventChoice<'a> {
+    /// Chat streams.
+    #[serde(default, borrow)]
+    pub delta: Option<EventDelta<'a>>,
+    /// Completions streams.
+    #[serde(default, borrow)]
+    pub text: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub finish_reason: Option<Cow<'a, str>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct EventDelta<'a> {
+    #[serde(default, borrow)]
+    pub content: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub reasoning_content: Option<Cow<'a, str>>,
+}
+
+impl<'a> StreamEvent<'a> {
+    /// The output text this event carries (chat `delta.content`, or completions `text`), if non-empty.
+    pub fn content(&self) -> Option<&str> {
+        let c = self.choices.as_ref()?.first()?;
+        let text = c
+            .delta
+            .as_ref()
+            .and_then(|d| d.content.as_deref())
+            .or(c.text.as_deref())?;
+        (!text.is_empty()).then_some(text)
+    }
+
+    /// The finish reason, if this event has one.
+    pub fn finish_reason(&self) -> Option<&str> {
+        self.choices.as_ref()?.first()?.finish_reason.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_the_shapes_real_servers_send() {
+        let role: StreamEvent = serde_json::from_str(
+            r#"{"id":"x","choices":[{"index":0,"delta":{"role":"assistant","content":null}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(role.content(), None);
+        let tok: StreamEvent = serde_json::from_str(
+            r#"{"choices":[{"delta":{"content":" the"},"finish_reason":null}]}"#,
+        )
+        .unwrap();
+        assert_eq!(tok.content(), Some(" the"));
+        let fin: StreamEvent = serde_json::from_str(
+            r#"{"choices":[{"text":"","finish_reason":"length"}],"usage":{"prompt_tokens":3,"completion_tokens":5,"total_tokens":8},"timings":{"a":1}}"#,
+        )
+        .unwrap();
+        assert_eq!(fin.content(), None);
+        assert_eq!(fin.finish_reason(), Some("length"));
+        assert_eq!(fin.usage.unwrap().completion_tokens, 5);
+        let usage: StreamEvent = serde_json::from_str(
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+        )
+        .unwrap();
+        assert_eq!(usage.content(), None);
+        let escaped: StreamEvent =
+            serde_json::from_str(r#"{"choices":[{"delta":{"content":"a\nb"}}]}"#).unwrap();
+        assert_eq!(escaped.content(), Some("a\nb"));
+    }
+
+    #[test]
+    fn error_object_from_string_or_object() {
+        let e = ErrorObject::from_value(&serde_json::json!({"message":"m","type":"t","code":429}));
+        assert_eq!((e.message.as_str(), e.code), ("m", Some(429.into())));
+        let s = ErrorObject::from_value(&serde_json::json!("plain"));
+        assert_eq!(s.message, "plain");
+    }
+}

@@ -1,0 +1,185 @@
+//! Descriptive statistics: the one percentile definition every tokenperf number uses.
+//!
+//! Percentiles interpolate linearly between closest ranks, which is numpy's `np.percentile` default and
+//! pandas' `Series.quantile` default, so our numbers match LLMPerf's (which calls pandas) on the same
+//! data. The standard deviation is the sample one (ddof = 1), as pandas computes it. Nothing here returns
+//! NaN: empty input (or fewer than two values for the standard deviation) gives `None`, which serializes
+//! as JSON `null`.
+
+use serde::{Deserialize, Serialize};
+
+/// The quantiles reported everywhere, as fractions, in the order LLMPerf writes them.
+pub const QUANTILES: [(f64, &str); 6] = [
+    (0.25, "p25"),
+    (0.50, "p50"),
+    (0.75, "p75"),
+    (0.90, "p90"),
+    (0.95, "p95"),
+    (0.99, "p99"),
+];
+
+/// Quantile `q` (0 ≤ q ≤ 1) of an ascending-sorted slice, by linear interpolation between closest ranks:
+/// with `h = (n − 1)·q`, the result is `x[⌊h⌋] + (h − ⌊h⌋)·(x[⌊h⌋+1] − x[⌊h⌋])`.
+///
+/// Returns `None` for an empty slice. The slice must be sorted and free of NaN; [`Stats::from_values`]
+/// guarantees both.
+pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
+    let n = sorted.len();
+    if n == 0 {
+        return None;
+    }
+    let q = q.clamp(0.0, 1.0);
+    let h = (n - 1) as f64 * q;
+    let lo = h.floor() as usize;
+    let hi = (lo + 1).min(n - 1);
+    let frac = h - lo as f64;
+    Some(sorted[lo] + frac * (sorted[hi] - sorted[lo]))
+}
+
+/// Summary statistics of one metric over a set of requests.
+///
+/// Every field is `None` when there was no value; `stddev` is also `None` for a single value.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Number of values the statistics were computed from.
+    pub count: usize,
+    pub p25: Option<f64>,
+    pub p50: Option<f64>,
+    pub p75: Option<f64>,
+    pub p90: Option<f64>,
+    pub p95: Option<f64>,
+    pub p99: Option<f64>,
+    pub mean: Option<f64>,
+    pub min: Option<f64>,
+    pub max: Option<f64>,
+    /// Sample standard deviation (ddof = 1).
+    pub stddev: Option<f64>,
+}
+
+impl Stats {
+    /// Statistics of `values`; non-finite values (NaN, ±∞) are left out, as pandas drops NaN.
+    pub fn from_values(values: impl IntoIterator<Item = f64>) -> Self {
+        let mut v: Vec<f64> = values.into_iter().filter(|x| x.is_finite()).collect();
+        v.sort_unstable_by(f64::total_cmp);
+        Self::from_sorted(&v)
+    }
+
+    /// Statistics of an ascending-sorted, finite slice.
+    pub fn from_sorted(v: &[f64]) -> Self {
+        let n = v.len();
+        if n == 0 {
+            return Self::default();
+        }
+        // Two-pass mean and variance: exact enough for latencies and immune to the cancellation a
+        // running sum of squares suffers when the mean is large against the spread.
+        let mean = v.iter().sum::<f64>() / n as f64;
+        let stddev = (n >= 2).then(|| {
+            let ss: f64 = v.iter().map(|x| (x - mean) * (x - mean)).sum();
+            (ss / (n - 1) as f64).sqrt()
+        });
+        Self {
+            count: n,
+            p25: quantile(v, 0.25),
+            p50: quantile(v, 0.50),
+            p75: quantile(v, 0.75),
+            p90: quantile(v, 0.90),
+            p95: quantile(v, 0.95),
+            p99: quantile(v, 0.99),
+            mean: Some(mean),
+            min: Some(v[0]),
+            max: Some(v[n - 1]),
+            stddev,
+        }
+    }
+
+    /// The six quantiles with their LLMPerf key names (`p25` … `p99`).
+    pub fn quantiles(&self) -> [(&'static str, Option<f64>); 6] {
+        [
+            ("p25", self.p25),
+            ("p50", self.p50),
+            ("p75", self.p75),
+            ("p90", self.p90),
+            ("p95", self.p95),
+            ("p99", self.p99),
+        ]
+    }
+
+    /// Quantile by fraction, for the ones this struct holds (`0.5` → `p50`).
+    pub fn at(&self, q: f64) -> Option<f64> {
+        QUANTILES
+            .iter()
+            .zip(self.quantiles())
+            .find(|((f, _), _)| (*f - q).abs() < 1e-12)
+            .and_then(|(_, (_, v))| v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn close(a: Option<f64>, b: f64) {
+        let a = a.expect("value");
+        assert!((a - b).abs() < 1e-12, "{a} != {b}");
+    }
+
+    #[test]
+    fn quantile_matches_numpy_linear() {
+        // np.percentile([1, 2, 3, 4, 10], [25, 50, 90, 99]) = [2.0, 3.0, 7.6, 9.76]
+        let v = [1.0, 2.0, 3.0, 4.0, 10.0];
+        close(quantile(&v, 0.25), 2.0);
+        close(quantile(&v, 0.5), 3.0);
+        close(quantile(&v, 0.9), 7.6);
+        close(quantile(&v, 0.99), 9.76);
+        close(quantile(&v, 0.0), 1.0);
+        close(quantile(&v, 1.0), 10.0);
+    }
+
+    #[test]
+    fn quantile_of_even_count_interpolates() {
+        // h = 3·0.5 = 1.5 → 2 + 0.5·(3 − 2)
+        close(quantile(&[1.0, 2.0, 3.0, 4.0], 0.5), 2.5);
+        // h = 3·0.95 = 2.85 → 3 + 0.85·(4 − 3)
+        close(quantile(&[1.0, 2.0, 3.0, 4.0], 0.95), 3.85);
+    }
+
+    #[test]
+    fn stats_by_hand() {
+        // Unsorted input with a NaN that must be dropped.
+        let s = Stats::from_values([4.0, f64::NAN, 1.0, 3.0, 2.0]);
+        assert_eq!(s.count, 4);
+        close(s.mean, 2.5);
+        close(s.min, 1.0);
+        close(s.max, 4.0);
+        // sample variance: ((1.5² + 0.5²)·2)/3 = 5/3
+        close(s.stddev, (5.0f64 / 3.0).sqrt());
+        close(s.p25, 1.75);
+        close(s.p75, 3.25);
+        close(s.p90, 3.7);
+        close(s.p99, 3.97);
+        close(s.at(0.9), 3.7);
+    }
+
+    #[test]
+    fn empty_and_single_give_none_not_nan() {
+        let e = Stats::from_values([]);
+        assert_eq!(e, Stats::default());
+        assert!(e.p50.is_none() && e.mean.is_none() && e.stddev.is_none());
+        let one = Stats::from_values([7.0]);
+        close(one.p50, 7.0);
+        close(one.p99, 7.0);
+        close(one.mean, 7.0);
+        assert!(one.stddev.is_none());
+        let json = serde_json::to_string(&one).unwrap();
+        assert!(json.contains("\"stddev\":null"), "{json}");
+        assert!(!json.contains("NaN"));
+    }
+
+    #[test]
+    fn seed_number_output_tokens_quantile_shape() {
+        // pandas: pd.Series([15, 82, 83, 108, 109, 144, 163, 178]).quantile(0.9) = 167.5
+        let s = Stats::from_values([15.0, 82.0, 83.0, 108.0, 109.0, 144.0, 163.0, 178.0]);
+        close(s.p90, 167.5);
+        close(s.p50, 108.5);
+    }
+}

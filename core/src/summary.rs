@@ -1,0 +1,521 @@
+//! The run summary: statistics over a run's records, and its two renderings, LLMPerf's `*_summary.json`
+//! and LLMPerf's console block. Both loadgen (at the end of a run) and analyze (from files) call
+//! [`RunSummary::from_records`], so the two cannot disagree.
+//!
+//! Throughput window: from the first actual send to the last completion among the records (failed
+//! requests included). LLMPerf's own window also counted its actor start-up and the tail of discarded
+//! requests; ours is stated in the summary as `window_s`.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::llmperf::{LLMPERF_VERSION, MetricDefinitions, flatten_into, py_float};
+use crate::record::{Outcome, RequestRecord, TokenSource};
+use crate::stats::Stats;
+
+/// What a run was asked to do: the LLMPerf parameters the summary echoes, plus our metadata. Written as
+/// `*_run.json` beside the records so that analyze can rebuild the same summary.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunInfo {
+    pub schema_version: u32,
+    /// Tool and version that wrote the run (`tokenperf-loadgen 0.1.0`).
+    pub tool: String,
+    pub model: String,
+    pub llm_api: String,
+    pub mean_input_tokens: u64,
+    pub stddev_input_tokens: u64,
+    pub mean_output_tokens: u64,
+    pub stddev_output_tokens: u64,
+    pub num_concurrent_requests: u64,
+    /// `--additional-sampling-params`, as given.
+    #[serde(default)]
+    pub additional_sampling_params: Map<String, Value>,
+    /// `--metadata k=v,…`, in the order given.
+    #[serde(default)]
+    pub metadata: Map<String, Value>,
+    #[serde(default)]
+    pub metric_definitions: MetricDefinitions,
+    /// Wall-clock time of the run start (the zero of every `*_us` offset), µs since the Unix epoch.
+    pub run_started_unix_us: u64,
+    /// Wall-clock time of the run end, µs since the Unix epoch.
+    #[serde(default)]
+    pub run_ended_unix_us: Option<u64>,
+    /// The tokenizer used for counting (path or name).
+    #[serde(default)]
+    pub tokenizer: String,
+    /// The fully resolved load plan, as loadgen validated it.
+    #[serde(default)]
+    pub plan: Value,
+    /// Host name of the machine that ran the load.
+    #[serde(default)]
+    pub host: String,
+}
+
+/// Statistics of one run, computed from its records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub metric_definitions: MetricDefinitions,
+    // The six metrics LLMPerf summarizes, over successful requests.
+    pub inter_token_latency_s: Stats,
+    pub ttft_s: Stats,
+    pub end_to_end_latency_s: Stats,
+    pub request_output_throughput_token_per_s: Stats,
+    pub number_input_tokens: Stats,
+    pub number_output_tokens: Stats,
+    // Ours, over successful requests.
+    /// (e2e − ttft) / (n − 1) per request.
+    pub tpot_s: Stats,
+    /// Send → first SSE event of any kind.
+    pub time_to_first_event_s: Stats,
+    /// Every gap between consecutive token-carrying events, pooled over requests.
+    pub inter_chunk_gap_s: Stats,
+    /// Intended send → end: latency including the client's own queueing (coordinated omission).
+    pub e2e_from_intended_s: Stats,
+    /// Actual − intended send time, over every sent request.
+    pub schedule_lag_s: Stats,
+    /// Records with a send time (LLMPerf's `num_requests_started` counted results instead).
+    pub num_requests_started: u64,
+    /// Sent requests that did not end `ok`.
+    pub number_errors: u64,
+    pub error_rate: f64,
+    /// Error code → count, for LLMPerf's `error_code_frequency`.
+    pub error_code_frequency: BTreeMap<String, u64>,
+    /// Outcome kind → count, over every record.
+    pub outcomes: BTreeMap<String, u64>,
+    /// Arrivals that were never sent.
+    pub dropped: u64,
+    pub num_completed_requests: u64,
+    /// Σ output tokens of successful requests / window.
+    pub mean_output_throughput_token_per_s: Option<f64>,
+    pub num_completed_requests_per_min: Option<f64>,
+    /// First send → last completion, seconds.
+    pub window_s: Option<f64>,
+    /// Successful requests whose output count came from the server's `usage` / from our tokenizer.
+    pub output_tokens_from_server: u64,
+    pub output_tokens_from_tokenizer: u64,
+    /// Successful requests whose server and tokenizer output counts differ by more than 5 %.
+    pub output_token_mismatches: u64,
+}
+
+impl RunSummary {
+    pub fn from_records(records: &[RequestRecord], defs: MetricDefinitions) -> Self {
+        let sent: Vec<&RequestRecord> = records.iter().filter(|r| r.sent_at_us.is_some()).collect();
+        let ok: Vec<&RequestRecord> = sent.iter().copied().filter(|r| r.outcome.is_ok()).collect();
+        let m: Vec<_> = ok.iter().map(|r| r.llmperf_metrics(defs)).collect();
+
+        let stats = |f: &dyn Fn(&RequestRecord) -> Option<f64>| {
+            Stats::from_values(ok.iter().filter_map(|r| f(r)))
+        };
+
+        let mut error_code_frequency = BTreeMap::new();
+        let mut outcomes = BTreeMap::new();
+        for r in records {
+            *outcomes.entry(r.outcome.kind().to_string()).or_insert(0) += 1;
+        }
+        for r in sent.iter().filter(|r| !r.outcome.is_ok()) {
+            let code = r
+                .outcome
+                .error_code()
+                .map(|c| match c {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                })
+                .unwrap_or_default();
+            *error_code_frequency.entry(code).or_insert(0) += 1;
+        }
+
+        let first_send = sent.iter().filter_map(|r| r.sent_at_us).min();
+        let last_done = sent.iter().filter_map(|r| r.done_at_us).max();
+        let window_s = match (first_send, last_done) {
+            (Some(a), Some(b)) if b > a => Some((b - a) as f64 * 1e-6),
+            _ => None,
+        };
+        let total_out: u64 = ok.iter().map(|r| r.output_token_count()).sum();
+        let n_started = sent.len() as u64;
+        let n_err = sent.iter().filter(|r| !r.outcome.is_ok()).count() as u64;
+
+        Self {
+            metric_definitions: defs,
+            inter_token_latency_s: Stats::from_values(
+                m.iter().filter_map(|x| x.inter_token_latency_s),
+            ),
+            ttft_s: Stats::from_values(m.iter().filter_map(|x| x.ttft_s)),
+            end_to_end_latency_s: Stats::from_values(
+                m.iter().filter_map(|x| x.end_to_end_latency_s),
+            ),
+            request_output_throughput_token_per_s: Stats::from_values(
+                m.iter()
+                    .filter_map(|x| x.request_output_throughput_token_per_s),
+            ),
+            number_input_tokens: Stats::from_values(m.iter().map(|x| x.number_input_tokens as f64)),
+            number_output_tokens: Stats::from_values(
+                m.iter().map(|x| x.number_output_tokens as f64),
+            ),
+            tpot_s: stats(&|r| r.tpot_s()),
+            time_to_first_event_s: stats(&|r| r.ttfe_s()),
+            inter_chunk_gap_s: Stats::from_values(
+                ok.iter().flat_map(|r| r.token_gaps().map(|(g, _)| g)),
+            ),
+            e2e_from_intended_s: stats(&|r| r.e2e_from_intended_s()),
+            schedule_lag_s: Stats::from_values(sent.iter().filter_map(|r| r.schedule_lag_s())),
+            num_requests_started: n_started,
+            number_errors: n_err,
+            error_rate: if n_started == 0 {
+                0.0
+            } else {
+                n_err as f64 / n_started as f64
+            },
+            error_code_frequency,
+            outcomes,
+            dropped: records
+                .iter()
+                .filter(|r| matches!(r.outcome, Outcome::Dropped { .. }))
+                .count() as u64,
+            num_completed_requests: ok.len() as u64,
+            mean_output_throughput_token_per_s: window_s.map(|w| total_out as f64 / w),
+            num_completed_requests_per_min: window_s.map(|w| ok.len() as f64 / w * 60.0),
+            window_s,
+            output_tokens_from_server: ok
+                .iter()
+                .filter(|r| r.output_tokens.used == TokenSource::Server)
+                .count() as u64,
+            output_tokens_from_tokenizer: ok
+                .iter()
+                .filter(|r| r.output_tokens.used == TokenSource::Tokenizer)
+                .count() as u64,
+            output_token_mismatches: ok
+                .iter()
+                .filter(|r| r.output_tokens.disagreement().is_some_and(|d| d > 0.05))
+                .count() as u64,
+        }
+    }
+
+    /// The six LLMPerf metrics with their key names, in LLMPerf's order.
+    pub fn llmperf_metrics(&self) -> [(&'static str, &Stats); 6] {
+        [
+            ("inter_token_latency_s", &self.inter_token_latency_s),
+            ("ttft_s", &self.ttft_s),
+            ("end_to_end_latency_s", &self.end_to_end_latency_s),
+            (
+                "request_output_throughput_token_per_s",
+                &self.request_output_throughput_token_per_s,
+            ),
+            ("number_input_tokens", &self.number_input_tokens),
+            ("number_output_tokens", &self.number_output_tokens),
+        ]
+    }
+
+    /// `error_code_frequency` as LLMPerf writes it: a Python dict literal in a string (`"{503: 2}"`).
+    pub fn error_code_frequency_string(&self) -> String {
+        let body: Vec<String> = self
+            .error_code_frequency
+            .iter()
+            .map(|(k, v)| {
+                if k.parse::<f64>().is_ok() {
+                    format!("{k}: {v}")
+                } else {
+                    format!("'{k}': {v}")
+                }
+            })
+            .collect();
+        format!("{{{}}}", body.join(", "))
+    }
+
+    /// LLMPerf's `*_summary.json` object, keys in LLMPerf's order, followed by a `tokenperf` object with
+    /// our additions. `name` is the file stem (see [`crate::llmperf::file_stem`]).
+    pub fn llmperf_summary_json(&self, info: &RunInfo, stem: &str) -> Value {
+        let mut o = Map::new();
+        o.insert("version".into(), json!(LLMPERF_VERSION));
+        o.insert("name".into(), json!(format!("{stem}_summary")));
+        o.insert("model".into(), json!(info.model));
+        o.insert("mean_input_tokens".into(), json!(info.mean_input_tokens));
+        o.insert(
+            "stddev_input_tokens".into(),
+            json!(info.stddev_input_tokens),
+        );
+        o.insert("mean_output_tokens".into(), json!(info.mean_output_tokens));
+        o.insert(
+            "stddev_output_tokens".into(),
+            json!(info.stddev_output_tokens),
+        );
+        o.insert(
+            "num_concurrent_requests".into(),
+            json!(info.num_concurrent_requests),
+        );
+        flatten_into(
+            "additional_sampling_params",
+            &Value::Object(info.additional_sampling_params.clone()),
+            &mut o,
+        );
+        for (name, s) in self.llmperf_metrics() {
+            for (q, v) in s.quantiles() {
+                o.insert(format!("results_{name}_quantiles_{q}"), json!(v));
+            }
+            o.insert(format!("results_{name}_mean"), json!(s.mean));
+            o.insert(format!("results_{name}_min"), json!(s.min));
+            o.insert(format!("results_{name}_max"), json!(s.max));
+            o.insert(format!("results_{name}_stddev"), json!(s.stddev));
+        }
+        o.insert(
+            "results_num_requests_started".into(),
+            json!(self.num_requests_started),
+        );
+        o.insert("results_error_rate".into(), json!(self.error_rate));
+        o.insert("results_number_errors".into(), json!(self.number_errors));
+        o.insert(
+            "results_error_code_frequency".into(),
+            json!(self.error_code_frequency_string()),
+        );
+        o.insert(
+            "results_mean_output_throughput_token_per_s".into(),
+            json!(self.mean_output_throughput_token_per_s),
+        );
+        o.insert(
+            "results_num_completed_requests".into(),
+            json!(self.num_completed_requests),
+        );
+        o.insert(
+            "results_num_completed_requests_per_min".into(),
+            json!(self.num_completed_requests_per_min),
+        );
+        for (k, v) in &info.metadata {
+            o.insert(k.clone(), v.clone());
+        }
+        let ts = info.run_ended_unix_us.unwrap_or(info.run_started_unix_us) / 1_000_000;
+        o.insert("timestamp".into(), json!(ts));
+        o.insert(
+            "tokenperf".into(),
+            json!({
+                "schema_version": crate::SCHEMA_VERSION,
+                "tool": info.tool,
+                "metric_definitions": self.metric_definitions,
+                "inter_token_latency_s_definition": match self.metric_definitions {
+                    MetricDefinitions::Tokenperf => "tpot: (e2e - ttft) / (output_tokens - 1)",
+                    MetricDefinitions::Llmperf => "llmperf: (last content - send) / data events",
+                },
+                "summary": self,
+            }),
+        );
+        Value::Object(o)
+    }
+
+    /// LLMPerf's console block (the leading backslash included), then our own lines.
+    pub fn console_block(&self, model: &str, llm_api: &str) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "\\Results for token benchmark for {model} queried with the {llm_api} api.\n"
+        );
+        let fmt = |v: Option<f64>, int: bool| match v {
+            Some(x) if int && x.fract() == 0.0 => format!("{}", x as i64),
+            Some(x) => py_float(x),
+            None => "nan".to_string(),
+        };
+        for (name, st) in self.llmperf_metrics() {
+            let is_count = name.starts_with("number_");
+            let _ = writeln!(s, "{name}");
+            for (q, v) in st.quantiles() {
+                let _ = writeln!(s, "    {q} = {}", fmt(v, false));
+            }
+            let _ = writeln!(s, "    mean = {}", fmt(st.mean, false));
+            let _ = writeln!(s, "    min = {}", fmt(st.min, is_count));
+            let _ = writeln!(s, "    max = {}", fmt(st.max, is_count));
+            let _ = writeln!(s, "    stddev = {}", fmt(st.stddev, false));
+        }
+        let _ = writeln!(s, "Number Of Errored Requests: {}", self.number_errors);
+        if self.number_errors > 0 {
+            let _ = writeln!(s, "Error Code Frequency");
+            let _ = writeln!(s, "{}", self.error_code_frequency_string());
+        }
+        let _ = writeln!(
+            s,
+            "Overall Output Throughput: {}",
+            fmt(self.mean_output_throughput_token_per_s, false)
+        );
+        let _ = writeln!(
+            s,
+            "Number Of Completed Requests: {}",
+            self.num_completed_requests
+        );
+        let _ = writeln!(
+            s,
+            "Completed Requests Per Minute: {}",
+            fmt(self.num_completed_requests_per_min, false)
+        );
+        s
+    }
+
+    /// Our lines after LLMPerf's block: which definitions were used, and the metrics LLMPerf lacks.
+    pub fn tokenperf_block(&self) -> String {
+        let ms = |v: Option<f64>| v.map_or("n/a".to_string(), |x| format!("{:.2}", x * 1e3));
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "tokenperf: inter_token_latency_s = {}",
+            match self.metric_definitions {
+                MetricDefinitions::Tokenperf => "TPOT, (e2e - ttft) / (output tokens - 1)",
+                MetricDefinitions::Llmperf =>
+                    "LLMPerf's formula, (last content - send) / data events",
+            }
+        );
+        for (name, st) in [
+            ("ttft", &self.ttft_s),
+            ("tpot", &self.tpot_s),
+            ("chunk gap", &self.inter_chunk_gap_s),
+            ("e2e", &self.end_to_end_latency_s),
+            ("e2e from intended send", &self.e2e_from_intended_s),
+            ("schedule lag", &self.schedule_lag_s),
+        ] {
+            let _ = writeln!(
+                s,
+                "  {name:<24} p50 {:>9} ms  p90 {:>9} ms  p99 {:>9} ms  (n={})",
+                ms(st.p50),
+                ms(st.p90),
+                ms(st.p99),
+                st.count
+            );
+        }
+        let _ = writeln!(
+            s,
+            "  window {} s, {} sent, {} ok, {} errors, {} dropped; output tokens from server usage in {} requests, tokenizer in {}{}",
+            self.window_s.map_or("n/a".into(), |w| format!("{w:.3}")),
+            self.num_requests_started,
+            self.num_completed_requests,
+            self.number_errors,
+            self.dropped,
+            self.output_tokens_from_server,
+            self.output_tokens_from_tokenizer,
+            if self.output_token_mismatches > 0 {
+                format!(
+                    "; {} requests where server and tokenizer counts differ by > 5 %",
+                    self.output_token_mismatches
+                )
+            } else {
+                String::new()
+            }
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::{Event, TokenCount};
+
+    fn rec(id: u64, sent: u64, ttft_ms: u64, n: u32, gap_ms: u64) -> RequestRecord {
+        let mut r = RequestRecord::new(id, sent);
+        r.sent_at_us = Some(sent);
+        let first = sent + ttft_ms * 1000;
+        r.events = (0..n)
+            .map(|i| Event(first + u64::from(i) * gap_ms * 1000, 1))
+            .collect();
+        r.events
+            .push(Event(first + u64::from(n - 1) * gap_ms * 1000, 0));
+        r.done_at_us = Some(first + u64::from(n - 1) * gap_ms * 1000);
+        r.output_tokens = TokenCount::new(Some(u64::from(n)), Some(u64::from(n)));
+        r.input_tokens = TokenCount::new(None, Some(100));
+        r
+    }
+
+    fn info() -> RunInfo {
+        RunInfo {
+            schema_version: crate::SCHEMA_VERSION,
+            tool: "test".into(),
+            model: "m/x".into(),
+            llm_api: "openai".into(),
+            mean_input_tokens: 100,
+            stddev_input_tokens: 0,
+            mean_output_tokens: 10,
+            stddev_output_tokens: 0,
+            num_concurrent_requests: 2,
+            additional_sampling_params: Map::new(),
+            metadata: [("team".to_string(), json!("a"))].into_iter().collect(),
+            metric_definitions: MetricDefinitions::Tokenperf,
+            run_started_unix_us: 1_700_000_000_000_000,
+            run_ended_unix_us: Some(1_700_000_010_000_000),
+            tokenizer: "t".into(),
+            plan: Value::Null,
+            host: "h".into(),
+        }
+    }
+
+    #[test]
+    fn summary_by_hand() {
+        let mut failed = RequestRecord::new(2, 0);
+        failed.sent_at_us = Some(0);
+        failed.done_at_us = Some(5_000);
+        failed.outcome = Outcome::HttpStatus {
+            status: 503,
+            message: "busy".into(),
+        };
+        let mut dropped = RequestRecord::new(3, 0);
+        dropped.outcome = Outcome::Dropped {
+            message: "no slot".into(),
+        };
+        let records = vec![
+            rec(0, 0, 50, 11, 10),
+            rec(1, 100_000, 70, 11, 10),
+            failed,
+            dropped,
+        ];
+        let s = RunSummary::from_records(&records, MetricDefinitions::Tokenperf);
+        assert_eq!(s.num_requests_started, 3);
+        assert_eq!(s.number_errors, 1);
+        assert_eq!(s.dropped, 1);
+        assert_eq!(s.num_completed_requests, 2);
+        assert!((s.error_rate - 1.0 / 3.0).abs() < 1e-12);
+        // ttft 50 and 70 ms → mean 60, p50 60.
+        assert!((s.ttft_s.mean.unwrap() - 0.060).abs() < 1e-12);
+        // TPOT = 100 ms / 10 = 10 ms for both.
+        assert!((s.tpot_s.p50.unwrap() - 0.010).abs() < 1e-12);
+        assert!((s.inter_token_latency_s.p50.unwrap() - 0.010).abs() < 1e-12);
+        // window: first send 0 → last done 100 ms + 70 ms + 100 ms = 270 ms.
+        assert!((s.window_s.unwrap() - 0.270).abs() < 1e-12);
+        assert!((s.mean_output_throughput_token_per_s.unwrap() - 22.0 / 0.270).abs() < 1e-9);
+        assert_eq!(s.error_code_frequency_string(), "{503: 1}");
+        assert_eq!(s.outcomes["dropped"], 1);
+    }
+
+    #[test]
+    fn llmperf_summary_keys_in_order_and_valid_json() {
+        let records = vec![rec(0, 0, 50, 11, 10)];
+        let s = RunSummary::from_records(&records, MetricDefinitions::Tokenperf);
+        let v = s.llmperf_summary_json(&info(), "m-x_100_10");
+        let keys: Vec<&String> = v.as_object().unwrap().keys().collect();
+        assert_eq!(keys[0], "version");
+        assert_eq!(keys[1], "name");
+        assert_eq!(v["name"], "m-x_100_10_summary");
+        let p25 = keys
+            .iter()
+            .position(|k| *k == "results_inter_token_latency_s_quantiles_p25")
+            .unwrap();
+        assert_eq!(keys[p25 + 6], "results_inter_token_latency_s_mean");
+        assert_eq!(keys[p25 + 9], "results_inter_token_latency_s_stddev");
+        // One sample: stddev is null, never NaN.
+        assert!(v["results_ttft_s_stddev"].is_null());
+        let text = serde_json::to_string(&v).unwrap();
+        assert!(!text.contains("NaN"));
+        assert_eq!(v["team"], "a");
+        assert_eq!(v["timestamp"], 1_700_000_010);
+        assert_eq!(keys[keys.len() - 1], "tokenperf");
+    }
+
+    #[test]
+    fn console_block_reads_like_llmperf() {
+        let records = vec![rec(0, 0, 50, 11, 10), rec(1, 0, 60, 11, 10)];
+        let s = RunSummary::from_records(&records, MetricDefinitions::Tokenperf);
+        let b = s.console_block("hf:x", "openai");
+        assert!(b.starts_with(
+            "\\Results for token benchmark for hf:x queried with the openai api.\n\n"
+        ));
+        assert!(b.contains("number_input_tokens\n    p25 = 100.0\n"));
+        assert!(b.contains("    min = 100\n"));
+        assert!(b.contains("Number Of Errored Requests: 0\n"));
+        assert!(!b.contains("Error Code Frequency"));
+        assert!(b.contains("Number Of Completed Requests: 2\n"));
+    }
+}

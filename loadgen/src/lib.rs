@@ -1,0 +1,282 @@
+//! loadgen: an LLMPerf-compatible load generator for OpenAI-style streaming servers.
+//!
+//! # Layout
+//! * [`cli`]: flags (LLMPerf's names and defaults) → validated [`cli::Plan`].
+//! * [`prompt`]: LLMPerf's prompt shape, token-exact.
+//! * [`tokenizer`]: `--tokenizer` resolution (built-in, file, Hugging Face cache).
+//! * [`client`]: one measured request → one [`RequestRecord`].
+//! * [`sse`]: the incremental SSE parser.
+//! * [`runner`]: closed-loop scheduling and stop signals.
+//! * [`output`]: record sinks and the final files.
+//!
+//! [`run_plan`] is the whole run as a library call (tests use it); [`run`] adds signal handling and
+//! printing for the binary.
+
+pub mod cli;
+pub mod client;
+pub mod output;
+pub mod prompt;
+pub mod runner;
+pub mod sse;
+pub mod tokenizer;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context as _;
+use tokenperf_core::llmperf::file_stem;
+use tokenperf_core::record::RequestRecord;
+use tokenperf_core::rng::Rng;
+use tokenperf_core::summary::{RunInfo, RunSummary};
+use tokenperf_core::tokenizer::PROJECT_CORPUS;
+use tokio::sync::mpsc;
+
+pub use cli::{Args, Plan};
+pub use runner::Control;
+
+use crate::client::{ClientConfig, Context, http_client};
+use crate::output::{JsonlSink, OutputFiles, Progress, RecordSink};
+use crate::prompt::{PromptBuilder, PromptSpec};
+
+/// Process exit codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// The run completed (and, with --max-error-rate, stayed under it).
+    Ok = 0,
+    /// The run completed with an error rate above --max-error-rate.
+    ErrorRate = 1,
+    /// Bad flags, unreadable files, or another fatal error.
+    Fatal = 2,
+    /// Interrupted by Ctrl-C; finished records were still written.
+    Interrupted = 130,
+}
+
+/// What a run produced.
+#[derive(Debug)]
+pub struct RunOutput {
+    pub records: Vec<RequestRecord>,
+    pub summary: RunSummary,
+    pub info: RunInfo,
+    /// `None` when no results dir was given.
+    pub files: Option<OutputFiles>,
+    /// Warnings for the user (e.g. token-count disagreements).
+    pub warnings: Vec<String>,
+    pub exit: Exit,
+}
+
+fn unix_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Samples every request's prompt and `max_tokens` up front, seeded, as LLMPerf does.
+pub fn build_prompts(plan: &Plan, builder: &PromptBuilder<'_>) -> anyhow::Result<Vec<PromptSpec>> {
+    let mut rng = Rng::new(plan.seed);
+    (0..plan.requests())
+        .map(|_| {
+            builder
+                .sample(
+                    &mut rng,
+                    (
+                        plan.mean_input_tokens as f64,
+                        plan.stddev_input_tokens as f64,
+                    ),
+                    (
+                        plan.mean_output_tokens as f64,
+                        plan.stddev_output_tokens as f64,
+                    ),
+                )
+                .context("building a prompt")
+        })
+        .collect()
+}
+
+/// Runs `plan` to completion (or until `control` stops it) and writes its files.
+pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput> {
+    let tokenizer = Arc::new(
+        tokenizer::resolve(&plan.tokenizer).context("loading the tokenizer (--tokenizer)")?,
+    );
+    let corpus_text = match &plan.corpus {
+        Some(p) => std::fs::read_to_string(p)
+            .with_context(|| format!("reading the corpus file '{}' (--corpus)", p.display()))?,
+        None => PROJECT_CORPUS.to_string(),
+    };
+    let builder = PromptBuilder::new(&corpus_text, &tokenizer)?;
+    if builder.is_empty() {
+        anyhow::bail!("--corpus: the corpus has no non-empty lines to build prompts from");
+    }
+    let specs = Arc::new(build_prompts(&plan, &builder)?);
+
+    let stem = file_stem(&plan.model, plan.mean_input_tokens, plan.mean_output_tokens);
+    let files = match &plan.results_dir {
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("creating the results dir '{}'", dir.display()))?;
+            Some(OutputFiles::new(dir, &stem))
+        }
+        None => None,
+    };
+    let mut sinks: Vec<Box<dyn RecordSink>> =
+        vec![Box::new(Progress::new(plan.requests(), plan.quiet))];
+    if let Some(f) = &files {
+        sinks.push(Box::new(JsonlSink::create(&f.requests_jsonl)?));
+    }
+
+    let http = http_client(plan.concurrency() as usize).context("building the HTTP client")?;
+    let run_started_unix_us = unix_us();
+    let ctx = Arc::new(Context {
+        config: ClientConfig {
+            api_base: plan.api_base.clone(),
+            api_key: plan.api_key.clone(),
+            model: plan.model.clone(),
+            endpoint: plan.endpoint,
+            additional_params: plan.additional_sampling_params.clone(),
+            request_usage: plan.request_usage,
+            idle_timeout: plan.idle_timeout(),
+            total_timeout: plan.request_timeout(),
+        },
+        http,
+        run_start: Instant::now(),
+        tokenizer: tokenizer.clone(),
+    });
+
+    let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
+    // The writer runs on its own task so file I/O never delays a worker's next read.
+    let writer = tokio::spawn(async move {
+        let mut records = Vec::new();
+        let mut error: Option<anyhow::Error> = None;
+        while let Some(r) = rx.recv().await {
+            for s in &mut sinks {
+                if let Err(e) = s.record(&r)
+                    && error.is_none()
+                {
+                    error = Some(e);
+                }
+            }
+            records.push(r);
+        }
+        for s in &mut sinks {
+            if let Err(e) = s.finish()
+                && error.is_none()
+            {
+                error = Some(e);
+            }
+        }
+        (records, error)
+    });
+
+    runner::closed_loop(
+        ctx.clone(),
+        specs.clone(),
+        plan.concurrency(),
+        Duration::from_secs_f64(plan.timeout_s),
+        control.clone(),
+        tx,
+    )
+    .await;
+    let (records, write_error) = writer.await.context("the record writer task failed")?;
+
+    let defs = plan.metric_definitions;
+    let summary = RunSummary::from_records(&records, defs);
+    let info = RunInfo {
+        schema_version: tokenperf_core::SCHEMA_VERSION,
+        tool: format!("tokenperf-loadgen {}", env!("CARGO_PKG_VERSION")),
+        model: plan.model.clone(),
+        llm_api: "openai".into(),
+        mean_input_tokens: plan.mean_input_tokens,
+        stddev_input_tokens: plan.stddev_input_tokens,
+        mean_output_tokens: plan.mean_output_tokens,
+        stddev_output_tokens: plan.stddev_output_tokens,
+        num_concurrent_requests: plan.concurrency(),
+        additional_sampling_params: plan.additional_sampling_params.clone(),
+        metadata: plan.metadata.clone(),
+        metric_definitions: defs,
+        run_started_unix_us,
+        run_ended_unix_us: Some(unix_us()),
+        tokenizer: tokenizer.name().to_string(),
+        plan: serde_json::to_value(&plan)?,
+        host: std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+    };
+    if let Some(f) = &files {
+        output::write_final(f, &stem, &records, &summary, &info, defs)?;
+    }
+    if let Some(e) = write_error {
+        return Err(e.context("writing records as they finished"));
+    }
+
+    let mut warnings = Vec::new();
+    if summary.output_token_mismatches > 0 {
+        warnings.push(format!(
+            "{} of {} successful requests: the server's usage and the tokenizer ('{}') disagree on \
+             output tokens by more than 5 %; metrics use the server's count (see *_requests.jsonl, \
+             output_tokens)",
+            summary.output_token_mismatches,
+            summary.num_completed_requests,
+            tokenizer.name()
+        ));
+    }
+    let elapsed = ctx.run_start.elapsed().as_secs_f64();
+    if elapsed >= plan.timeout_s && (records.len() as u64) < plan.requests() {
+        warnings.push("Test timed out before all requests could be completed.".into());
+    }
+    let exit = if control.is_stopped() {
+        Exit::Interrupted
+    } else if plan
+        .max_error_rate
+        .is_some_and(|max| summary.error_rate > max)
+    {
+        Exit::ErrorRate
+    } else {
+        Exit::Ok
+    };
+    Ok(RunOutput {
+        records,
+        summary,
+        info,
+        files,
+        warnings,
+        exit,
+    })
+}
+
+/// The binary's run: Ctrl-C handling, the run, then LLMPerf's summary block on stdout.
+pub async fn run(args: Args) -> anyhow::Result<Exit> {
+    let plan = args.into_plan()?;
+    let (model, quiet, grace) = (plan.model.clone(), plan.quiet, Duration::from_secs(10));
+    let control = Control::new();
+    let c = control.clone();
+    tokio::spawn(async move {
+        if tokio::signal::ctrl_c().await.is_err() {
+            return;
+        }
+        eprintln!(
+            "\nloadgen: interrupted; waiting up to {}s for requests in flight (Ctrl-C again to stop now)",
+            grace.as_secs()
+        );
+        c.stop();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {},
+            _ = tokio::time::sleep(grace) => {},
+        }
+        c.cut();
+    });
+    let out = run_plan(plan, control).await?;
+    print!("{}", out.summary.console_block(&model, "openai"));
+    if !quiet {
+        print!("{}", out.summary.tokenperf_block());
+        for w in &out.warnings {
+            eprintln!("loadgen: warning: {w}");
+        }
+        if let Some(f) = &out.files {
+            let dir = f.summary.parent().map(PathBuf::from).unwrap_or_default();
+            eprintln!("loadgen: results written to {}", dir.display());
+        }
+    }
+    Ok(out.exit)
+}

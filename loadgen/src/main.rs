@@ -1,0 +1,27 @@
+//! `loadgen` binary: parses flags, runs, maps the result to an exit code (see `loadgen --help`).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use loadgen::Exit;
+
+fn main() -> ExitCode {
+    let args = loadgen::Args::parse();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("loadgen: cannot start the runtime: {e}");
+            return ExitCode::from(Exit::Fatal as u8);
+        }
+    };
+    match rt.block_on(loadgen::run(args)) {
+        Ok(exit) => ExitCode::from(exit as u8),
+        Err(e) => {
+            eprintln!("loadgen: error: {e:#}");
+            ExitCode::from(Exit::Fatal as u8)
+        }
+    }
+}
