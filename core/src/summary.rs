@@ -12,7 +12,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::llmperf::{LLMPERF_VERSION, MetricDefinitions, flatten_into, py_float};
+use crate::llmperf::{LLMPERF_VERSION, LlmperfMetrics, MetricDefinitions, flatten_into, py_float};
 use crate::record::{Outcome, RequestRecord, TokenSource};
 use crate::stats::Stats;
 
@@ -190,6 +190,53 @@ impl RunSummary {
                 .iter()
                 .filter(|r| r.output_tokens.disagreement().is_some_and(|d| d > 0.05))
                 .count() as u64,
+        }
+    }
+
+    /// A summary from LLMPerf's nine-key rows alone (LLMPerf's own files have no timestamps): the six
+    /// metrics and the error counts; everything that needs timestamps is empty.
+    pub fn from_llmperf_rows(rows: &[LlmperfMetrics], defs: MetricDefinitions) -> Self {
+        let ok: Vec<&LlmperfMetrics> = rows.iter().filter(|r| r.error_code.is_none()).collect();
+        let col = |f: fn(&LlmperfMetrics) -> Option<f64>| {
+            Stats::from_values(ok.iter().filter_map(|r| f(r)))
+        };
+        let mut error_code_frequency = BTreeMap::new();
+        for r in rows.iter().filter(|r| r.error_code.is_some()) {
+            let code = match r.error_code.clone().unwrap_or(Value::Null) {
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            *error_code_frequency.entry(code).or_insert(0) += 1;
+        }
+        let n = rows.len() as u64;
+        let n_err = n - ok.len() as u64;
+        let empty = Stats::default();
+        Self {
+            metric_definitions: defs,
+            inter_token_latency_s: col(|r| r.inter_token_latency_s),
+            ttft_s: col(|r| r.ttft_s),
+            end_to_end_latency_s: col(|r| r.end_to_end_latency_s),
+            request_output_throughput_token_per_s: col(|r| r.request_output_throughput_token_per_s),
+            number_input_tokens: col(|r| Some(r.number_input_tokens as f64)),
+            number_output_tokens: col(|r| Some(r.number_output_tokens as f64)),
+            tpot_s: empty,
+            time_to_first_event_s: empty,
+            inter_chunk_gap_s: empty,
+            e2e_from_intended_s: empty,
+            schedule_lag_s: empty,
+            num_requests_started: n,
+            number_errors: n_err,
+            error_rate: if n == 0 { 0.0 } else { n_err as f64 / n as f64 },
+            error_code_frequency,
+            outcomes: BTreeMap::new(),
+            dropped: 0,
+            num_completed_requests: ok.len() as u64,
+            mean_output_throughput_token_per_s: None,
+            num_completed_requests_per_min: None,
+            window_s: None,
+            output_tokens_from_server: 0,
+            output_tokens_from_tokenizer: 0,
+            output_token_mismatches: 0,
         }
     }
 

@@ -197,6 +197,11 @@ pub fn parse_metadata(s: &str) -> Result<Map<String, Value>, ConfigError> {
 }
 
 impl Args {
+    /// Parses flags given without the program name (for library callers and tests).
+    pub fn from_flags(flags: &[&str]) -> Result<Self, clap::Error> {
+        Self::try_parse_from(std::iter::once("loadgen").chain(flags.iter().copied()))
+    }
+
     /// Validates the flags into a [`Plan`].
     pub fn into_plan(self) -> Result<Plan, ConfigError> {
         if self.llm_api != LlmApi::Openai {

@@ -142,12 +142,14 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         tokenizer: tokenizer.clone(),
     });
 
+    let defs = plan.metric_definitions;
     let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
     // The writer runs on its own task so file I/O never delays a worker's next read.
     let writer = tokio::spawn(async move {
         let mut records = Vec::new();
         let mut error: Option<anyhow::Error> = None;
-        while let Some(r) = rx.recv().await {
+        while let Some(mut r) = rx.recv().await {
+            r.finalize(defs);
             for s in &mut sinks {
                 if let Err(e) = s.record(&r)
                     && error.is_none()
@@ -178,7 +180,6 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
     .await;
     let (records, write_error) = writer.await.context("the record writer task failed")?;
 
-    let defs = plan.metric_definitions;
     let summary = RunSummary::from_records(&records, defs);
     let info = RunInfo {
         schema_version: tokenperf_core::SCHEMA_VERSION,

@@ -111,7 +111,7 @@ impl<'a> PromptBuilder<'a> {
                 text.push_str(self.lines[i]);
                 estimate += self.line_tokens[i];
                 next += 1;
-                if next % order.len() == 0 {
+                if next.is_multiple_of(order.len()) {
                     shuffle(rng, &mut order);
                 }
             }

@@ -139,7 +139,8 @@ impl Plan {
             let (ttft, itl) = (state.config.ttft, state.config.itl);
             // Counted before the first deadline, which is normally tens of milliseconds away.
             let prompt_tokens = self.prompt_tokens(&state);
-            for i in 0..self.request.max_tokens {
+            let n = self.request.max_tokens;
+            for i in 0..n {
                 let word = state.vocabulary.pick(&mut self.rng).to_string();
                 state.pacer.sleep_until(due(self.start, ttft, itl, i)).await;
                 let mut out = String::new();
@@ -147,14 +148,17 @@ impl Plan {
                     out.push_str(&self.role_chunk());
                 }
                 out.push_str(&self.chunk(&word, None));
+                if i + 1 == n {
+                    // The end of the stream goes out in the same write as the last token, so a client's
+                    // end-to-end time is not stretched by a second write.
+                    out.push_str(&self.chunk("", Some("length")));
+                    if self.request.include_usage {
+                        out.push_str(&self.usage_chunk(prompt_tokens));
+                    }
+                    out.push_str("data: [DONE]\n\n");
+                }
                 yield Ok(Bytes::from(out));
             }
-            let mut tail = self.chunk("", Some("length"));
-            if self.request.include_usage {
-                tail.push_str(&self.usage_chunk(prompt_tokens));
-            }
-            tail.push_str("data: [DONE]\n\n");
-            yield Ok(Bytes::from(tail));
         }
     }
 

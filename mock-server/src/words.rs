@@ -6,8 +6,10 @@
 //! alone and in a pair, so the count reported in `usage` equals the count a client gets by tokenizing the
 //! streamed text with the same tokenizer. A tokenizer that yields no such words is refused at start-up.
 
+use std::collections::HashSet;
 use tokenperf_core::rng::Rng;
-use tokenperf_core::tokenizer::TokenCounter;
+
+use tokenperf_core::tokenizer::{PROJECT_CORPUS, TokenCounter};
 
 /// Words that are single tokens, each stored with its leading space.
 #[derive(Debug, Clone)]
@@ -16,22 +18,22 @@ pub struct Vocabulary {
 }
 
 impl Vocabulary {
-    /// Collects the alphabetic words of two or more letters that encode to exactly one token, alone
-    /// and after another word.
+    /// Collects the words of the project corpus that encode to exactly one token, alone and after
+    /// another word. Tokenizers that share few words with the corpus fall back to any alphabetic token
+    /// of three or more letters.
     pub fn from_tokenizer(t: &TokenCounter) -> Result<Self, String> {
-        let mut words: Vec<String> = t
-            .inner()
-            .get_vocab(false)
-            .into_keys()
-            .filter_map(|tok| {
-                // Byte-level BPE writes a leading space as 'Ġ'; SentencePiece as '▁'.
-                let w = tok.strip_prefix('Ġ').or_else(|| tok.strip_prefix('▁'))?;
-                (w.len() >= 2 && w.chars().all(|c| c.is_ascii_alphabetic()))
-                    .then(|| format!(" {w}"))
-            })
-            .filter(|w| t.count(w, false).ok() == Some(1))
+        let corpus: HashSet<String> = PROJECT_CORPUS
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .filter(|w| w.len() >= 2)
+            .map(str::to_ascii_lowercase)
             .collect();
-        words.sort();
+        let real: Vec<String> =
+            Self::single_token_words(t, |w| corpus.contains(&w.to_ascii_lowercase()));
+        let mut words = if real.len() >= 16 {
+            real
+        } else {
+            Self::single_token_words(t, |w| w.len() >= 3)
+        };
         // The pair check catches tokenizers that merge across spaces (no space-splitting pre-tokenizer).
         let probe = words.first().cloned().unwrap_or_default();
         words.retain(|w| t.count(&format!("{probe}{w}"), false).ok() == Some(2));
@@ -44,6 +46,24 @@ impl Vocabulary {
             ));
         }
         Ok(Self { words })
+    }
+
+    /// Vocabulary entries that are a space plus letters accepted by `keep`, and one token when encoded.
+    fn single_token_words(t: &TokenCounter, keep: impl Fn(&str) -> bool) -> Vec<String> {
+        let mut words: Vec<String> = t
+            .inner()
+            .get_vocab(false)
+            .into_keys()
+            .filter_map(|tok| {
+                // Byte-level BPE writes a leading space as 'Ġ'; SentencePiece as '▁'.
+                let w = tok.strip_prefix('Ġ').or_else(|| tok.strip_prefix('▁'))?;
+                (w.len() >= 2 && w.chars().all(|c| c.is_ascii_alphabetic()))
+                    .then(|| format!(" {w}"))
+            })
+            .filter(|w| keep(&w[1..]) && t.count(w, false).ok() == Some(1))
+            .collect();
+        words.sort();
+        words
     }
 
     pub fn len(&self) -> usize {
@@ -69,6 +89,15 @@ mod tests {
         let t = TokenCounter::project();
         let v = Vocabulary::from_tokenizer(&t).unwrap();
         assert!(v.len() >= 16);
+        // Real words: every one appears in the corpus.
+        for w in &v.words {
+            assert!(
+                PROJECT_CORPUS
+                    .to_lowercase()
+                    .contains(&w.trim().to_lowercase()),
+                "{w}"
+            );
+        }
         let mut rng = Rng::new(1);
         let text: String = (0..500).map(|_| v.pick(&mut rng).to_string()).collect();
         assert_eq!(t.count(&text, false).unwrap(), 500);

@@ -1,0 +1,465 @@
+//! Reading runs: our `*_requests.jsonl`, and LLMPerf-format `*_individual_responses.json` (ours or
+//! LLMPerf's own), from a file or a results folder, into one polars frame per run.
+//!
+//! LLMPerf's files have quirks every reader must accept: bare `NaN` (not JSON), numbers written as
+//! strings, `error_code` null, int or string, records in completion order with no ids or timestamps.
+//! Bad input is an error that names the file, and the line or record where it can.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use polars::prelude::*;
+use serde::Deserialize;
+use serde_json::Value;
+use tokenperf_core::llmperf::{LlmperfMetrics, MetricDefinitions};
+use tokenperf_core::record::RequestRecord;
+use tokenperf_core::summary::{RunInfo, RunSummary};
+
+/// One run, loaded.
+#[derive(Debug)]
+pub struct Run {
+    /// Short name for legends and tables (the file stem).
+    pub name: String,
+    /// The file the records came from.
+    pub source: PathBuf,
+    /// One row per request: `ok`, `error_code` and the LLMPerf metric columns (f64, null when absent).
+    pub frame: DataFrame,
+    /// Our raw records, when the source had them.
+    pub records: Option<Vec<RequestRecord>>,
+    /// The run metadata, when a `*_run.json` sat beside the records.
+    pub info: Option<RunInfo>,
+    /// The summary, computed with the shared statistics (equal to loadgen's for our runs).
+    pub summary: RunSummary,
+}
+
+/// Column names of [`Run::frame`] besides `ok` and `error_code`, in LLMPerf's order.
+pub const METRIC_COLUMNS: [&str; 7] = [
+    "inter_token_latency_s",
+    "ttft_s",
+    "end_to_end_latency_s",
+    "request_output_throughput_token_per_s",
+    "number_total_tokens",
+    "number_output_tokens",
+    "number_input_tokens",
+];
+
+/// Replaces bare `NaN`, `Infinity` and `-Infinity` tokens outside strings with `null`, so Python's
+/// `json.dump` output parses as JSON.
+pub fn sanitize_nonstandard_json(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    if !input.windows(3).any(|w| w == b"NaN" || w == b"Inf") {
+        return std::borrow::Cow::Borrowed(input);
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    let mut in_str = false;
+    while i < input.len() {
+        let b = input[i];
+        if in_str {
+            out.push(b);
+            if b == b'\\' && i + 1 < input.len() {
+                out.push(input[i + 1]);
+                i += 2;
+                continue;
+            }
+            if b == b'"' {
+                in_str = false;
+            }
+            i += 1;
+            continue;
+        }
+        let rest = &input[i..];
+        if b == b'"' {
+            in_str = true;
+            out.push(b);
+            i += 1;
+        } else if rest.starts_with(b"NaN") {
+            out.extend_from_slice(b"null");
+            i += 3;
+        } else if rest.starts_with(b"-Infinity") {
+            out.extend_from_slice(b"null");
+            i += 9;
+        } else if rest.starts_with(b"Infinity") {
+            out.extend_from_slice(b"null");
+            i += 8;
+        } else {
+            out.push(b);
+            i += 1;
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// A number that may arrive as a number, a numeric string, or null.
+fn lenient_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
+    Ok(match Value::deserialize(d)? {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
+        _ => None,
+    })
+}
+
+/// An LLMPerf record as found in the wild.
+#[derive(Deserialize)]
+struct LooseRecord {
+    #[serde(default)]
+    error_code: Value,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    inter_token_latency_s: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    ttft_s: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    end_to_end_latency_s: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    request_output_throughput_token_per_s: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    number_total_tokens: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    number_output_tokens: Option<f64>,
+    #[serde(default, deserialize_with = "lenient_f64")]
+    number_input_tokens: Option<f64>,
+}
+
+/// Columns under construction.
+#[derive(Default)]
+struct Columns {
+    ok: Vec<bool>,
+    error_code: Vec<Option<String>>,
+    metrics: [Vec<Option<f64>>; 7],
+}
+
+impl Columns {
+    fn push(&mut self, error_code: &Value, m: [Option<f64>; 7]) {
+        // `error_code` arrives null on success; anything else (int, string) is a failure.
+        let code = match error_code {
+            Value::Null => None,
+            Value::String(s) if s.is_empty() => None,
+            Value::String(s) => Some(s.clone()),
+            // LLMPerf's pandas writes codes that went through a float column as 500.0.
+            Value::Number(n) => Some(match n.as_f64() {
+                Some(f) if f.fract() == 0.0 => format!("{}", f as i64),
+                _ => n.to_string(),
+            }),
+            other => Some(other.to_string()),
+        };
+        self.ok.push(code.is_none());
+        self.error_code.push(code);
+        for (col, v) in self.metrics.iter_mut().zip(m) {
+            col.push(v);
+        }
+    }
+
+    fn push_metrics(&mut self, m: &LlmperfMetrics) {
+        self.push(
+            &m.error_code.clone().unwrap_or(Value::Null),
+            [
+                m.inter_token_latency_s,
+                m.ttft_s,
+                m.end_to_end_latency_s,
+                m.request_output_throughput_token_per_s,
+                Some(m.number_total_tokens as f64),
+                Some(m.number_output_tokens as f64),
+                Some(m.number_input_tokens as f64),
+            ],
+        );
+    }
+
+    fn into_frame(self) -> PolarsResult<DataFrame> {
+        let mut cols: Vec<Column> = vec![
+            Column::new("ok".into(), self.ok),
+            Column::new("error_code".into(), self.error_code),
+        ];
+        for (name, v) in METRIC_COLUMNS.iter().zip(self.metrics) {
+            cols.push(Column::new((*name).into(), v));
+        }
+        DataFrame::new_infer_height(cols)
+    }
+}
+
+/// Reads an LLMPerf-format array of records into nine-key rows.
+pub fn read_llmperf(path: &Path) -> anyhow::Result<Vec<LlmperfMetrics>> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading '{}'", path.display()))?;
+    let clean = sanitize_nonstandard_json(&bytes);
+    let value: Value = serde_json::from_slice(&clean)
+        .with_context(|| format!("'{}' is not valid JSON", path.display()))?;
+    let Value::Array(items) = value else {
+        bail!(
+            "'{}' is not an LLMPerf individual-responses file: expected a JSON array of records",
+            path.display()
+        );
+    };
+    let count = |v: Option<f64>| v.map_or(0, |x| x.max(0.0) as u64);
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            if !item.is_object() {
+                bail!("'{}': record {i} is not a JSON object", path.display());
+            }
+            let r: LooseRecord = serde_json::from_value(item)
+                .with_context(|| format!("'{}': record {i} has the wrong shape", path.display()))?;
+            let error_code = match r.error_code {
+                Value::Null => None,
+                Value::String(s) if s.is_empty() => None,
+                other => Some(other),
+            };
+            Ok(LlmperfMetrics {
+                error_code,
+                error_msg: String::new(),
+                inter_token_latency_s: r.inter_token_latency_s,
+                ttft_s: r.ttft_s,
+                end_to_end_latency_s: r.end_to_end_latency_s,
+                request_output_throughput_token_per_s: r.request_output_throughput_token_per_s,
+                number_total_tokens: count(r.number_total_tokens),
+                number_output_tokens: count(r.number_output_tokens),
+                number_input_tokens: count(r.number_input_tokens),
+            })
+        })
+        .collect()
+}
+
+/// The frame of nine-key rows.
+pub fn frame_from_rows(rows: &[LlmperfMetrics]) -> anyhow::Result<DataFrame> {
+    let mut c = Columns::default();
+    for r in rows {
+        c.push_metrics(r);
+    }
+    Ok(c.into_frame()?)
+}
+
+/// Reads our JSONL records (line numbers in errors).
+pub fn read_jsonl(path: &Path) -> anyhow::Result<Vec<RequestRecord>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading '{}'", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: RequestRecord = serde_json::from_str(line).with_context(|| {
+            format!(
+                "'{}' line {}: not a tokenperf request record",
+                path.display(),
+                i + 1
+            )
+        })?;
+        out.push(r);
+    }
+    Ok(out)
+}
+
+/// The nine-key rows of our records (sent requests only), with the run's definitions.
+pub fn rows_from_records(
+    records: &[RequestRecord],
+    defs: MetricDefinitions,
+) -> Vec<LlmperfMetrics> {
+    records
+        .iter()
+        .filter(|r| r.sent_at_us.is_some())
+        .map(|r| r.llmperf_metrics(defs))
+        .collect()
+}
+
+fn stem_of(path: &Path, suffix: &str) -> String {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    name.strip_suffix(suffix).unwrap_or(&name).to_string()
+}
+
+fn find_with_suffix(dir: &Path, suffix: &str) -> anyhow::Result<Vec<PathBuf>> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading the folder '{}'", dir.display()))?
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix))
+        .collect();
+    v.sort();
+    Ok(v)
+}
+
+/// Loads every run a path names: a records file, or a results folder (each run in it).
+pub fn load(path: &Path) -> anyhow::Result<Vec<Run>> {
+    if !path.exists() {
+        bail!("'{}' does not exist", path.display());
+    }
+    if path.is_dir() {
+        let mut files = find_with_suffix(path, "_requests.jsonl")?;
+        // LLMPerf's files count only where no records file of ours covers the same run.
+        for f in find_with_suffix(path, "_individual_responses.json")? {
+            let stem = stem_of(&f, "_individual_responses.json");
+            if !files.iter().any(|g| stem_of(g, "_requests.jsonl") == stem) {
+                files.push(f);
+            }
+        }
+        if files.is_empty() {
+            bail!(
+                "'{}' holds no *_requests.jsonl or *_individual_responses.json file",
+                path.display()
+            );
+        }
+        return files.iter().map(|f| load_file(f)).collect();
+    }
+    Ok(vec![load_file(path)?])
+}
+
+fn load_file(path: &Path) -> anyhow::Result<Run> {
+    let s = path.to_string_lossy();
+    if s.ends_with(".jsonl") {
+        let stem = stem_of(path, "_requests.jsonl");
+        let info_path = path.with_file_name(format!("{stem}_run.json"));
+        let info: Option<RunInfo> = match std::fs::read(&info_path) {
+            Ok(b) => Some(serde_json::from_slice(&b).with_context(|| {
+                format!("'{}' is not a tokenperf run file", info_path.display())
+            })?),
+            Err(_) => None,
+        };
+        let records = read_jsonl(path)?;
+        let defs = info
+            .as_ref()
+            .map(|i| i.metric_definitions)
+            .unwrap_or_default();
+        let frame = frame_from_rows(&rows_from_records(&records, defs))?;
+        let summary = RunSummary::from_records(&records, defs);
+        Ok(Run {
+            name: stem,
+            source: path.to_path_buf(),
+            frame,
+            records: Some(records),
+            info,
+            summary,
+        })
+    } else {
+        let rows = read_llmperf(path)?;
+        // LLMPerf's files only ever hold LLMPerf's definitions (or ours, if we wrote them with
+        // `--metrics llmperf`); the label is informational for this kind of input.
+        let summary = RunSummary::from_llmperf_rows(&rows, MetricDefinitions::Llmperf);
+        let frame = frame_from_rows(&rows)?;
+        Ok(Run {
+            name: stem_of(path, "_individual_responses.json")
+                .trim_end_matches(".json")
+                .to_string(),
+            source: path.to_path_buf(),
+            frame,
+            records: None,
+            info: None,
+            summary,
+        })
+    }
+}
+
+impl Run {
+    /// Values of a metric column over successful requests (nulls dropped).
+    pub fn ok_values(&self, column: &str) -> anyhow::Result<Vec<f64>> {
+        let ok = self.frame.column("ok")?.bool()?;
+        let col = self.frame.column(column)?.f64()?;
+        Ok(ok
+            .iter()
+            .zip(col.iter())
+            .filter_map(|(ok, v)| if ok == Some(true) { v } else { None })
+            .collect())
+    }
+
+    /// Pairs of two columns over successful requests where both are present.
+    pub fn ok_pairs(&self, x: &str, y: &str) -> anyhow::Result<Vec<(f64, f64)>> {
+        let ok = self.frame.column("ok")?.bool()?;
+        let xs = self.frame.column(x)?.f64()?;
+        let ys = self.frame.column(y)?.f64()?;
+        Ok(ok
+            .iter()
+            .zip(xs.iter())
+            .zip(ys.iter())
+            .filter_map(|((ok, x), y)| match (ok, x, y) {
+                (Some(true), Some(x), Some(y)) => Some((x, y)),
+                _ => None,
+            })
+            .collect())
+    }
+
+    /// Requests in the frame, and how many of them failed.
+    pub fn counts(&self) -> (usize, usize) {
+        let n = self.frame.height();
+        let ok = self
+            .frame
+            .column("ok")
+            .ok()
+            .and_then(|c| c.bool().ok().map(|b| b.sum().unwrap_or(0) as usize))
+            .unwrap_or(0);
+        (n, n - ok)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sanitizes_nan_outside_strings_only() {
+        let s = br#"{"a": NaN, "b": "NaN", "c": [Infinity, -Infinity], "d": "x\"NaN"}"#;
+        let out = sanitize_nonstandard_json(s);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert!(v["a"].is_null());
+        assert_eq!(v["b"], "NaN");
+        assert!(v["c"][0].is_null() && v["c"][1].is_null());
+        assert_eq!(v["d"], "x\"NaN");
+    }
+
+    #[test]
+    fn reads_llmperf_quirks() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("m_1_2_individual_responses.json");
+        std::fs::write(
+            &p,
+            r#"[{"error_code": null, "error_msg": "", "inter_token_latency_s": 0.01, "ttft_s": 0.05,
+                 "end_to_end_latency_s": 1.0, "request_output_throughput_token_per_s": 100.0,
+                 "number_total_tokens": "150", "number_output_tokens": 100, "number_input_tokens": 50},
+                {"error_code": 500, "error_msg": "boom", "inter_token_latency_s": NaN, "ttft_s": 0,
+                 "end_to_end_latency_s": 0, "request_output_throughput_token_per_s": NaN,
+                 "number_total_tokens": 0, "number_output_tokens": 0, "number_input_tokens": 50},
+                {"error_code": "rate_limit", "error_msg": "x"}]"#,
+        )
+        .unwrap();
+        let runs = load(&p).unwrap();
+        let r = &runs[0];
+        assert_eq!(r.name, "m_1_2");
+        assert_eq!(r.counts(), (3, 2));
+        assert_eq!(r.ok_values("number_total_tokens").unwrap(), vec![150.0]);
+        assert_eq!(r.ok_values("ttft_s").unwrap(), vec![0.05]);
+        let codes = r.frame.column("error_code").unwrap();
+        assert_eq!(codes.str().unwrap().get(1), Some("500"));
+        assert_eq!(codes.str().unwrap().get(2), Some("rate_limit"));
+    }
+
+    #[test]
+    fn bad_input_names_the_file_and_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope.json");
+        let e = load(&missing).err().unwrap().to_string();
+        assert!(
+            e.contains("nope.json") && e.contains("does not exist"),
+            "{e}"
+        );
+
+        let p = dir.path().join("x_individual_responses.json");
+        std::fs::write(&p, "{not json").unwrap();
+        let e = format!("{:#}", load(&p).err().unwrap());
+        assert!(
+            e.contains("x_individual_responses.json") && e.contains("not valid JSON"),
+            "{e}"
+        );
+
+        std::fs::write(&p, r#"{"a": 1}"#).unwrap();
+        let e = format!("{:#}", load(&p).err().unwrap());
+        assert!(e.contains("expected a JSON array"), "{e}");
+
+        let j = dir.path().join("r_requests.jsonl");
+        std::fs::write(&j, "{\"oops\": 1}\n").unwrap();
+        let e = format!("{:#}", load(&j).err().unwrap());
+        assert!(e.contains("line 1"), "{e}");
+
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        let e = format!("{:#}", load(&empty).err().unwrap());
+        assert!(e.contains("holds no"), "{e}");
+    }
+}

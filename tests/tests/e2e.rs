@@ -1,0 +1,162 @@
+//! The walking skeleton end to end, in process: mock-server on a loopback port 0, loadgen against it,
+//! analyze on loadgen's files. Timing tolerances hold on a loaded 2-core machine running a debug build.
+
+use std::time::Duration;
+
+use loadgen::{Args as LoadArgs, Control};
+use tokenperf_core::record::{RequestRecord, TokenSource};
+
+const TTFT: Duration = Duration::from_millis(50);
+const ITL: Duration = Duration::from_millis(10);
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    tokenperf_core::stats::quantile(&v, 0.5).expect("non-empty")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mock_loadgen_analyze() {
+    let server = mock_server::spawn(mock_server::Config {
+        ttft: TTFT,
+        itl: ITL,
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("results");
+    let base = server.base_url();
+    let args = LoadArgs::from_flags(&[
+        "--model",
+        "hf:mgoin/TinyStories-1M-ds",
+        "--api-base",
+        &base,
+        "--api-key",
+        "dummy",
+        "--mean-input-tokens",
+        "100",
+        "--stddev-input-tokens",
+        "50",
+        "--mean-output-tokens",
+        "30",
+        "--stddev-output-tokens",
+        "10",
+        "--max-num-completed-requests",
+        "20",
+        "--num-concurrent-requests",
+        "4",
+        "--tokenizer",
+        "tokenperf",
+        "--results-dir",
+        results.to_str().unwrap(),
+        "--quiet",
+    ])
+    .unwrap();
+    let out = loadgen::run_plan(args.into_plan().unwrap(), Control::new())
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+    assert_eq!(out.exit, loadgen::Exit::Ok);
+
+    // Files exist under LLMPerf's names and parse.
+    let stem = "hf-mgoin-TinyStories-1M-ds_100_30";
+    let individual: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(results.join(format!("{stem}_individual_responses.json"))).unwrap(),
+    )
+    .unwrap();
+    let individual = individual.as_array().unwrap();
+    assert_eq!(individual.len(), 20);
+    let keys: Vec<&str> = individual[0]
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        [
+            "error_code",
+            "error_msg",
+            "inter_token_latency_s",
+            "ttft_s",
+            "end_to_end_latency_s",
+            "request_output_throughput_token_per_s",
+            "number_total_tokens",
+            "number_output_tokens",
+            "number_input_tokens"
+        ]
+    );
+    let summary: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(results.join(format!("{stem}_summary.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["version"], "2023-08-31");
+    assert_eq!(summary["results_num_completed_requests"], 20);
+    assert_eq!(summary["results_number_errors"], 0);
+    let jsonl = std::fs::read_to_string(results.join(format!("{stem}_requests.jsonl"))).unwrap();
+    let records: Vec<RequestRecord> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 20);
+
+    // 20 ok records; every token accounted for exactly.
+    let mut ids: Vec<u64> = records.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, (0..20).collect::<Vec<_>>());
+    for r in &records {
+        assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+        assert_eq!(r.output_tokens.used, TokenSource::Server);
+        assert_eq!(
+            r.output_tokens.server, r.max_tokens,
+            "the mock streams max_tokens tokens"
+        );
+        assert_eq!(
+            r.output_tokens.tokenizer, r.output_tokens.server,
+            "usage = re-tokenized count"
+        );
+        let content_events = r.events.iter().filter(|e| e.tokens() > 0).count() as u64;
+        assert_eq!(Some(content_events), r.max_tokens, "one event per token");
+        assert!(r.input_tokens.tokenizer.is_some());
+    }
+
+    // Timing against the mock's settings. The mock can only be late, never early, so TTFT ≥ 50 ms;
+    // the upper bounds leave room for a loaded CI machine.
+    let ttfts: Vec<f64> = records.iter().map(|r| r.ttft_s().unwrap()).collect();
+    assert!(ttfts.iter().all(|&t| t >= TTFT.as_secs_f64()), "{ttfts:?}");
+    let ttft_med = median(ttfts);
+    assert!(ttft_med < 0.080, "median TTFT {ttft_med}");
+    let gaps: Vec<f64> = records
+        .iter()
+        .flat_map(|r| r.token_gaps().map(|(g, _)| g))
+        .collect();
+    let gap_med = median(gaps);
+    assert!((gap_med - 0.010).abs() < 0.0015, "median gap {gap_med}");
+    let tpot_med = median(records.iter().filter_map(RequestRecord::tpot_s).collect());
+    assert!((tpot_med - 0.010).abs() < 0.0015, "median TPOT {tpot_med}");
+
+    // analyze on the results folder: the same summary, and four PNGs of the right size.
+    let out_dir = dir.path().join("analysis");
+    let a = analyze::analyze(&analyze::Args {
+        runs: vec![results.clone()],
+        out: out_dir.clone(),
+        into_input: false,
+        quiet: true,
+    })
+    .unwrap();
+    assert_eq!(a.runs.len(), 1);
+    assert_eq!(
+        a.runs[0].summary, out.summary,
+        "analyze and loadgen disagree on the summary"
+    );
+    assert_eq!(a.charts.len(), 4);
+    for name in [
+        "e2e_latencies",
+        "inter_token_latencies",
+        "time_to_first_token",
+        "inter_token_vs_throughput",
+    ] {
+        let img = image::open(out_dir.join(format!("{name}.png"))).unwrap();
+        assert_eq!((img.width(), img.height()), analyze::charts::SIZE, "{name}");
+    }
+}
