@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use polars::prelude::*;
 use serde::Deserialize;
 use serde_json::Value;
-use tokenperf_core::llmperf::{LlmperfMetrics, MetricDefinitions};
+use tokenperf_core::llmperf::{LlmperfMetrics, MetricDefinitions, sanitize_nonstandard_json};
 use tokenperf_core::record::RequestRecord;
 use tokenperf_core::summary::{RunInfo, RunSummary};
 
@@ -42,52 +42,6 @@ pub const METRIC_COLUMNS: [&str; 7] = [
     "number_output_tokens",
     "number_input_tokens",
 ];
-
-/// Replaces bare `NaN`, `Infinity` and `-Infinity` tokens outside strings with `null`, so Python's
-/// `json.dump` output parses as JSON.
-pub fn sanitize_nonstandard_json(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
-    if !input.windows(3).any(|w| w == b"NaN" || w == b"Inf") {
-        return std::borrow::Cow::Borrowed(input);
-    }
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    let mut in_str = false;
-    while i < input.len() {
-        let b = input[i];
-        if in_str {
-            out.push(b);
-            if b == b'\\' && i + 1 < input.len() {
-                out.push(input[i + 1]);
-                i += 2;
-                continue;
-            }
-            if b == b'"' {
-                in_str = false;
-            }
-            i += 1;
-            continue;
-        }
-        let rest = &input[i..];
-        if b == b'"' {
-            in_str = true;
-            out.push(b);
-            i += 1;
-        } else if rest.starts_with(b"NaN") {
-            out.extend_from_slice(b"null");
-            i += 3;
-        } else if rest.starts_with(b"-Infinity") {
-            out.extend_from_slice(b"null");
-            i += 9;
-        } else if rest.starts_with(b"Infinity") {
-            out.extend_from_slice(b"null");
-            i += 8;
-        } else {
-            out.push(b);
-            i += 1;
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
 
 /// A number that may arrive as a number, a numeric string, or null.
 fn lenient_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
@@ -392,17 +346,6 @@ impl Run {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sanitizes_nan_outside_strings_only() {
-        let s = br#"{"a": NaN, "b": "NaN", "c": [Infinity, -Infinity], "d": "x\"NaN"}"#;
-        let out = sanitize_nonstandard_json(s);
-        let v: Value = serde_json::from_slice(&out).unwrap();
-        assert!(v["a"].is_null());
-        assert_eq!(v["b"], "NaN");
-        assert!(v["c"][0].is_null() && v["c"][1].is_null());
-        assert_eq!(v["d"], "x\"NaN");
-    }
 
     #[test]
     fn reads_llmperf_quirks() {

@@ -39,6 +39,30 @@ impl Rng {
     pub fn exponential(&mut self, mean: f64) -> f64 {
         -mean * (1.0 - self.next_f64()).ln()
     }
+
+    /// Gamma with shape `k` > 0 and scale `theta` (mean k·θ), by Marsaglia and Tsang's method
+    /// (with the usual boost for k < 1).
+    pub fn gamma(&mut self, k: f64, theta: f64) -> f64 {
+        if k < 1.0 {
+            let u = self.next_f64().max(f64::MIN_POSITIVE);
+            return self.gamma(k + 1.0, theta) * u.powf(1.0 / k);
+        }
+        let d = k - 1.0 / 3.0;
+        let c = 1.0 / (9.0 * d).sqrt();
+        loop {
+            let x = self.normal();
+            let v = (1.0 + c * x).powi(3);
+            if v <= 0.0 {
+                continue;
+            }
+            let u = self.next_f64();
+            if u < 1.0 - 0.0331 * x.powi(4)
+                || u.max(f64::MIN_POSITIVE).ln() < 0.5 * x * x + d * (1.0 - v + v.ln())
+            {
+                return d * v * theta;
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -61,5 +85,25 @@ mod tests {
         let e: f64 = (0..n).map(|_| a.exponential(2.0)).sum::<f64>() / n as f64;
         assert!((e - 2.0).abs() < 0.1, "{e}");
         assert!((0..1000).all(|_| a.below(3) < 3));
+    }
+
+    #[test]
+    fn gamma_has_the_stated_mean_and_variance() {
+        let mut r = Rng::new(9);
+        for (k, theta) in [(0.5, 2.0), (1.0, 1.0), (4.0, 0.25)] {
+            let n = 40_000;
+            let xs: Vec<f64> = (0..n).map(|_| r.gamma(k, theta)).collect();
+            let mean = xs.iter().sum::<f64>() / n as f64;
+            let var = xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / n as f64;
+            assert!(
+                (mean - k * theta).abs() < 0.03 * k * theta + 0.01,
+                "k={k}: mean {mean}"
+            );
+            assert!(
+                (var - k * theta * theta).abs() < 0.08 * k * theta * theta + 0.01,
+                "k={k}: var {var}"
+            );
+            assert!(xs.iter().all(|x| *x >= 0.0));
+        }
     }
 }

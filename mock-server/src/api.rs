@@ -1,20 +1,28 @@
-//! Request handling: parses OpenAI request bodies (naming the offending field on error) and turns every
-//! failure into an OpenAI-shaped error body with the right status. Never panics on client input.
+//! Request handling: authentication, OpenAI request parsing (naming the offending field on error),
+//! fault selection, admission, and OpenAI-shaped error bodies with the right status (400 bad input,
+//! 401 key, 404 model, 413 body size, 429 queue full, injected 4xx/5xx). Never panics on client input.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::body::{Body, Bytes};
 use axum::extract::State as AxState;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{StatusCode, header};
+use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use tokenperf_core::openai::{ErrorBody, ErrorObject};
 
+use tokenperf_core::rng::Rng;
+
 use crate::State;
-use crate::stream::{Endpoint, Plan};
+use crate::faults::{self, FAULT_HEADER, Plan as FaultPlan};
+use crate::stream::{self, Endpoint, Plan};
+
+/// Header that turns on ground truth in the chunks of one request.
+pub const GROUND_TRUTH_HEADER: &str = "x-tokenperf-ground-truth";
 
 /// An error answered as `{"error": {"message", "type", "code", "param"}}`.
 #[derive(Debug, Clone)]
@@ -32,6 +40,39 @@ impl ApiError {
             message: message.into(),
             kind: "invalid_request_error",
             param: param.map(str::to_string),
+        }
+    }
+
+    pub fn server_error(message: impl Into<String>) -> Self {
+        Self {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            message: message.into(),
+            kind: "server_error",
+            param: None,
+        }
+    }
+
+    /// An error for an injected `status=CODE` fault, worded as real servers word that status.
+    pub fn injected(code: u16) -> Self {
+        let status = StatusCode::from_u16(code).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let (message, kind) = match code {
+            400 => (
+                "This model's maximum context length was exceeded (mock fault)",
+                "invalid_request_error",
+            ),
+            401 => ("Invalid API key (mock fault)", "authentication_error"),
+            429 => (
+                "Rate limit reached: too many requests (mock fault)",
+                "rate_limit_error",
+            ),
+            503 => ("The server is overloaded (mock fault)", "server_error"),
+            _ => ("Internal server error (mock fault)", "server_error"),
+        };
+        Self {
+            status,
+            message: message.into(),
+            kind,
+            param: None,
         }
     }
 }
@@ -73,6 +114,10 @@ pub struct Request {
     /// The prompt text: chat message contents joined by newlines, or the completions prompt.
     pub prompt: String,
     pub max_tokens: u64,
+    /// Lower bound on the output length (vLLM's extension).
+    pub min_tokens: u64,
+    /// Produce exactly `max_tokens` tokens.
+    pub ignore_eos: bool,
     pub stream: bool,
     pub include_usage: bool,
 }
@@ -205,6 +250,14 @@ pub fn parse(body: &[u8], endpoint: Endpoint, state: &State) -> Result<Request, 
             Some("n"),
         ));
     }
+    let min_tokens = opt_u64(&v, "min_tokens")?.unwrap_or(0);
+    if min_tokens > max_tokens {
+        return Err(ApiError::bad_request(
+            format!("'min_tokens' ({min_tokens}) must not exceed 'max_tokens' ({max_tokens})"),
+            Some("min_tokens"),
+        ));
+    }
+    let ignore_eos = opt_bool(&v, "ignore_eos")?.unwrap_or(false);
     let stream = opt_bool(&v, "stream")?.unwrap_or(false);
     let include_usage = match v.get("stream_options") {
         None | Some(Value::Null) => false,
@@ -225,47 +278,174 @@ pub fn parse(body: &[u8], endpoint: Endpoint, state: &State) -> Result<Request, 
         model,
         prompt,
         max_tokens,
+        min_tokens,
+        ignore_eos,
         stream,
         include_usage,
     })
 }
 
+fn authorized(state: &State, headers: &HeaderMap) -> bool {
+    let Some(key) = &state.config.api_key else {
+        return true;
+    };
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|given| given.trim() == key)
+}
+
+/// Faults for this request: the `x-mock-fault` header when present, else one of the configured kinds
+/// at the configured rate.
+fn faults_for(state: &State, headers: &HeaderMap, rng: &mut Rng) -> Result<FaultPlan, ApiError> {
+    if let Some(h) = headers.get(FAULT_HEADER) {
+        let text = h
+            .to_str()
+            .map_err(|_| ApiError::bad_request("x-mock-fault is not text", None))?;
+        let list = faults::parse_list(text)
+            .map_err(|e| ApiError::bad_request(format!("x-mock-fault: {e}"), None))?;
+        return Ok(FaultPlan::from_faults(&list));
+    }
+    let cfg = &state.config;
+    if cfg.fault_rate > 0.0 && !cfg.faults.is_empty() && rng.next_f64() < cfg.fault_rate {
+        let f = cfg.faults[rng.below(cfg.faults.len())];
+        return Ok(FaultPlan::from_faults(&[f]));
+    }
+    Ok(FaultPlan::default())
+}
+
 async fn handle(
     state: Arc<State>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
 ) -> Result<Response, ApiError> {
-    // The clock starts when the request has been read: every token deadline is counted from here.
+    // The clock starts when the request has been read: TTFT and queue time count from here.
     let start = Instant::now();
+    let result = respond(&state, &headers, body, endpoint, start).await;
+    if result.is_err() {
+        state
+            .metrics
+            .requests_rejected
+            .fetch_add(1, Ordering::Relaxed);
+    }
+    result
+}
+
+async fn respond(
+    state: &Arc<State>,
+    headers: &HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+    start: Instant,
+) -> Result<Response, ApiError> {
+    if !authorized(state, headers) {
+        return Err(ApiError {
+            status: StatusCode::UNAUTHORIZED,
+            message: "missing or wrong API key: send 'Authorization: Bearer <key>'".into(),
+            kind: "authentication_error",
+            param: None,
+        });
+    }
     let body = body?;
-    let req = parse(&body, endpoint, &state)?;
-    let plan = Plan::new(&state, req, endpoint, start);
+    let req = parse(&body, endpoint, state)?;
+    let (number, mut rng) = stream::next_request(state.config.seed);
+    let faults = faults_for(state, headers, &mut rng)?;
+    if let Some(secs) = faults.slow_first_byte {
+        tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    }
+    if let Some(code) = faults.status {
+        return Err(ApiError::injected(code));
+    }
+    // Tokenizing a long prompt takes a while in a debug build; off the async workers it cannot delay
+    // other streams' writes. It overlaps the prefill, as in a real server.
+    let prompt = req.prompt.clone();
+    let st = state.clone();
+    let prompt_tokens = tokio::task::spawn_blocking(move || {
+        st.tokenizer.count(&prompt, true).map_or(0, |n| n as u64)
+    });
+    let prompt_tokens = if state.config.max_context > 0 {
+        let n = prompt_tokens.await.unwrap_or(0);
+        let limit = state.config.max_context;
+        if n + req.max_tokens > limit {
+            return Err(ApiError {
+                status: StatusCode::BAD_REQUEST,
+                message: format!(
+                    "This model's maximum context length is {limit} tokens. However, you requested \
+                     {} tokens ({n} in the messages, {} in the completion).",
+                    n + req.max_tokens,
+                    req.max_tokens
+                ),
+                kind: "invalid_request_error",
+                param: Some("messages".into()),
+            });
+        }
+        tokio::spawn(async move { n })
+    } else {
+        prompt_tokens
+    };
+    let ticket = state.admission.reserve().ok_or_else(|| ApiError {
+        status: StatusCode::TOO_MANY_REQUESTS,
+        message: format!(
+            "the server is at capacity ({} running, {} waiting)",
+            state.config.max_num_seqs, state.config.max_waiting
+        ),
+        kind: "rate_limit_error",
+        param: None,
+    })?;
+    let ground_truth = state.config.ground_truth
+        || headers
+            .get(GROUND_TRUTH_HEADER)
+            .is_some_and(|v| v.as_bytes() == b"1" || v.as_bytes().eq_ignore_ascii_case(b"true"));
+    let plan = Plan::new(
+        (number, rng),
+        req,
+        endpoint,
+        start,
+        ticket,
+        faults,
+        ground_truth,
+    );
     if plan.request.stream {
         Ok(Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "text/event-stream")
             .header(header::CACHE_CONTROL, "no-cache")
             .header("x-accel-buffering", "no")
-            .body(Body::from_stream(plan.into_sse(state)))
+            .body(Body::from_stream(
+                plan.into_sse(state.clone(), prompt_tokens),
+            ))
             .expect("static headers are valid"))
     } else {
-        let json = plan.into_json(&state).await;
+        let json = plan.into_json(state.clone(), prompt_tokens).await?;
         Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
     }
 }
 
 pub async fn chat_completions(
     AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    handle(state, body, Endpoint::Chat).await
+    handle(state, headers, body, Endpoint::Chat).await
 }
 
 pub async fn completions(
     AxState(state): AxState<Arc<State>>,
+    headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    handle(state, body, Endpoint::Completions).await
+    handle(state, headers, body, Endpoint::Completions).await
+}
+
+/// Prometheus text exposition of the server's metrics.
+pub async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
+        .into_response()
 }
 
 pub async fn models(AxState(state): AxState<Arc<State>>) -> Json<Value> {

@@ -5,24 +5,34 @@
 //! read off directly.
 //!
 //! # Layout
-//! * [`cli`]: command-line flags, folded into a validated [`Config`].
-//! * [`api`]: request parsing and OpenAI-shaped errors.
-//! * [`stream`]: the response: token schedule and SSE/JSON bodies.
+//! * [`cli`]: flags, presets and config files, folded into a validated [`Config`].
+//! * [`api`]: request parsing, authentication, OpenAI-shaped errors, `/metrics`.
+//! * [`admission`]: continuous batching: running slots and the bounded waiting queue.
+//! * [`stream`]: the response: token schedule, faults, SSE and JSON bodies.
 //! * [`pacer`]: the sub-millisecond deadline timer.
+//! * [`dist`], [`faults`], [`replay`]: what the timing and failures are drawn from.
+//! * [`metrics`], [`gtlog`]: what the server reports about itself.
 //! * [`words`]: output words that are single tokens of the server's tokenizer.
 //!
 //! Tests start the server with [`serve`] on a listener bound to port 0.
 
+pub mod admission;
 pub mod api;
 pub mod cli;
+pub mod dist;
+pub mod faults;
+pub mod gtlog;
+pub mod metrics;
 pub mod pacer;
+pub mod replay;
 pub mod stream;
 pub mod words;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -30,57 +40,152 @@ use axum::routing::{get, post};
 use tokenperf_core::tokenizer::TokenCounter;
 use tokio::net::TcpListener;
 
+use crate::admission::Admission;
+use crate::dist::{Dist, Jitter};
+use crate::faults::Fault;
+use crate::gtlog::GroundTruthLog;
+use crate::metrics::Metrics;
 use crate::pacer::Pacer;
+use crate::replay::Profile;
 use crate::words::Vocabulary;
 
-/// Everything the server needs to know, validated.
+/// Everything the server needs to know, validated (see [`cli::Settings`] for the user-facing names).
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Time from request arrival to the first token.
+    /// Fixed part of the time from admission to the first token (prefill).
     pub ttft: Duration,
-    /// Time between consecutive tokens.
+    /// Prefill cost per prompt token.
+    pub prefill_per_token: Duration,
+    /// Decode step with one sequence running.
     pub itl: Duration,
+    /// Decode step = itl × (1 + factor × (running − 1)).
+    pub itl_load_factor: f64,
+    pub ttft_jitter: Jitter,
+    pub itl_jitter: Jitter,
+    /// Most sequences running at once; 0 for no limit.
+    pub max_num_seqs: usize,
+    /// Most requests waiting for a slot; beyond it, 429.
+    pub max_waiting: usize,
+    /// A prefill holds back running sequences' next tokens until it ends.
+    pub prefill_stalls_decode: bool,
     /// Tokens streamed when the request gives no `max_tokens`.
     pub default_max_tokens: u64,
+    /// Output length for requests without `ignore_eos`; `None`: always `max_tokens`.
+    pub output_len: Option<Dist>,
+    pub tokens_per_chunk: Dist,
     /// Model names served; empty means any name is accepted and echoed back.
     pub models: Vec<String>,
+    /// Required bearer token, if any.
+    pub api_key: Option<String>,
     /// Request body limit in bytes.
     pub body_limit: usize,
-    /// Seed for the output words.
+    /// Context length (prompt + max_tokens); 0 for no limit.
+    pub max_context: u64,
+    /// Seed for output text, lengths, jitter and faults.
     pub seed: u64,
+    pub fault_rate: f64,
+    pub faults: Vec<Fault>,
+    /// Ground truth in every chunk (otherwise per request, by header).
+    pub ground_truth: bool,
+    pub ground_truth_log: Option<PathBuf>,
+    pub replay: Option<Arc<Profile>>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self {
-            ttft: Duration::from_millis(50),
-            itl: Duration::from_millis(5),
+        Self::from_settings(&cli::Settings {
             default_max_tokens: 16,
-            models: Vec::new(),
-            body_limit: 4 << 20,
-            seed: 0,
+            ..cli::Settings::default()
+        })
+        .expect("default settings are valid")
+    }
+}
+
+/// Maps instants to wall-clock microseconds through one anchor taken at start-up, so ground-truth
+/// times are monotonic within a run and comparable with a client's wall clock on the same host.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    instant: Instant,
+    unix_us: u64,
+}
+
+impl Clock {
+    fn new() -> Self {
+        Self {
+            instant: Instant::now(),
+            unix_us: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_micros() as u64),
+        }
+    }
+
+    /// Microseconds since the Unix epoch of `t`.
+    pub fn unix_us(&self, t: Instant) -> u64 {
+        if t >= self.instant {
+            self.unix_us + (t - self.instant).as_micros() as u64
+        } else {
+            self.unix_us
+                .saturating_sub((self.instant - t).as_micros() as u64)
         }
     }
 }
 
-/// Shared, read-only server state.
+/// Shared server state.
 pub struct State {
     pub config: Config,
     pub tokenizer: TokenCounter,
     pub vocabulary: Vocabulary,
     pub pacer: Pacer,
+    pub metrics: Metrics,
+    pub admission: Admission,
+    pub clock: Clock,
+    /// Until when a prefill holds back decoding (with `prefill_stalls_decode`).
+    pub prefill_busy_until: std::sync::Mutex<Instant>,
+    gt_log: Option<GroundTruthLog>,
 }
 
 impl State {
     /// Builds the state with the given tokenizer (the project's own by default).
     pub fn new(config: Config, tokenizer: TokenCounter) -> anyhow::Result<Arc<Self>> {
+        Self::with_pacer(config, tokenizer, Pacer::new())
+    }
+
+    /// Builds the state with a given pacer ([`Pacer::fake`] in schedule tests).
+    pub fn with_pacer(
+        config: Config,
+        tokenizer: TokenCounter,
+        pacer: Pacer,
+    ) -> anyhow::Result<Arc<Self>> {
         let vocabulary = Vocabulary::from_tokenizer(&tokenizer).map_err(anyhow::Error::msg)?;
+        let gt_log = match &config.ground_truth_log {
+            Some(p) => Some(GroundTruthLog::create(p)?),
+            None => None,
+        };
         Ok(Arc::new(Self {
+            admission: Admission::new(config.max_num_seqs, config.max_waiting),
             config,
             tokenizer,
             vocabulary,
-            pacer: Pacer::new(),
+            pacer,
+            metrics: Metrics::default(),
+            clock: Clock::new(),
+            prefill_busy_until: std::sync::Mutex::new(Instant::now()),
+            gt_log,
         }))
+    }
+
+    /// Queues one ground-truth log line (no-op without `--ground-truth-log`).
+    pub fn log_ground_truth(&self, line: String) {
+        if let Some(l) = &self.gt_log {
+            l.send(line);
+        }
+    }
+
+    /// Waits until every queued ground-truth line is on disk.
+    pub async fn flush_ground_truth_log(&self) {
+        if let Some(l) = &self.gt_log {
+            l.flush().await;
+        }
     }
 }
 
@@ -92,6 +197,7 @@ pub fn app(state: Arc<State>) -> Router {
         .route("/v1/completions", post(api::completions))
         .route("/v1/models", get(api::models))
         .route("/health", get(api::health))
+        .route("/metrics", get(api::metrics))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -56,7 +56,14 @@ struct Shared {
 /// Handle to the pacer thread. Cloning shares the thread; it exits when the last handle is dropped.
 #[derive(Clone)]
 pub struct Pacer {
-    inner: Arc<PacerOwner>,
+    inner: Inner,
+}
+
+#[derive(Clone)]
+enum Inner {
+    Real(Arc<PacerOwner>),
+    /// For tests: records every deadline and returns at once, as if it had fired exactly on time.
+    Fake(Arc<Mutex<Vec<Instant>>>),
 }
 
 struct PacerOwner {
@@ -91,20 +98,42 @@ impl Pacer {
             .spawn(move || run(&s))
             .expect("spawning the pacer thread");
         Self {
-            inner: Arc::new(PacerOwner { shared }),
+            inner: Inner::Real(Arc::new(PacerOwner { shared })),
+        }
+    }
+
+    /// A pacer that never sleeps and records the deadlines it was given (see [`Pacer::deadlines`]).
+    pub fn fake() -> Self {
+        Self {
+            inner: Inner::Fake(Arc::new(Mutex::new(Vec::new()))),
+        }
+    }
+
+    /// The deadlines a fake pacer was asked for, in order (empty for a real one).
+    pub fn deadlines(&self) -> Vec<Instant> {
+        match &self.inner {
+            Inner::Real(_) => Vec::new(),
+            Inner::Fake(v) => v.lock().expect("fake pacer lock").clone(),
         }
     }
 
     /// Waits until `deadline` and returns the instant the pacer released the caller (≥ `deadline`).
     /// A deadline already in the past returns at once.
     pub async fn sleep_until(&self, deadline: Instant) -> Instant {
+        let owner = match &self.inner {
+            Inner::Real(o) => o,
+            Inner::Fake(v) => {
+                v.lock().expect("fake pacer lock").push(deadline);
+                return deadline;
+            }
+        };
         let now = Instant::now();
         if deadline <= now {
             return now;
         }
         let (tx, rx) = oneshot::channel();
         {
-            let shared = &self.inner.shared;
+            let shared = &owner.shared;
             let mut q = shared.queue.lock().expect("pacer lock");
             let earliest = q.heap.peek().map(|e| e.0.at);
             q.seq += 1;
