@@ -9,6 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use tokenperf_core::llmperf::MetricDefinitions;
 
+use crate::arrival::Arrival;
 use crate::client::Endpoint;
 
 /// The LLM APIs LLMPerf accepts; only `openai` is implemented here.
@@ -57,12 +58,13 @@ pub struct Args {
     /// Requests in flight at once (closed loop: each finished request starts the next).
     #[arg(long, default_value_t = 10)]
     pub num_concurrent_requests: u64,
-    /// Seconds after which no new request is started (in-flight ones finish).
-    #[arg(long, default_value_t = 90.0, allow_negative_numbers = true)]
-    pub timeout: f64,
-    /// Number of requests to run.
-    #[arg(long, default_value_t = 10)]
-    pub max_num_completed_requests: u64,
+    /// Seconds after which no new request is started (in-flight ones finish) [default: 90, or
+    /// --duration when that is given].
+    #[arg(long, allow_negative_numbers = true)]
+    pub timeout: Option<f64>,
+    /// Number of requests to run [default: 10; without limit when --duration is given].
+    #[arg(long)]
+    pub max_num_completed_requests: Option<u64>,
     /// JSON object merged over every request body, e.g. '{"temperature": 0}'.
     #[arg(long, default_value = "{}")]
     pub additional_sampling_params: String,
@@ -84,6 +86,30 @@ pub struct Args {
     /// Endpoint to call.
     #[arg(long, value_enum, default_value = "chat")]
     pub endpoint: Endpoint,
+    /// Open loop: send requests at this mean rate (per second) on a schedule fixed in advance,
+    /// whatever the server's speed, instead of a fixed concurrency.
+    #[arg(
+        long,
+        conflicts_with = "num_concurrent_requests",
+        allow_negative_numbers = true
+    )]
+    pub request_rate: Option<f64>,
+    /// Arrival process of the open loop [default: poisson].
+    #[arg(long, value_enum, requires = "request_rate")]
+    pub arrival: Option<Arrival>,
+    /// Shape of gamma arrivals: 1 is Poisson, below 1 burstier, above 1 smoother [default: 1].
+    #[arg(long, requires = "request_rate", allow_negative_numbers = true)]
+    pub burstiness: Option<f64>,
+    /// Open loop: most requests in flight; an arrival that finds them all busy is recorded as
+    /// dropped (never silently lost).
+    #[arg(long, requires = "request_rate")]
+    pub max_concurrency: Option<u64>,
+    /// Seconds of load: no request starts after it (open loop: arrivals are scheduled within it).
+    #[arg(long, allow_negative_numbers = true)]
+    pub duration: Option<f64>,
+    /// Requests sent before the measured run (same prompts and concurrency), not recorded.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_requests: u64,
     /// Seed for prompt and length sampling (LLMPerf's is 11111).
     #[arg(long, default_value_t = 11111)]
     pub seed: u64,
@@ -119,7 +145,14 @@ pub struct Args {
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Load {
     /// Fixed concurrency: `concurrency` workers, each sending its next request when the last ends.
-    Closed { concurrency: u64, requests: u64 },
+    Closed { concurrency: u64 },
+    /// A schedule fixed in advance at `rate` requests per second, optionally capped in flight.
+    Open {
+        rate: f64,
+        arrival: Arrival,
+        burstiness: f64,
+        max_concurrency: Option<u64>,
+    },
 }
 
 /// Everything a run needs, validated.
@@ -132,8 +165,12 @@ pub struct Plan {
     pub api_key: String,
     pub endpoint: Endpoint,
     pub load: Load,
+    /// Requests to send; `None`: as many as fit in the time limit.
+    pub requests: Option<u64>,
     /// No new request after this.
     pub timeout_s: f64,
+    /// Requests sent before the measured run and not recorded.
+    pub warmup_requests: u64,
     pub mean_input_tokens: u64,
     pub stddev_input_tokens: u64,
     pub mean_output_tokens: u64,
@@ -242,9 +279,57 @@ impl Args {
         if self.num_concurrent_requests == 0 {
             return Err(bad("--num-concurrent-requests", "must be at least 1"));
         }
-        if self.max_num_completed_requests == 0 {
+        if self.max_num_completed_requests == Some(0) {
             return Err(bad("--max-num-completed-requests", "must be at least 1"));
         }
+        let duration = self
+            .duration
+            .map(|d| seconds("--duration", d))
+            .transpose()?;
+        let requests = match (self.max_num_completed_requests, duration) {
+            (Some(n), _) => Some(n),
+            (None, Some(_)) => None,
+            (None, None) => Some(10),
+        };
+        let timeout_s = match (self.timeout, duration) {
+            (Some(t), Some(d)) => seconds("--timeout", t)?.min(d),
+            (Some(t), None) => seconds("--timeout", t)?,
+            (None, Some(d)) => d,
+            (None, None) => 90.0,
+        };
+        let load = match self.request_rate {
+            None => Load::Closed {
+                concurrency: self.num_concurrent_requests,
+            },
+            Some(rate) => {
+                if !(rate.is_finite() && rate > 0.0) {
+                    return Err(bad(
+                        "--request-rate",
+                        format!("must be a positive number of requests per second, got {rate}"),
+                    ));
+                }
+                let arrival = self.arrival.unwrap_or(Arrival::Poisson);
+                if self.burstiness.is_some() && arrival != Arrival::Gamma {
+                    return Err(bad("--burstiness", "only applies to --arrival gamma"));
+                }
+                let burstiness = self.burstiness.unwrap_or(1.0);
+                if !(burstiness.is_finite() && burstiness > 0.0) {
+                    return Err(bad(
+                        "--burstiness",
+                        format!("must be positive, got {burstiness}"),
+                    ));
+                }
+                if self.max_concurrency == Some(0) {
+                    return Err(bad("--max-concurrency", "must be at least 1"));
+                }
+                Load::Open {
+                    rate,
+                    arrival,
+                    burstiness,
+                    max_concurrency: self.max_concurrency,
+                }
+            }
+        };
         if self.mean_input_tokens == 0 {
             return Err(bad("--mean-input-tokens", "must be at least 1"));
         }
@@ -282,11 +367,10 @@ impl Args {
             api_base,
             api_key,
             endpoint: self.endpoint,
-            load: Load::Closed {
-                concurrency: self.num_concurrent_requests,
-                requests: self.max_num_completed_requests,
-            },
-            timeout_s: seconds("--timeout", self.timeout)?,
+            load,
+            requests,
+            timeout_s,
+            warmup_requests: self.warmup_requests,
             mean_input_tokens: self.mean_input_tokens,
             stddev_input_tokens: self.stddev_input_tokens,
             mean_output_tokens: self.mean_output_tokens,
@@ -317,14 +401,20 @@ impl Plan {
     pub fn request_timeout(&self) -> Option<Duration> {
         self.request_timeout_s.map(Duration::from_secs_f64)
     }
-    pub fn requests(&self) -> u64 {
-        match self.load {
-            Load::Closed { requests, .. } => requests,
-        }
+    /// Prompts to build: one per request, cycled when the run has no request limit (as LLMPerf
+    /// cycles its prompt list).
+    pub fn prompt_pool(&self) -> u64 {
+        self.requests.unwrap_or(256).max(1)
     }
+    /// Connections worth keeping open: the concurrency, or the cap of an open loop.
     pub fn concurrency(&self) -> u64 {
         match self.load {
-            Load::Closed { concurrency, .. } => concurrency,
+            Load::Closed { concurrency } => concurrency,
+            Load::Open {
+                max_concurrency,
+                rate,
+                ..
+            } => max_concurrency.unwrap_or((rate.ceil() as u64).clamp(1, 1024)),
         }
     }
 }
@@ -368,13 +458,8 @@ mod tests {
             ),
             (550, 150, 150, 80)
         );
-        assert_eq!(
-            p.load,
-            Load::Closed {
-                concurrency: 10,
-                requests: 10
-            }
-        );
+        assert_eq!(p.load, Load::Closed { concurrency: 10 });
+        assert_eq!(p.requests, Some(10));
         assert_eq!(p.timeout_s, 90.0);
         assert_eq!(p.seed, 11111);
         assert!(p.results_dir.is_none());
@@ -406,13 +491,8 @@ mod tests {
             "openai",
         ])
         .unwrap();
-        assert_eq!(
-            p.load,
-            Load::Closed {
-                concurrency: 4,
-                requests: 50
-            }
-        );
+        assert_eq!(p.load, Load::Closed { concurrency: 4 });
+        assert_eq!((p.requests, p.timeout_s), (Some(50), 600.0));
         assert_eq!(p.results_dir, Some(PathBuf::from("result_outputs")));
     }
 
@@ -440,6 +520,34 @@ mod tests {
             (&["--llm-api", "anthropic"], "--llm-api"),
             (&["--max-error-rate", "2"], "--max-error-rate"),
             (&["--request-timeout", "-1"], "--request-timeout"),
+            (&["--request-rate", "0"], "--request-rate"),
+            (
+                &["--request-rate", "5", "--burstiness", "2"],
+                "--burstiness",
+            ),
+            (
+                &[
+                    "--request-rate",
+                    "5",
+                    "--arrival",
+                    "gamma",
+                    "--burstiness",
+                    "-1",
+                ],
+                "--burstiness",
+            ),
+            (
+                &["--request-rate", "5", "--max-concurrency", "0"],
+                "--max-concurrency",
+            ),
+            (&["--duration", "0"], "--duration"),
+            // clap's own conflicts name both flags.
+            (
+                &["--request-rate", "5", "--num-concurrent-requests", "4"],
+                "--num-concurrent-requests",
+            ),
+            (&["--arrival", "constant"], "--request-rate"),
+            (&["--max-concurrency", "3"], "--request-rate"),
         ] {
             let e = args(extra).unwrap_err();
             assert!(e.contains(flag), "{extra:?}: {e}");
@@ -451,6 +559,57 @@ mod tests {
         if std::env::var_os("OPENAI_API_BASE").is_none() {
             assert!(e.unwrap_err().to_string().contains("OPENAI_API_BASE"));
         }
+    }
+
+    #[test]
+    fn open_loop_and_duration_plans() {
+        let p = args(&[
+            "--request-rate",
+            "4",
+            "--arrival",
+            "gamma",
+            "--burstiness",
+            "0.5",
+            "--max-concurrency",
+            "8",
+            "--duration",
+            "30",
+        ])
+        .unwrap();
+        assert_eq!(
+            p.load,
+            Load::Open {
+                rate: 4.0,
+                arrival: Arrival::Gamma,
+                burstiness: 0.5,
+                max_concurrency: Some(8)
+            }
+        );
+        assert_eq!(
+            p.requests, None,
+            "a duration without a request count runs until the time is up"
+        );
+        assert_eq!(p.timeout_s, 30.0);
+        let p = args(&[
+            "--duration",
+            "30",
+            "--timeout",
+            "10",
+            "--max-num-completed-requests",
+            "7",
+        ])
+        .unwrap();
+        assert_eq!((p.requests, p.timeout_s), (Some(7), 10.0));
+        let p = args(&["--request-rate", "2"]).unwrap();
+        assert!(matches!(
+            p.load,
+            Load::Open {
+                arrival: Arrival::Poisson,
+                burstiness: 1.0,
+                max_concurrency: None,
+                ..
+            }
+        ));
     }
 
     #[test]

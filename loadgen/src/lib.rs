@@ -6,12 +6,13 @@
 //! * [`tokenizer`]: `--tokenizer` resolution (built-in, file, Hugging Face cache).
 //! * [`client`]: one measured request → one [`RequestRecord`].
 //! * [`sse`]: the incremental SSE parser.
-//! * [`runner`]: closed-loop scheduling and stop signals.
+//! * [`runner`]: closed- and open-loop scheduling, stop signals; [`arrival`]: open-loop schedules.
 //! * [`output`]: record sinks and the final files.
 //!
 //! [`run_plan`] is the whole run as a library call (tests use it); [`run`] adds signal handling and
 //! printing for the binary.
 
+pub mod arrival;
 pub mod cli;
 pub mod client;
 pub mod output;
@@ -32,7 +33,7 @@ use tokenperf_core::summary::{RunInfo, RunSummary};
 use tokenperf_core::tokenizer::PROJECT_CORPUS;
 use tokio::sync::mpsc;
 
-pub use cli::{Args, Plan};
+pub use cli::{Args, Load, Plan};
 pub use runner::Control;
 
 use crate::client::{ClientConfig, Context, http_client};
@@ -74,7 +75,7 @@ fn unix_us() -> u64 {
 /// Samples every request's prompt and `max_tokens` up front, seeded, as LLMPerf does.
 pub fn build_prompts(plan: &Plan, builder: &PromptBuilder<'_>) -> anyhow::Result<Vec<PromptSpec>> {
     let mut rng = Rng::new(plan.seed);
-    (0..plan.requests())
+    (0..plan.prompt_pool())
         .map(|_| {
             builder
                 .sample(
@@ -119,24 +120,47 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         None => None,
     };
     let mut sinks: Vec<Box<dyn RecordSink>> =
-        vec![Box::new(Progress::new(plan.requests(), plan.quiet))];
+        vec![Box::new(Progress::new(plan.requests, plan.quiet))];
     if let Some(f) = &files {
         sinks.push(Box::new(JsonlSink::create(&f.requests_jsonl)?));
     }
 
     let http = http_client(plan.concurrency() as usize).context("building the HTTP client")?;
+    let client_config = ClientConfig {
+        api_base: plan.api_base.clone(),
+        api_key: plan.api_key.clone(),
+        model: plan.model.clone(),
+        endpoint: plan.endpoint,
+        additional_params: plan.additional_sampling_params.clone(),
+        request_usage: plan.request_usage,
+        idle_timeout: plan.idle_timeout(),
+        total_timeout: plan.request_timeout(),
+    };
+    if plan.warmup_requests > 0 {
+        // Warm-up: same prompts, a closed loop at the run's concurrency; the records are discarded.
+        let warm = Arc::new(Context {
+            config: client_config.clone(),
+            http: http.clone(),
+            run_start: Instant::now(),
+            tokenizer: tokenizer.clone(),
+        });
+        let (wtx, mut wrx) = mpsc::unbounded_channel();
+        let drain = tokio::spawn(async move { while wrx.recv().await.is_some() {} });
+        runner::closed_loop(
+            warm,
+            specs.clone(),
+            plan.concurrency(),
+            Some(plan.warmup_requests),
+            Instant::now() + Duration::from_secs_f64(plan.timeout_s),
+            control.clone(),
+            wtx,
+        )
+        .await;
+        let _ = drain.await;
+    }
     let run_started_unix_us = unix_us();
     let ctx = Arc::new(Context {
-        config: ClientConfig {
-            api_base: plan.api_base.clone(),
-            api_key: plan.api_key.clone(),
-            model: plan.model.clone(),
-            endpoint: plan.endpoint,
-            additional_params: plan.additional_sampling_params.clone(),
-            request_usage: plan.request_usage,
-            idle_timeout: plan.idle_timeout(),
-            total_timeout: plan.request_timeout(),
-        },
+        config: client_config,
         http,
         run_start: Instant::now(),
         tokenizer: tokenizer.clone(),
@@ -169,15 +193,47 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         (records, error)
     });
 
-    runner::closed_loop(
-        ctx.clone(),
-        specs.clone(),
-        plan.concurrency(),
-        Duration::from_secs_f64(plan.timeout_s),
-        control.clone(),
-        tx,
-    )
-    .await;
+    let stop_at = ctx.run_start + Duration::from_secs_f64(plan.timeout_s);
+    match plan.load {
+        Load::Closed { concurrency } => {
+            runner::closed_loop(
+                ctx.clone(),
+                specs.clone(),
+                concurrency,
+                plan.requests,
+                stop_at,
+                control.clone(),
+                tx,
+            )
+            .await;
+        }
+        Load::Open {
+            rate,
+            arrival,
+            burstiness,
+            max_concurrency,
+        } => {
+            let mut rng = Rng::new(plan.seed ^ 0x5EED_A771_7A15);
+            let schedule = arrival::schedule(
+                &mut rng,
+                rate,
+                arrival,
+                burstiness,
+                plan.requests,
+                Some(plan.timeout_s),
+            );
+            runner::open_loop(
+                ctx.clone(),
+                specs.clone(),
+                &schedule,
+                max_concurrency,
+                stop_at,
+                control.clone(),
+                tx,
+            )
+            .await;
+        }
+    }
     let (records, write_error) = writer.await.context("the record writer task failed")?;
 
     let summary = RunSummary::from_records(&records, defs);
@@ -190,7 +246,12 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         stddev_input_tokens: plan.stddev_input_tokens,
         mean_output_tokens: plan.mean_output_tokens,
         stddev_output_tokens: plan.stddev_output_tokens,
-        num_concurrent_requests: plan.concurrency(),
+        num_concurrent_requests: match plan.load {
+            Load::Closed { concurrency } => concurrency,
+            Load::Open {
+                max_concurrency, ..
+            } => max_concurrency.unwrap_or(0),
+        },
         additional_sampling_params: plan.additional_sampling_params.clone(),
         metadata: plan.metadata.clone(),
         metric_definitions: defs,
@@ -223,7 +284,11 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         ));
     }
     let elapsed = ctx.run_start.elapsed().as_secs_f64();
-    if elapsed >= plan.timeout_s && (records.len() as u64) < plan.requests() {
+    if elapsed >= plan.timeout_s
+        && plan
+            .requests
+            .is_some_and(|n| (summary.num_requests_started) < n)
+    {
         warnings.push("Test timed out before all requests could be completed.".into());
     }
     let exit = if control.is_stopped() {

@@ -60,7 +60,7 @@ impl RecordSink for JsonlSink {
 
 /// A one-line progress display on stderr, shown only when stderr is a terminal.
 pub struct Progress {
-    total: u64,
+    total: Option<u64>,
     done: u64,
     errors: u64,
     tokens: u64,
@@ -70,7 +70,7 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(total: u64, quiet: bool) -> Self {
+    pub fn new(total: Option<u64>, quiet: bool) -> Self {
         Self {
             total,
             done: 0,
@@ -93,10 +93,10 @@ impl Progress {
         }
         self.last_draw = Some(now);
         let secs = (now - self.start).as_secs_f64().max(1e-9);
+        let total = self.total.map_or(String::new(), |t| format!("/{t}"));
         eprint!(
-            "\r{}/{} done, {} errors, {:.0} output tok/s   ",
+            "\r{}{total} done, {} errors, {:.0} output tok/s   ",
             self.done,
-            self.total,
             self.errors,
             self.tokens as f64 / secs
         );

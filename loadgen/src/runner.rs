@@ -5,6 +5,9 @@
 //! starts after `--timeout`; exactly `requests` requests are sent otherwise, and every one produces a
 //! record, failures included.
 //!
+//! Open loop: a dispatcher sends request `i` at its scheduled time (see [`crate::arrival`]), each in its
+//! own task; the intended time is the schedule, so a late dispatch shows up as schedule lag.
+//!
 //! Stopping: [`Control::stop`] ends scheduling (in-flight requests finish); [`Control::cut`] also ends
 //! in-flight requests, which are recorded as `cancelled` with what they had measured so far.
 
@@ -12,8 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use tokenperf_core::record::RequestRecord;
-use tokio::sync::{mpsc, watch};
+use tokenperf_core::record::{Outcome, RequestRecord, TokenCount};
+use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::task::JoinSet;
 
 use crate::client::{Context, measure};
 use crate::prompt::PromptSpec;
@@ -53,21 +57,98 @@ impl Control {
     fn cut_receiver(&self) -> watch::Receiver<bool> {
         self.cut.subscribe()
     }
+    fn stop_receiver(&self) -> watch::Receiver<bool> {
+        self.stop.subscribe()
+    }
 }
 
-/// Runs a closed loop over `specs` with `concurrency` workers; records go to `tx` as they finish.
+/// The record of an arrival that was never sent.
+fn dropped(id: u64, intended_us: u64, spec: &PromptSpec, why: String) -> RequestRecord {
+    let mut r = RequestRecord::new(id, intended_us);
+    r.max_tokens = Some(spec.max_tokens);
+    r.input_tokens = TokenCount::new(None, Some(spec.prompt_tokens));
+    r.outcome = Outcome::Dropped { message: why };
+    r
+}
+
+/// Runs an open loop: request `i` is due at `schedule[i]` µs after the run start, whatever the
+/// server's speed. With `max_concurrency`, an arrival that finds every slot busy is recorded as
+/// dropped; arrivals after `stop_at` or after a stop are recorded as dropped too.
+pub async fn open_loop(
+    ctx: Arc<Context>,
+    specs: Arc<Vec<PromptSpec>>,
+    schedule: &[u64],
+    max_concurrency: Option<u64>,
+    stop_at: Instant,
+    control: Control,
+    tx: mpsc::UnboundedSender<RequestRecord>,
+) {
+    let slots = max_concurrency.map(|c| Arc::new(Semaphore::new(c as usize)));
+    let mut stop = control.stop_receiver();
+    let mut tasks = JoinSet::new();
+    let spec_of = |i: usize| &specs[i % specs.len()];
+    for (i, &t) in schedule.iter().enumerate() {
+        let at = ctx.run_start + Duration::from_micros(t);
+        if !control.is_stopped() && at <= stop_at {
+            tokio::select! {
+                _ = tokio::time::sleep_until(at.into()) => {},
+                _ = stop.wait_for(|s| *s) => {},
+            }
+        }
+        if control.is_stopped() || at > stop_at {
+            for (j, &tj) in schedule.iter().enumerate().skip(i) {
+                let _ = tx.send(dropped(
+                    j as u64,
+                    tj,
+                    spec_of(j),
+                    "the run ended before its scheduled time".into(),
+                ));
+            }
+            break;
+        }
+        let permit = match &slots {
+            Some(s) => match s.clone().try_acquire_owned() {
+                Ok(p) => Some(p),
+                Err(_) => {
+                    let why = format!(
+                        "all {} slots were busy at its scheduled time (--max-concurrency)",
+                        max_concurrency.unwrap_or(0)
+                    );
+                    let _ = tx.send(dropped(i as u64, t, spec_of(i), why));
+                    continue;
+                }
+            },
+            None => None,
+        };
+        let (ctx, specs, tx, control) = (ctx.clone(), specs.clone(), tx.clone(), control.clone());
+        tasks.spawn(async move {
+            let _permit = permit;
+            let mut cut = control.cut_receiver();
+            let spec = &specs[i % specs.len()];
+            let rec = measure(&ctx, i as u64, t, spec, &mut cut).await;
+            let _ = tx.send(rec);
+        });
+        // Reap finished requests as we go, so a long run does not hold every task's result.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Runs a closed loop with `concurrency` workers until `limit` requests were sent (if given) or
+/// `stop_at`; request `i` uses `specs[i % specs.len()]`. Records go to `tx` as they finish.
 pub async fn closed_loop(
     ctx: Arc<Context>,
     specs: Arc<Vec<PromptSpec>>,
     concurrency: u64,
-    timeout: Duration,
+    limit: Option<u64>,
+    stop_at: Instant,
     control: Control,
     tx: mpsc::UnboundedSender<RequestRecord>,
 ) {
     let next = Arc::new(AtomicU64::new(0));
-    let deadline = ctx.run_start + timeout;
+    let workers_wanted = limit.map_or(concurrency, |l| concurrency.min(l));
     let mut workers = Vec::new();
-    for _ in 0..concurrency.min(specs.len() as u64) {
+    for _ in 0..workers_wanted {
         let (ctx, specs, next, control, tx) = (
             ctx.clone(),
             specs.clone(),
@@ -78,13 +159,14 @@ pub async fn closed_loop(
         workers.push(tokio::spawn(async move {
             let mut cut = control.cut_receiver();
             loop {
-                if control.is_stopped() || Instant::now() >= deadline {
+                if control.is_stopped() || Instant::now() >= stop_at {
                     break;
                 }
                 let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(spec) = specs.get(i as usize) else {
+                if limit.is_some_and(|l| i >= l) {
                     break;
-                };
+                }
+                let spec = &specs[i as usize % specs.len()];
                 let intended = ctx.now_us();
                 let rec = measure(&ctx, i, intended, spec, &mut cut).await;
                 if tx.send(rec).is_err() {

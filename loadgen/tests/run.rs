@@ -1,0 +1,480 @@
+//! loadgen end to end against wiremock (canned server behaviour) and the mock-server (faults, timing):
+//! every error kind becomes a record with a reason, open-loop schedules, Ctrl-C keeps records, and the
+//! seed's command line produces LLMPerf's two files.
+
+use std::time::{Duration, Instant};
+
+use loadgen::{Args, Control, Exit, RunOutput};
+use tokenperf_core::record::{Outcome, RequestRecord};
+use wiremock::matchers::{method, path};
+use wiremock::{Mock, MockServer, ResponseTemplate};
+
+fn flags(base: &str, extra: &[&str]) -> loadgen::Plan {
+    let mut v = vec![
+        "--model",
+        "m",
+        "--api-base",
+        base,
+        "--api-key",
+        "k",
+        "--tokenizer",
+        "tokenperf",
+        "--mean-input-tokens",
+        "60",
+        "--stddev-input-tokens",
+        "10",
+        "--mean-output-tokens",
+        "8",
+        "--stddev-output-tokens",
+        "0",
+        "--quiet",
+    ];
+    v.extend_from_slice(extra);
+    Args::from_flags(&v).unwrap().into_plan().unwrap()
+}
+
+async fn run(plan: loadgen::Plan) -> RunOutput {
+    loadgen::run_plan(plan, Control::new()).await.unwrap()
+}
+
+fn sse(events: &[&str], sep: &str) -> String {
+    events
+        .iter()
+        .map(|e| format!("data: {e}{sep}{sep}"))
+        .collect()
+}
+
+const ROLE: &str = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null}}]}"#;
+const TOK: &str = r#"{"choices":[{"index":0,"delta":{"content":" the"},"finish_reason":null}]}"#;
+const FIN: &str = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#;
+
+async fn wiremock_one(body: String, status: u16) -> RequestRecord {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/v1/chat/completions"))
+        .respond_with(ResponseTemplate::new(status).set_body_raw(body, "text/event-stream"))
+        .mount(&server)
+        .await;
+    let base = format!("{}/v1", server.uri());
+    let out = run(flags(
+        &base,
+        &[
+            "--max-num-completed-requests",
+            "1",
+            "--num-concurrent-requests",
+            "1",
+        ],
+    ))
+    .await;
+    assert_eq!(out.records.len(), 1);
+    out.records.into_iter().next().unwrap()
+}
+
+#[tokio::test]
+async fn real_server_shapes_are_read_correctly() {
+    // CRLF framing, comment pings, a role chunk with content null, all events in one read.
+    let usage =
+        r#"{"choices":[],"usage":{"prompt_tokens":70,"completion_tokens":3,"total_tokens":73}}"#;
+    let body = format!(
+        ":\r\n\r\n{}",
+        sse(&[ROLE, TOK, TOK, TOK, FIN, usage, "[DONE]"], "\r\n")
+    );
+    let r = wiremock_one(body, 200).await;
+    assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    assert_eq!(r.output_tokens.server, Some(3));
+    assert_eq!(r.output_tokens.tokenizer, Some(3));
+    assert_eq!(r.input_tokens.server, Some(70));
+    assert_eq!(r.events.len(), 6, "role, 3 tokens, finish, usage");
+    assert_eq!(
+        r.events.iter().map(|e| e.tokens()).collect::<Vec<_>>(),
+        vec![0, 1, 1, 1, 0, 0]
+    );
+    assert_eq!(r.finish_reason.as_deref(), Some("length"));
+
+    // Completions-style: usage inside the finish chunk (llama.cpp); a finish reason ends the stream.
+    let body = sse(
+        &[
+            r#"{"choices":[{"index":0,"text":" the","finish_reason":null}]}"#,
+            r#"{"choices":[{"index":0,"text":"","finish_reason":"stop"}],"usage":{"prompt_tokens":5,"completion_tokens":1,"total_tokens":6},"timings":{"x":1}}"#,
+        ],
+        "\n",
+    );
+    let r = wiremock_one(body, 200).await;
+    assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+    assert_eq!(r.output_tokens.server, Some(1));
+    assert_eq!(r.finish_reason.as_deref(), Some("stop"));
+}
+
+#[tokio::test]
+async fn every_failure_is_a_record_with_a_reason() {
+    let r = wiremock_one(
+        r#"{"error":{"message":"model is overloaded","type":"server_error","code":503}}"#.into(),
+        503,
+    )
+    .await;
+    assert_eq!(
+        r.outcome,
+        Outcome::HttpStatus {
+            status: 503,
+            message: "model is overloaded".into()
+        }
+    );
+    assert_eq!(r.llmperf.error_code, Some(503.into()));
+
+    let r = wiremock_one(
+        sse(
+            &[
+                ROLE,
+                TOK,
+                r#"{"error":{"message":"out of memory","code":"oom"}}"#,
+            ],
+            "\n",
+        ),
+        200,
+    )
+    .await;
+    assert_eq!(
+        r.outcome,
+        Outcome::ServerError {
+            code: Some("oom".into()),
+            message: "out of memory".into()
+        }
+    );
+
+    let r = wiremock_one(sse(&[ROLE, TOK, "{not json"], "\n"), 200).await;
+    assert!(
+        matches!(&r.outcome, Outcome::Malformed { message } if message.contains("not valid JSON")),
+        "{:?}",
+        r.outcome
+    );
+
+    let r = wiremock_one(sse(&[ROLE, TOK, TOK], "\n"), 200).await;
+    assert!(
+        matches!(&r.outcome, Outcome::Truncated { message } if message.contains("[DONE]")),
+        "{:?}",
+        r.outcome
+    );
+    assert_eq!(
+        r.output_tokens.tokenizer,
+        Some(2),
+        "what arrived is still counted"
+    );
+
+    // Connection refused: a port nothing listens on.
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    drop(l);
+    let out = run(flags(
+        &format!("http://127.0.0.1:{port}/v1"),
+        &["--max-num-completed-requests", "2"],
+    ))
+    .await;
+    assert_eq!(out.records.len(), 2);
+    for r in &out.records {
+        assert!(
+            matches!(r.outcome, Outcome::Connect { .. }),
+            "{:?}",
+            r.outcome
+        );
+        assert_eq!(r.llmperf.error_code, Some((-1).into()));
+    }
+    assert_eq!(out.summary.number_errors, 2);
+    assert_eq!(out.summary.error_rate, 1.0);
+
+    // A server that answers too late: the idle timeout, then the total timeout.
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(200)
+                .set_delay(Duration::from_secs(3))
+                .set_body_raw(sse(&[TOK, FIN, "[DONE]"], "\n"), "text/event-stream"),
+        )
+        .mount(&server)
+        .await;
+    let base = format!("{}/v1", server.uri());
+    for extra in [["--idle-timeout", "0.3"], ["--request-timeout", "0.3"]] {
+        let mut f = vec!["--max-num-completed-requests", "1"];
+        f.extend_from_slice(&extra);
+        let out = run(flags(&base, &f)).await;
+        assert!(
+            matches!(out.records[0].outcome, Outcome::Timeout { .. }),
+            "{extra:?}: {:?}",
+            out.records[0].outcome
+        );
+    }
+}
+
+#[tokio::test]
+async fn mock_server_faults_become_records_and_the_run_goes_on() {
+    let server = mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(1),
+        fault_rate: 1.0,
+        faults: [
+            "error-after=2",
+            "drop-after=3",
+            "malformed-after=1",
+            "status=429",
+            "status=500",
+        ]
+        .iter()
+        .map(|f| f.parse().unwrap())
+        .collect(),
+        seed: 7,
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap();
+    let out = run(flags(
+        &server.base_url(),
+        &[
+            "--max-num-completed-requests",
+            "30",
+            "--num-concurrent-requests",
+            "3",
+            "--max-error-rate",
+            "0.5",
+        ],
+    ))
+    .await;
+    server.stop().await.unwrap();
+    assert_eq!(out.records.len(), 30, "every request is recorded");
+    let kinds: std::collections::BTreeSet<&str> =
+        out.records.iter().map(|r| r.outcome.kind()).collect();
+    for k in ["server_error", "stream", "malformed", "http_status"] {
+        assert!(kinds.contains(k), "no '{k}' among {kinds:?}");
+    }
+    assert!(out.records.iter().all(|r| !r.outcome.is_ok()));
+    assert_eq!(
+        out.exit,
+        Exit::ErrorRate,
+        "every request failed, above --max-error-rate 0.5"
+    );
+    assert!(out.summary.error_code_frequency.contains_key("429"));
+}
+
+#[tokio::test]
+async fn open_loop_schedule_counts_rate_and_drops() {
+    let server = mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(2),
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap();
+    // 40 requests at 40/s, constant: ~1 s of arrivals, all sent, lag small.
+    let out = run(flags(
+        &server.base_url(),
+        &[
+            "--request-rate",
+            "40",
+            "--arrival",
+            "constant",
+            "--max-num-completed-requests",
+            "40",
+        ],
+    ))
+    .await;
+    assert_eq!(out.records.len(), 40);
+    assert!(out.records.iter().all(|r| r.outcome.is_ok()));
+    let mut intended: Vec<u64> = out.records.iter().map(|r| r.intended_send_us).collect();
+    intended.sort_unstable();
+    assert_eq!(intended[1] - intended[0], 25_000);
+    assert_eq!(intended[39], 39 * 25_000);
+    let lag = out.summary.schedule_lag_s.p50.unwrap();
+    assert!(lag < 0.02, "median schedule lag {lag}");
+    // Achieved send rate within tolerance of the requested one.
+    let sent: Vec<u64> = out.records.iter().filter_map(|r| r.sent_at_us).collect();
+    let span = (*sent.iter().max().unwrap() - *sent.iter().min().unwrap()) as f64 / 1e6;
+    let rate = 39.0 / span;
+    assert!((rate - 40.0).abs() < 4.0, "achieved {rate}/s");
+
+    // One slot and slow requests: arrivals that find it busy are recorded as dropped.
+    let slow = mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(200),
+        itl: Duration::from_millis(10),
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap();
+    let out = run(flags(
+        &slow.base_url(),
+        &[
+            "--request-rate",
+            "50",
+            "--arrival",
+            "constant",
+            "--max-concurrency",
+            "1",
+            "--max-num-completed-requests",
+            "20",
+        ],
+    ))
+    .await;
+    assert_eq!(
+        out.records.len(),
+        20,
+        "sent and dropped account for every arrival"
+    );
+    let dropped = out
+        .records
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Dropped { .. }))
+        .count();
+    assert!(dropped >= 10, "{dropped} dropped");
+    assert_eq!(out.summary.dropped as usize, dropped);
+    assert!(out.records.iter().filter(|r| r.outcome.is_ok()).count() >= 1);
+    server.stop().await.unwrap();
+    slow.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn stopping_keeps_every_finished_record() {
+    let server = mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(50),
+        itl: Duration::from_millis(20),
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = flags(
+        &server.base_url(),
+        &[
+            "--max-num-completed-requests",
+            "1000",
+            "--num-concurrent-requests",
+            "2",
+            "--results-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let control = Control::new();
+    let c = control.clone();
+    let t = Instant::now();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        c.stop();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.cut();
+    });
+    let out = loadgen::run_plan(plan, control).await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(out.exit, Exit::Interrupted);
+    assert!(out.records.iter().filter(|r| r.outcome.is_ok()).count() >= 2);
+    assert!(
+        out.records
+            .iter()
+            .any(|r| matches!(r.outcome, Outcome::Cancelled { .. })),
+        "the cut ends requests in flight"
+    );
+    assert!(out.records.len() < 1000);
+    let jsonl = std::fs::read_to_string(dir.path().join("m_60_8_requests.jsonl")).unwrap();
+    assert_eq!(
+        jsonl.lines().count(),
+        out.records.len(),
+        "every finished record is on disk"
+    );
+    assert!(dir.path().join("m_60_8_summary.json").exists());
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn seed_command_line_against_the_mock_with_a_cached_tokenizer() {
+    let server = mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(1),
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap();
+    // A fake Hugging Face cache holding the project tokenizer under LLMPerf's default name.
+    let home = tempfile::tempdir().unwrap();
+    let repo = home
+        .path()
+        .join("hub/models--hf-internal-testing--llama-tokenizer");
+    std::fs::create_dir_all(repo.join("snapshots/0123abc")).unwrap();
+    std::fs::create_dir_all(repo.join("refs")).unwrap();
+    std::fs::write(repo.join("refs/main"), "0123abc").unwrap();
+    std::fs::write(
+        repo.join("snapshots/0123abc/tokenizer.json"),
+        tokenperf_core::tokenizer::PROJECT_TOKENIZER_JSON,
+    )
+    .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let base = server.base_url();
+    let workdir = work.path().to_path_buf();
+    let run = move |hf_home: std::path::PathBuf| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .current_dir(&workdir)
+            .env("HF_HOME", hf_home)
+            .env_remove("HF_HUB_CACHE")
+            .env("OPENAI_API_KEY", "dummy")
+            .env("OPENAI_API_BASE", &base)
+            .args([
+                "--model",
+                "hf:neuralmagic/MiniChat-1.5-3B-pruned50-quant-ds",
+                "--mean-input-tokens",
+                "100",
+                "--stddev-input-tokens",
+                "50",
+                "--mean-output-tokens",
+                "200",
+                "--stddev-output-tokens",
+                "50",
+                "--max-num-completed-requests",
+                "50",
+                "--num-concurrent-requests",
+                "4",
+                "--timeout",
+                "600",
+                "--results-dir",
+                "result_outputs",
+                "--llm-api",
+                "openai",
+            ])
+            .output()
+            .unwrap()
+    };
+    let (r1, r2) = (run.clone(), run);
+    let cached = home.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || r1(cached))
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        stdout,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(
+        "\\Results for token benchmark for hf:neuralmagic/MiniChat-1.5-3B-pruned50-quant-ds queried with the openai api."
+    ));
+    assert!(stdout.contains("Number Of Completed Requests: 50"));
+    let stem = "hf-neuralmagic-MiniChat-1-5-3B-pruned50-quant-ds_100_200";
+    let dir = work.path().join("result_outputs");
+    let individual: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("{stem}_individual_responses.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(individual.as_array().unwrap().len(), 50);
+    let summary: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("{stem}_summary.json"))).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["name"], format!("{stem}_summary"));
+    assert_eq!(summary["num_concurrent_requests"], 4);
+
+    // The same command with an empty cache: exit 2, naming the cache path and the flag.
+    let empty = tempfile::tempdir().unwrap();
+    let p = empty.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || r2(p)).await.unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("models--hf-internal-testing--llama-tokenizer") && err.contains("--tokenizer"),
+        "{err}"
+    );
+    server.stop().await.unwrap();
+}
