@@ -12,10 +12,12 @@
 //! * [`tokenizer`]: the embedded project tokenizer and `tokenizer.json` loading.
 //! * [`rng`]: the seeded random number generator behind every sampled number.
 
+pub mod clock;
 pub mod llmperf;
 pub mod openai;
 pub mod record;
 pub mod rng;
+pub mod selfcheck;
 pub mod stats;
 pub mod summary;
 pub mod tokenizer;

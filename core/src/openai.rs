@@ -76,6 +76,19 @@ pub struct StreamEvent<'a> {
     pub usage: Option<Usage>,
     #[serde(default)]
     pub error: Option<Value>,
+    /// Ground truth from tokenperf's mock-server (only when asked for).
+    #[serde(default)]
+    pub tokenperf: Option<GroundTruthChunk>,
+}
+
+/// The ground truth mock-server adds to a chunk: CLOCK_MONOTONIC µs of the request's arrival, the
+/// chunk's due time and its actual send time, and how many tokens it carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct GroundTruthChunk {
+    pub arrival_mono_us: u64,
+    pub due_mono_us: u64,
+    pub sent_mono_us: u64,
+    pub tokens: u32,
 }
 
 #[derive(Debug, Default, Deserialize)]

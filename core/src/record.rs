@@ -213,10 +213,30 @@ pub struct RequestRecord {
     /// The finish reason the server gave (`length`, `stop` …).
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// What the server says it did, when it is a mock-server asked for ground truth.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ground_truth: Option<GroundTruth>,
     /// The nine LLMPerf keys, derived from the fields above when written.
     #[serde(flatten)]
     pub llmperf: LlmperfMetrics,
 }
+
+/// Ground truth a mock-server sent with a request's chunks. All times are CLOCK_MONOTONIC µs, the
+/// clock every process on the host shares; `run_start_mono_us + at_us` puts a client event on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroundTruth {
+    /// The client's run start on CLOCK_MONOTONIC.
+    pub run_start_mono_us: u64,
+    /// When the server had read the request.
+    pub arrival_mono_us: u64,
+    /// One per event that carried ground truth.
+    pub chunks: Vec<ServerChunk>,
+}
+
+/// `[event index, due µs, sent µs, tokens]`: which of the record's events it was, when the server
+/// meant to send it, when it did, and how many tokens it carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerChunk(pub u32, pub u64, pub u64, pub u32);
 
 const US: f64 = 1e-6;
 
@@ -236,6 +256,7 @@ impl RequestRecord {
             output_tokens: TokenCount::default(),
             max_tokens: None,
             finish_reason: None,
+            ground_truth: None,
             llmperf: LlmperfMetrics::default(),
         }
     }

@@ -38,11 +38,18 @@ pub enum Metrics {
 /// (see README, "LLMPerf compatibility"). Exit codes: 0 success, 1 error rate above
 /// --max-error-rate, 2 usage or fatal error, 130 interrupted.
 #[derive(Debug, Clone, Parser)]
-#[command(name = "loadgen", version)]
+#[command(
+    name = "loadgen",
+    version,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 pub struct Args {
+    #[command(subcommand)]
+    pub command: Option<Command>,
     /// Model name sent in every request; also names the output files.
-    #[arg(long)]
-    pub model: String,
+    #[arg(long, required = true)]
+    pub model: Option<String>,
     /// Mean number of prompt tokens (Gaussian; prompts are cut to exactly the sampled count).
     #[arg(long, default_value_t = 550)]
     pub mean_input_tokens: u64,
@@ -138,6 +145,21 @@ pub struct Args {
     /// Print only the summary (no progress, no warnings).
     #[arg(long, short)]
     pub quiet: bool,
+    /// Ask a tokenperf mock-server for ground truth in every chunk; records keep it, and the summary
+    /// reports the measurement error (other servers ignore the request header).
+    #[arg(long)]
+    pub ground_truth: bool,
+    /// After the run, measure loadgen's own error at the same concurrency against an in-process mock
+    /// and print it beside the results ("measurement error at this load").
+    #[arg(long)]
+    pub selfcheck: bool,
+}
+
+/// Subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum Command {
+    /// Measure loadgen's own error against mock-server ground truth at a stated load.
+    Selfcheck(crate::selfcheck::SelfCheckArgs),
 }
 
 /// How load is applied.
@@ -187,6 +209,11 @@ pub struct Plan {
     pub idle_timeout_s: f64,
     pub max_error_rate: Option<f64>,
     pub quiet: bool,
+    pub ground_truth: bool,
+    pub selfcheck: bool,
+    /// Prompts to build when fewer than the requests should be cycled (self-check).
+    #[serde(skip)]
+    pub prompt_pool: Option<u64>,
 }
 
 /// A flag value that cannot work, with the flag named.
@@ -252,8 +279,9 @@ impl Args {
                 ),
             ));
         }
-        if self.model.trim().is_empty() {
-            return Err(bad("--model", "must not be empty"));
+        let model = self.model.unwrap_or_default();
+        if model.trim().is_empty() {
+            return Err(bad("--model", "is required and must not be empty"));
         }
         let api_base = self
             .api_base
@@ -362,7 +390,7 @@ impl Args {
             .map(|v| seconds("--request-timeout", v))
             .transpose()?;
         Ok(Plan {
-            model: self.model,
+            model,
             llm_api: self.llm_api,
             api_base,
             api_key,
@@ -390,6 +418,9 @@ impl Args {
             idle_timeout_s: seconds("--idle-timeout", self.idle_timeout)?,
             max_error_rate: self.max_error_rate,
             quiet: self.quiet,
+            ground_truth: self.ground_truth,
+            selfcheck: self.selfcheck,
+            prompt_pool: None,
         })
     }
 }
@@ -404,7 +435,7 @@ impl Plan {
     /// Prompts to build: one per request, cycled when the run has no request limit (as LLMPerf
     /// cycles its prompt list).
     pub fn prompt_pool(&self) -> u64 {
-        self.requests.unwrap_or(256).max(1)
+        self.prompt_pool.or(self.requests).unwrap_or(256).max(1)
     }
     /// Connections worth keeping open: the concurrency, or the cap of an open loop.
     pub fn concurrency(&self) -> u64 {

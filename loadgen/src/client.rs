@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::{Map, Value, json};
 use tokenperf_core::openai::{ErrorObject, StreamEvent};
-use tokenperf_core::record::{Event, Outcome, RequestRecord, TokenCount};
+use tokenperf_core::record::{Event, GroundTruth, Outcome, RequestRecord, ServerChunk, TokenCount};
 use tokenperf_core::tokenizer::TokenCounter;
 
 use tokio::sync::watch;
@@ -45,6 +45,8 @@ pub struct ClientConfig {
     pub idle_timeout: Duration,
     /// Longest a whole request may take (`None`: no limit).
     pub total_timeout: Option<Duration>,
+    /// Ask a mock-server for ground truth (`x-tokenperf-ground-truth: 1`); other servers ignore it.
+    pub ground_truth: bool,
 }
 
 impl ClientConfig {
@@ -98,6 +100,8 @@ pub struct Context {
     pub config: ClientConfig,
     pub http: reqwest::Client,
     pub run_start: Instant,
+    /// `run_start` on CLOCK_MONOTONIC, to place events on the clock ground truth uses.
+    pub run_start_mono_us: u64,
     pub tokenizer: Arc<TokenCounter>,
 }
 
@@ -117,6 +121,9 @@ struct Collected {
     usage: Option<tokenperf_core::openai::Usage>,
     finish_reason: Option<String>,
     done: bool,
+    /// Ground truth chunks (event index, due, sent, tokens) and the server's arrival time.
+    truth: Vec<ServerChunk>,
+    arrival_mono_us: Option<u64>,
 }
 
 /// Sends one request and measures it. `intended_us` is when it should have been sent. When `cut`
@@ -138,6 +145,8 @@ pub async fn measure(
         usage: None,
         finish_reason: None,
         done: false,
+        truth: Vec::new(),
+        arrival_mono_us: None,
     };
     let outcome = {
         let total = ctx.config.total_timeout;
@@ -189,6 +198,13 @@ fn finish_tokens(ctx: &Context, rec: &mut RequestRecord, c: Collected, prompt_to
     rec.output_tokens = TokenCount::new(server_out, Some(total));
     rec.input_tokens = TokenCount::new(server_in, Some(prompt_tokens));
     rec.finish_reason = c.finish_reason;
+    if let Some(arrival_mono_us) = c.arrival_mono_us {
+        rec.ground_truth = Some(GroundTruth {
+            run_start_mono_us: ctx.run_start_mono_us,
+            arrival_mono_us,
+            chunks: c.truth,
+        });
+    }
 }
 
 /// Token counts per piece, each token attributed to the piece holding its first byte, so that every
@@ -240,11 +256,14 @@ async fn exchange(
     body: &Value,
     c: &mut Collected,
 ) -> Outcome {
-    let req = ctx
+    let mut req = ctx
         .http
         .post(ctx.config.url())
         .bearer_auth(&ctx.config.api_key)
         .json(body);
+    if ctx.config.ground_truth {
+        req = req.header("x-tokenperf-ground-truth", "1");
+    }
     rec.sent_at_us = Some(ctx.now_us());
     let resp = match tokio::time::timeout(ctx.config.idle_timeout, req.send()).await {
         Ok(Ok(r)) => r,
@@ -365,6 +384,15 @@ fn on_data(data: &[u8], at: u64, c: &mut Collected, failure: &mut Option<Outcome
     if let Some(u) = ev.usage {
         c.usage = Some(u);
     }
+    if let Some(t) = ev.tokenperf {
+        c.arrival_mono_us = Some(t.arrival_mono_us);
+        c.truth.push(ServerChunk(
+            c.events.len() as u32,
+            t.due_mono_us,
+            t.sent_mono_us,
+            t.tokens,
+        ));
+    }
     c.events.push(Event(at, 0));
     c.piece_lens.push(len);
 }
@@ -403,6 +431,7 @@ mod tests {
             request_usage: true,
             idle_timeout: Duration::from_secs(1),
             total_timeout: None,
+            ground_truth: false,
         };
         assert_eq!(cfg.url(), "http://x/v1/chat/completions");
         let b = cfg.body("hi", 100);

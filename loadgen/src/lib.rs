@@ -18,6 +18,7 @@ pub mod client;
 pub mod output;
 pub mod prompt;
 pub mod runner;
+pub mod selfcheck;
 pub mod sse;
 pub mod tokenizer;
 
@@ -26,6 +27,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use tokenperf_core::clock::MonoAnchor;
 use tokenperf_core::llmperf::file_stem;
 use tokenperf_core::record::RequestRecord;
 use tokenperf_core::rng::Rng;
@@ -63,6 +65,10 @@ pub struct RunOutput {
     pub files: Option<OutputFiles>,
     /// Warnings for the user (e.g. token-count disagreements).
     pub warnings: Vec<String>,
+    /// Error against ground truth, when the records carry it (`--ground-truth` against a mock).
+    pub measurement_error: Option<tokenperf_core::selfcheck::SelfCheck>,
+    /// The self-check run after the run (`--selfcheck`).
+    pub selfcheck: Option<selfcheck::SelfCheckReport>,
     pub exit: Exit,
 }
 
@@ -135,6 +141,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         request_usage: plan.request_usage,
         idle_timeout: plan.idle_timeout(),
         total_timeout: plan.request_timeout(),
+        ground_truth: plan.ground_truth,
     };
     if plan.warmup_requests > 0 {
         // Warm-up: same prompts, a closed loop at the run's concurrency; the records are discarded.
@@ -142,6 +149,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             config: client_config.clone(),
             http: http.clone(),
             run_start: Instant::now(),
+            run_start_mono_us: 0,
             tokenizer: tokenizer.clone(),
         });
         let (wtx, mut wrx) = mpsc::unbounded_channel();
@@ -159,10 +167,12 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         let _ = drain.await;
     }
     let run_started_unix_us = unix_us();
+    let anchor = MonoAnchor::now();
     let ctx = Arc::new(Context {
         config: client_config,
         http,
-        run_start: Instant::now(),
+        run_start: anchor.instant(),
+        run_start_mono_us: anchor.anchor_us(),
         tokenizer: tokenizer.clone(),
     });
 
@@ -265,8 +275,38 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             .map(|h| h.trim().to_string())
             .unwrap_or_default(),
     };
+    let measurement_error = tokenperf_core::selfcheck::SelfCheck::from_records(&records);
+    let selfcheck = if plan.selfcheck {
+        let gap_ms = summary
+            .inter_chunk_gap_s
+            .p50
+            .map_or(10.0, |g| (g * 1e3).clamp(1.0, 100.0));
+        let a = selfcheck::SelfCheckArgs {
+            concurrency: plan.concurrency(),
+            requests: Some((plan.concurrency() * 2).clamp(20, 400)),
+            ttft_ms: 50.0,
+            itl_ms: gap_ms,
+            tokens: plan.mean_output_tokens.clamp(8, 512),
+            api_base: None,
+            json: None,
+        };
+        Some(
+            Box::pin(selfcheck::run_selfcheck(&a))
+                .await
+                .context("the self-check after the run")?,
+        )
+    } else {
+        None
+    };
     if let Some(f) = &files {
-        output::write_final(f, &stem, &records, &summary, &info, defs)?;
+        let mut extra = Vec::new();
+        if let Some(m) = &measurement_error {
+            extra.push(("measurement_error", serde_json::to_value(m)?));
+        }
+        if let Some(s) = &selfcheck {
+            extra.push(("selfcheck", serde_json::to_value(s)?));
+        }
+        output::write_final(f, &stem, &records, &summary, &info, defs, &extra)?;
     }
     if let Some(e) = write_error {
         return Err(e.context("writing records as they finished"));
@@ -307,12 +347,19 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         info,
         files,
         warnings,
+        measurement_error,
+        selfcheck,
         exit,
     })
 }
 
 /// The binary's run: Ctrl-C handling, the run, then LLMPerf's summary block on stdout.
 pub async fn run(args: Args) -> anyhow::Result<Exit> {
+    if let Some(cli::Command::Selfcheck(a)) = &args.command {
+        let report = selfcheck::run_selfcheck(a).await?;
+        print!("{}", report.table());
+        return Ok(Exit::Ok);
+    }
     let plan = args.into_plan()?;
     let (model, quiet, grace) = (plan.model.clone(), plan.quiet, Duration::from_secs(10));
     let control = Control::new();
@@ -336,6 +383,23 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
     print!("{}", out.summary.console_block(&model, "openai"));
     if !quiet {
         print!("{}", out.summary.tokenperf_block());
+        if let Some(m) = &out.measurement_error {
+            print!("{}", m.table());
+        }
+        if let Some(sc) = &out.selfcheck {
+            if let Some(e) = &sc.error {
+                let abs99 = |st: &tokenperf_core::stats::Stats| {
+                    st.p99.unwrap_or(0.0).abs().max(st.p50.unwrap_or(0.0).abs())
+                };
+                println!(
+                    "measurement error at this load ({} streams): TTFT ±{:.2} ms, inter-token gap ±{:.2} ms (p99, self-check)",
+                    sc.concurrency,
+                    abs99(&e.ttft_error_ms),
+                    abs99(&e.gap_error_ms)
+                );
+            }
+            print!("{}", sc.table());
+        }
         for w in &out.warnings {
             eprintln!("loadgen: warning: {w}");
         }

@@ -162,6 +162,7 @@ pub fn write_final(
     summary: &RunSummary,
     info: &RunInfo,
     defs: MetricDefinitions,
+    extra: &[(&str, serde_json::Value)],
 ) -> anyhow::Result<()> {
     // LLMPerf's individual responses hold only requests that were sent (dropped arrivals never were).
     let individual: Vec<_> = records
@@ -170,7 +171,11 @@ pub fn write_final(
         .map(|r| r.llmperf_metrics(defs))
         .collect();
     write_json(&files.individual_responses, &individual)?;
-    write_json(&files.summary, &summary.llmperf_summary_json(info, stem))?;
+    let mut json = summary.llmperf_summary_json(info, stem);
+    for (k, v) in extra {
+        json["tokenperf"][*k] = v.clone();
+    }
+    write_json(&files.summary, &json)?;
     write_json(&files.run, info)?;
     Ok(())
 }

@@ -32,11 +32,12 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
+use tokenperf_core::clock::MonoAnchor;
 use tokenperf_core::tokenizer::TokenCounter;
 use tokio::net::TcpListener;
 
@@ -101,35 +102,6 @@ impl Default for Config {
     }
 }
 
-/// Maps instants to wall-clock microseconds through one anchor taken at start-up, so ground-truth
-/// times are monotonic within a run and comparable with a client's wall clock on the same host.
-#[derive(Debug, Clone, Copy)]
-pub struct Clock {
-    instant: Instant,
-    unix_us: u64,
-}
-
-impl Clock {
-    fn new() -> Self {
-        Self {
-            instant: Instant::now(),
-            unix_us: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_micros() as u64),
-        }
-    }
-
-    /// Microseconds since the Unix epoch of `t`.
-    pub fn unix_us(&self, t: Instant) -> u64 {
-        if t >= self.instant {
-            self.unix_us + (t - self.instant).as_micros() as u64
-        } else {
-            self.unix_us
-                .saturating_sub((self.instant - t).as_micros() as u64)
-        }
-    }
-}
-
 /// Shared server state.
 pub struct State {
     pub config: Config,
@@ -138,7 +110,8 @@ pub struct State {
     pub pacer: Pacer,
     pub metrics: Metrics,
     pub admission: Admission,
-    pub clock: Clock,
+    /// Maps instants to CLOCK_MONOTONIC µs for ground truth.
+    pub clock: MonoAnchor,
     /// Until when a prefill holds back decoding (with `prefill_stalls_decode`).
     pub prefill_busy_until: std::sync::Mutex<Instant>,
     gt_log: Option<GroundTruthLog>,
@@ -168,7 +141,7 @@ impl State {
             vocabulary,
             pacer,
             metrics: Metrics::default(),
-            clock: Clock::new(),
+            clock: MonoAnchor::now(),
             prefill_busy_until: std::sync::Mutex::new(Instant::now()),
             gt_log,
         }))

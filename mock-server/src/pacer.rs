@@ -9,6 +9,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +52,17 @@ struct Queue {
 struct Shared {
     queue: Mutex<Queue>,
     cv: Condvar,
+    /// Zero of the nanosecond offsets below.
+    base: Instant,
+    /// Earliest deadline registered since the pacer thread last looked (ns after `base`), so that a
+    /// new, earlier deadline interrupts a wait for a later one.
+    earliest_ns: AtomicU64,
+}
+
+impl Shared {
+    fn ns(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.base).as_nanos() as u64
+    }
 }
 
 /// Handle to the pacer thread. Cloning shares the thread; it exits when the last handle is dropped.
@@ -91,6 +103,8 @@ impl Pacer {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             cv: Condvar::new(),
+            base: Instant::now(),
+            earliest_ns: AtomicU64::new(u64::MAX),
         });
         let s = shared.clone();
         std::thread::Builder::new()
@@ -144,6 +158,9 @@ impl Pacer {
                 tx,
             }));
             if earliest.is_none_or(|e| deadline < e) {
+                shared
+                    .earliest_ns
+                    .fetch_min(shared.ns(deadline), Ordering::AcqRel);
                 shared.cv.notify_one();
             }
         }
@@ -163,6 +180,7 @@ fn run(shared: &Shared) {
             q = shared.cv.wait(q).expect("pacer lock");
             continue;
         };
+        shared.earliest_ns.store(shared.ns(next), Ordering::Release);
         let now = Instant::now();
         if next > now + SPIN_WINDOW {
             let (g, _) = shared
@@ -172,12 +190,31 @@ fn run(shared: &Shared) {
             q = g;
             continue;
         }
-        // Spin without the lock so that registrations are never blocked by our wait.
+        // Wait without the lock so that registrations are never blocked. Yield while more than a
+        // few tens of µs remain, so a tokio worker sharing this core (one-core deployments) can run;
+        // spin only the last stretch.
         drop(q);
-        while Instant::now() < next {
-            std::hint::spin_loop();
+        let next_ns = shared.ns(next);
+        let mut preempted = false;
+        loop {
+            let now = Instant::now();
+            if now >= next {
+                break;
+            }
+            if shared.earliest_ns.load(Ordering::Acquire) < next_ns {
+                preempted = true;
+                break;
+            }
+            if next - now > Duration::from_micros(50) {
+                std::thread::yield_now();
+            } else {
+                std::hint::spin_loop();
+            }
         }
         q = shared.queue.lock().expect("pacer lock");
+        if preempted {
+            continue;
+        }
         let fired = Instant::now();
         while q.heap.peek().is_some_and(|e| e.0.at <= fired) {
             let Reverse(e) = q.heap.pop().expect("peeked");

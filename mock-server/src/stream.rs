@@ -14,9 +14,10 @@
 //! Completions stream `text` chunks and no role chunk.
 //!
 //! Ground truth (off by default, so the stream is plain OpenAI): each content chunk gets a
-//! `"tokenperf": {"due_unix_us", "sent_unix_us", "tokens"}` object. Times are wall-clock microseconds
-//! since the Unix epoch, derived from the monotonic clock through one anchor taken at start-up (see
-//! [`crate::Clock`]); `sent` is taken when the chunk is formatted and handed to the HTTP layer.
+//! `"tokenperf": {"arrival_mono_us", "due_mono_us", "sent_mono_us", "tokens"}` object. Times are
+//! CLOCK_MONOTONIC microseconds, which any process on the same host can read (see
+//! [`tokenperf_core::clock`]): when the request had been read, when the chunk was due, and when it was
+//! formatted and handed to the HTTP layer.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -134,8 +135,8 @@ impl Drop for Truth {
         self.state.log_ground_truth(
             json!({
                 "id": self.id,
-                "arrival_unix_us": c.unix_us(self.arrival),
-                "admitted_unix_us": self.admitted.map(|a| c.unix_us(a)),
+                "arrival_mono_us": c.mono_us(self.arrival),
+                "admitted_mono_us": self.admitted.map(|a| c.mono_us(a)),
                 "prompt_tokens": self.prompt_tokens,
                 "completion_tokens": tokens,
                 "finish_reason": if self.end == End::Ok { Some(self.finish_reason) } else { None },
@@ -161,6 +162,7 @@ pub struct Plan {
     created: u64,
     model_json: String,
     rng: Rng,
+    arrival_mono_us: u64,
 }
 
 impl Plan {
@@ -192,6 +194,7 @@ impl Plan {
             faults,
             ground_truth,
             rng,
+            arrival_mono_us: 0,
         }
     }
 
@@ -232,7 +235,8 @@ impl Plan {
         }
         if let Some((due, sent, k)) = truth {
             out.push_str(&format!(
-                ",\"tokenperf\":{{\"due_unix_us\":{due},\"sent_unix_us\":{sent},\"tokens\":{k}}}"
+                ",\"tokenperf\":{{\"arrival_mono_us\":{},\"due_mono_us\":{due},\"sent_mono_us\":{sent},\"tokens\":{k}}}",
+                self.arrival_mono_us
             ));
         }
         out.push_str("}\n\n");
@@ -364,6 +368,7 @@ impl Plan {
                 end: End::ClientGone,
                 finish_reason: "length",
             };
+            self.arrival_mono_us = state.clock.mono_us(self.start);
             let (_slot, admitted, timing) = self.admit(&state).await;
             let _running = Running::new(&state);
             truth.admitted = Some(admitted);
@@ -416,7 +421,7 @@ impl Plan {
                     self.role_chunk(&head, &mut out);
                 }
                 let sent = Instant::now();
-                let gt = (state.clock.unix_us(target), state.clock.unix_us(sent), k as u32);
+                let gt = (state.clock.mono_us(target), state.clock.mono_us(sent), k as u32);
                 truth.chunks.push(gt);
                 self.content_chunk(&head, &text, self.ground_truth.then_some(gt), &mut out);
                 state.metrics.generation_tokens.fetch_add(k, Ordering::Relaxed);

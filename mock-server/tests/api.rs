@@ -646,15 +646,22 @@ async fn ground_truth_in_chunks_and_in_the_log() {
     assert_eq!(truth.len(), 6);
     for t in &truth {
         let (due, sent) = (
-            t["due_unix_us"].as_u64().unwrap(),
-            t["sent_unix_us"].as_u64().unwrap(),
+            t["due_mono_us"].as_u64().unwrap(),
+            t["sent_mono_us"].as_u64().unwrap(),
         );
         assert!(sent >= due, "sent before due");
         assert_eq!(t["tokens"], 1);
+        let arrival = t["arrival_mono_us"].as_u64().unwrap();
+        assert!(
+            due >= arrival + 20_000,
+            "the first token is due one TTFT after arrival"
+        );
+        // CLOCK_MONOTONIC, the clock this test reads too.
+        assert!(sent <= tokenperf_core::clock::monotonic_us());
     }
     let dues: Vec<u64> = truth
         .iter()
-        .map(|t| t["due_unix_us"].as_u64().unwrap())
+        .map(|t| t["due_mono_us"].as_u64().unwrap())
         .collect();
     for w in dues.windows(2) {
         assert_eq!(w[1] - w[0], 5_000, "due times are exactly one ITL apart");

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Benchmarks for BENCHMARKS.md: mock-server emission rate and lateness, loadgen's CPU and memory per
+# stream, and the self-check accuracy table. Loopback only, bounded in requests and time.
+#
+# Usage: scripts/bench.sh [quick|full]   (quick: a subset in about a minute; full: every row)
+#
+# Both programs are release builds of just mock-server and loadgen (no polars: a few minutes).
+# The mock is pinned to CPU 0 and loadgen to CPU 1, so each one's CPU time is its own.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+mode="${1:-full}"
+out="bench-results"
+mkdir -p "$out"
+bin="${CARGO_TARGET_DIR:-target}/release"
+
+cargo build --release --locked -p mock-server -p loadgen >&2
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+echo "open files limit: $(ulimit -n)" >&2
+
+mock_pid=""
+start_mock() { # start_mock ARGS... ; sets $url
+    # taskset execs the server, so every thread it starts inherits CPU 0 and $! is the server's pid.
+    taskset -c 0 "$bin/mock-server" --port 0 --host 127.0.0.1 --max-waiting 100000 "$@" >"$out/mock.log" 2>&1 &
+    mock_pid=$!
+    for _ in $(seq 100); do grep -q "listening on" "$out/mock.log" && break; sleep 0.05; done
+    url=$(grep -o 'http://[^ ]*' "$out/mock.log" | head -n 1)
+}
+stop_mock() { kill "$mock_pid" 2>/dev/null || true; wait "$mock_pid" 2>/dev/null || true; }
+trap stop_mock EXIT
+cpu_s() { # CPU seconds (user + system) of a pid
+    awk -v t="$(getconf CLK_TCK)" '{ s = $0; sub(/.*\) /, "", s); split(s, f, " "); print (f[12] + f[13]) / t }' "/proc/$1/stat"
+}
+rss_mib() { awk '/VmHWM/ { print $2 / 1024 }' "/proc/$1/status"; }
+
+selfcheck() { # selfcheck NAME CONCURRENCY REQUESTS TTFT ITL TOKENS
+    local name=$1 c=$2 n=$3 ttft=$4 itl=$5 tokens=$6
+    start_mock --ttft-ms "$ttft" --itl-ms "$itl"
+    local mock_cpu0; mock_cpu0=$(cpu_s "$mock_pid")
+    taskset -c 1 "$bin/loadgen" selfcheck --api-base "$url" --concurrency "$c" --requests "$n" \
+        --ttft-ms "$ttft" --itl-ms "$itl" --tokens "$tokens" --json "$out/$name.json" | tee "$out/$name.txt" >&2
+    local mock_cpu1; mock_cpu1=$(cpu_s "$mock_pid")
+    awk -v a="$mock_cpu0" -v b="$mock_cpu1" -v r="$(rss_mib "$mock_pid")" \
+        'BEGIN { printf "{\"mock_cpu_s\": %.3f, \"mock_peak_rss_mib\": %.1f}\n", b - a, r }' >"$out/$name.mock.json"
+    stop_mock
+}
+
+if [ "$mode" = quick ]; then
+    selfcheck accuracy-c1 1 20 50 10 100
+    selfcheck accuracy-c100 100 300 50 10 100
+    exit 0
+fi
+
+# 1. Accuracy table: TTFT 50 ms, gap 10 ms, 100 tokens.
+selfcheck accuracy-c1 1 50 50 10 100
+selfcheck accuracy-c100 100 400 50 10 100
+selfcheck accuracy-c1000 1000 3000 50 10 100
+selfcheck accuracy-c10000 10000 10000 50 10 100
+# 2. Mock lateness at 1,000 streams with a 5 ms gap (the mock's own target).
+selfcheck lateness-c1000-5ms 1000 3000 50 5 200
+# 3. Mock emission rate on one core: 2,000 streams at 5 ms = 400,000 tokens/s offered.
+selfcheck emission-c2000-5ms 2000 4000 20 5 200
+echo "results in $out/" >&2
