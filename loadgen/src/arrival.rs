@@ -54,6 +54,26 @@ pub fn schedule(
     out
 }
 
+/// Applies a linear rate ramp to a schedule made at the full rate: the rate grows from 0 to full over
+/// `ramp_s`, then stays. Arrival `u` of the full-rate schedule (in µs) moves to the time `t` at which
+/// the ramped process has had as many arrivals: `t = sqrt(2·ramp·u)` during the ramp, `u + ramp/2`
+/// after it. The arrival count over a time span ending after the ramp drops by `rate · ramp / 2`.
+pub fn ramp(schedule: &mut [u64], ramp_s: f64) {
+    if ramp_s <= 0.0 {
+        return;
+    }
+    let r = ramp_s * 1e6;
+    for t in schedule.iter_mut() {
+        let u = *t as f64;
+        let warped = if u < r / 2.0 {
+            (2.0 * r * u).sqrt()
+        } else {
+            u + r / 2.0
+        };
+        *t = warped.round() as u64;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -96,6 +116,30 @@ mod tests {
         // Gamma gaps have CV = 1/sqrt(shape): 2 and 0.25.
         assert!((cv(&bursty) - 2.0).abs() < 0.3, "{}", cv(&bursty));
         assert!((cv(&smooth) - 0.25).abs() < 0.05, "{}", cv(&smooth));
+    }
+
+    #[test]
+    fn ramp_grows_the_rate_linearly_then_holds_it() {
+        let mut rng = Rng::new(1);
+        let mut s = schedule(&mut rng, 100.0, Arrival::Constant, 1.0, Some(1000), None);
+        ramp(&mut s, 2.0);
+        assert!(s.windows(2).all(|w| w[1] >= w[0]));
+        // During the ramp, arrivals in the first second ≈ ∫0..1 50·t dt = 25; in the second ≈ 75.
+        let in_first = s.iter().filter(|&&t| t < 1_000_000).count();
+        let in_second = s
+            .iter()
+            .filter(|&&t| (1_000_000..2_000_000).contains(&t))
+            .count();
+        assert!((in_first as i64 - 25).abs() <= 2, "{in_first}");
+        assert!((in_second as i64 - 75).abs() <= 2, "{in_second}");
+        // After it, the full rate: gaps of 10 ms.
+        let late: Vec<u64> = s
+            .iter()
+            .copied()
+            .filter(|&t| t > 3_000_000)
+            .take(3)
+            .collect();
+        assert_eq!(late[1] - late[0], 10_000);
     }
 
     #[test]

@@ -117,6 +117,10 @@ pub struct Args {
     /// Requests sent before the measured run (same prompts and concurrency), not recorded.
     #[arg(long, default_value_t = 0)]
     pub warmup_requests: u64,
+    /// Seconds to reach full load: a closed loop starts its streams evenly over it; an open loop's
+    /// rate grows linearly from 0 over it [default: 0].
+    #[arg(long, allow_negative_numbers = true)]
+    pub ramp_up: Option<f64>,
     /// Seed for prompt and length sampling (LLMPerf's is 11111).
     #[arg(long, default_value_t = 11111)]
     pub seed: u64,
@@ -193,6 +197,8 @@ pub struct Plan {
     pub timeout_s: f64,
     /// Requests sent before the measured run and not recorded.
     pub warmup_requests: u64,
+    /// Seconds to reach full load (0: at once).
+    pub ramp_up_s: f64,
     pub mean_input_tokens: u64,
     pub stddev_input_tokens: u64,
     pub mean_output_tokens: u64,
@@ -399,6 +405,16 @@ impl Args {
             requests,
             timeout_s,
             warmup_requests: self.warmup_requests,
+            ramp_up_s: match self.ramp_up {
+                Some(r) if r.is_finite() && r >= 0.0 => r,
+                Some(r) => {
+                    return Err(bad(
+                        "--ramp-up",
+                        format!("must be a non-negative number of seconds, got {r}"),
+                    ));
+                }
+                None => 0.0,
+            },
             mean_input_tokens: self.mean_input_tokens,
             stddev_input_tokens: self.stddev_input_tokens,
             mean_output_tokens: self.mean_output_tokens,

@@ -159,6 +159,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             specs.clone(),
             plan.concurrency(),
             Some(plan.warmup_requests),
+            Duration::from_secs_f64(plan.ramp_up_s),
             Instant::now() + Duration::from_secs_f64(plan.timeout_s),
             control.clone(),
             wtx,
@@ -211,6 +212,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
                 specs.clone(),
                 concurrency,
                 plan.requests,
+                Duration::from_secs_f64(plan.ramp_up_s),
                 stop_at,
                 control.clone(),
                 tx,
@@ -224,7 +226,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             max_concurrency,
         } => {
             let mut rng = Rng::new(plan.seed ^ 0x5EED_A771_7A15);
-            let schedule = arrival::schedule(
+            let mut schedule = arrival::schedule(
                 &mut rng,
                 rate,
                 arrival,
@@ -232,6 +234,11 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
                 plan.requests,
                 Some(plan.timeout_s),
             );
+            arrival::ramp(&mut schedule, plan.ramp_up_s);
+            if plan.requests.is_none() {
+                // A time-bounded run: arrivals the ramp pushed past its end are not part of it.
+                schedule.retain(|&t| t as f64 <= plan.timeout_s * 1e6);
+            }
             runner::open_loop(
                 ctx.clone(),
                 specs.clone(),

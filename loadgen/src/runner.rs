@@ -135,12 +135,15 @@ pub async fn open_loop(
 }
 
 /// Runs a closed loop with `concurrency` workers until `limit` requests were sent (if given) or
-/// `stop_at`; request `i` uses `specs[i % specs.len()]`. Records go to `tx` as they finish.
+/// `stop_at`; request `i` uses `specs[i % specs.len()]`. Worker `k` starts `k/concurrency · ramp` after
+/// the others' start. Records go to `tx` as they finish.
+#[allow(clippy::too_many_arguments)]
 pub async fn closed_loop(
     ctx: Arc<Context>,
     specs: Arc<Vec<PromptSpec>>,
     concurrency: u64,
     limit: Option<u64>,
+    ramp: Duration,
     stop_at: Instant,
     control: Control,
     tx: mpsc::UnboundedSender<RequestRecord>,
@@ -148,7 +151,8 @@ pub async fn closed_loop(
     let next = Arc::new(AtomicU64::new(0));
     let workers_wanted = limit.map_or(concurrency, |l| concurrency.min(l));
     let mut workers = Vec::new();
-    for _ in 0..workers_wanted {
+    for k in 0..workers_wanted {
+        let first = ctx.run_start + ramp.mul_f64(k as f64 / workers_wanted as f64);
         let (ctx, specs, next, control, tx) = (
             ctx.clone(),
             specs.clone(),
@@ -158,6 +162,13 @@ pub async fn closed_loop(
         );
         workers.push(tokio::spawn(async move {
             let mut cut = control.cut_receiver();
+            if first > Instant::now() {
+                let mut stop = control.stop_receiver();
+                tokio::select! {
+                    _ = tokio::time::sleep_until(first.into()) => {},
+                    _ = stop.wait_for(|s| *s) => {},
+                }
+            }
             loop {
                 if control.is_stopped() || Instant::now() >= stop_at {
                     break;
