@@ -54,6 +54,68 @@ pub struct RunInfo {
     pub host: String,
 }
 
+/// Little's law as a sanity check: throughput × mean latency (from the records) should equal the mean
+/// number of requests in flight (sampled independently while the run went on). A gap over 10 % means
+/// records and reality disagree: lost or double-counted requests, or wrong timestamps.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LittlesLaw {
+    /// Requests that finished (any outcome) per second over the window.
+    pub throughput_rps: f64,
+    /// Mean send → end time of those requests, seconds.
+    pub mean_latency_s: f64,
+    /// throughput × mean latency.
+    pub predicted_in_flight: f64,
+    /// Mean of the sampled in-flight count over the same window.
+    pub sampled_in_flight: f64,
+    /// |predicted − sampled| / sampled.
+    pub relative_difference: f64,
+    /// Whether the difference is over 10 %.
+    pub flagged: bool,
+}
+
+impl LittlesLaw {
+    /// Checks `records` against in-flight samples `(µs since run start, count)`. `None` when there is
+    /// no window or no sample inside it.
+    pub fn check(records: &[RequestRecord], samples: &[(u64, i64)]) -> Option<Self> {
+        let done: Vec<(u64, u64)> = records
+            .iter()
+            .filter_map(|r| Some((r.sent_at_us?, r.done_at_us?)))
+            .collect();
+        let start = done.iter().map(|d| d.0).min()?;
+        let end = done.iter().map(|d| d.1).max()?;
+        if end <= start {
+            return None;
+        }
+        let window_s = (end - start) as f64 * 1e-6;
+        let inside: Vec<f64> = samples
+            .iter()
+            .filter(|(t, _)| (start..=end).contains(t))
+            .map(|(_, n)| *n as f64)
+            .collect();
+        if inside.is_empty() {
+            return None;
+        }
+        let sampled = inside.iter().sum::<f64>() / inside.len() as f64;
+        let throughput_rps = done.len() as f64 / window_s;
+        let mean_latency_s =
+            done.iter().map(|(s, e)| (e - s) as f64 * 1e-6).sum::<f64>() / done.len() as f64;
+        let predicted = throughput_rps * mean_latency_s;
+        let relative_difference = if sampled > 0.0 {
+            (predicted - sampled).abs() / sampled
+        } else {
+            0.0
+        };
+        Some(Self {
+            throughput_rps,
+            mean_latency_s,
+            predicted_in_flight: predicted,
+            sampled_in_flight: sampled,
+            relative_difference,
+            flagged: relative_difference > 0.10,
+        })
+    }
+}
+
 /// Statistics of one run, computed from its records.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
@@ -549,6 +611,27 @@ mod tests {
         assert_eq!(v["team"], "a");
         assert_eq!(v["timestamp"], 1_700_000_010);
         assert_eq!(keys[keys.len() - 1], "tokenperf");
+    }
+
+    #[test]
+    fn littles_law_by_hand() {
+        // Two requests of 1 s each, one after the other: 2 per 2 s × 1 s = 1 in flight.
+        let mut a = RequestRecord::new(0, 0);
+        a.sent_at_us = Some(0);
+        a.done_at_us = Some(1_000_000);
+        let mut b = RequestRecord::new(1, 0);
+        b.sent_at_us = Some(1_000_000);
+        b.done_at_us = Some(2_000_000);
+        let samples: Vec<(u64, i64)> = (0..200).map(|i| (i * 10_000, 1)).collect();
+        let l = LittlesLaw::check(&[a.clone(), b.clone()], &samples).unwrap();
+        assert!(
+            (l.predicted_in_flight - 1.0).abs() < 1e-9 && !l.flagged,
+            "{l:?}"
+        );
+        // A sampler that saw two in flight: the records miss something.
+        let doubled: Vec<(u64, i64)> = samples.iter().map(|(t, _)| (*t, 2)).collect();
+        assert!(LittlesLaw::check(&[a, b], &doubled).unwrap().flagged);
+        assert!(LittlesLaw::check(&[], &samples).is_none());
     }
 
     #[test]

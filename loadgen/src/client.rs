@@ -103,6 +103,8 @@ pub struct Context {
     /// `run_start` on CLOCK_MONOTONIC, to place events on the clock ground truth uses.
     pub run_start_mono_us: u64,
     pub tokenizer: Arc<TokenCounter>,
+    /// Requests sent and not yet finished (sampled for the Little's-law check).
+    pub in_flight: std::sync::atomic::AtomicI64,
 }
 
 impl Context {
@@ -174,17 +176,35 @@ pub async fn measure(
         rec.done_at_us = Some(ctx.now_us());
     }
     rec.outcome = outcome;
-    finish_tokens(ctx, &mut rec, c, spec.prompt_tokens);
-    rec
+    if rec.sent_at_us.is_some() {
+        ctx.in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    // Tokenizing the response runs on the blocking pool, so it never delays another stream's reads
+    // (and their timestamps) on the async workers.
+    let (tokenizer, mono) = (ctx.tokenizer.clone(), ctx.run_start_mono_us);
+    let prompt_tokens = spec.prompt_tokens;
+    tokio::task::spawn_blocking(move || {
+        finish_tokens(&tokenizer, mono, &mut rec, c, prompt_tokens);
+        rec
+    })
+    .await
+    .expect("token counting does not panic")
 }
 
 /// Fills token counts: the server's `usage` and one tokenizer pass over the whole output text, with
 /// each token attributed to the event in which it started.
-fn finish_tokens(ctx: &Context, rec: &mut RequestRecord, c: Collected, prompt_tokens: u64) {
+fn finish_tokens(
+    tokenizer: &TokenCounter,
+    run_start_mono_us: u64,
+    rec: &mut RequestRecord,
+    c: Collected,
+    prompt_tokens: u64,
+) {
     let counts = if c.text.is_empty() {
         vec![0; c.piece_lens.len()]
     } else {
-        attribute_by_start(&ctx.tokenizer, &c.text, &c.piece_lens)
+        attribute_by_start(tokenizer, &c.text, &c.piece_lens)
     };
     let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
     rec.events = c
@@ -200,7 +220,7 @@ fn finish_tokens(ctx: &Context, rec: &mut RequestRecord, c: Collected, prompt_to
     rec.finish_reason = c.finish_reason;
     if let Some(arrival_mono_us) = c.arrival_mono_us {
         rec.ground_truth = Some(GroundTruth {
-            run_start_mono_us: ctx.run_start_mono_us,
+            run_start_mono_us,
             arrival_mono_us,
             chunks: c.truth,
         });
@@ -265,6 +285,8 @@ async fn exchange(
         req = req.header("x-tokenperf-ground-truth", "1");
     }
     rec.sent_at_us = Some(ctx.now_us());
+    ctx.in_flight
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let resp = match tokio::time::timeout(ctx.config.idle_timeout, req.send()).await {
         Ok(Ok(r)) => r,
         Ok(Err(e)) => return classify(&e, "sending the request"),

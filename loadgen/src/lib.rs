@@ -24,6 +24,7 @@ pub mod tokenizer;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
@@ -31,7 +32,7 @@ use tokenperf_core::clock::MonoAnchor;
 use tokenperf_core::llmperf::file_stem;
 use tokenperf_core::record::RequestRecord;
 use tokenperf_core::rng::Rng;
-use tokenperf_core::summary::{RunInfo, RunSummary};
+use tokenperf_core::summary::{LittlesLaw, RunInfo, RunSummary};
 use tokenperf_core::tokenizer::PROJECT_CORPUS;
 use tokio::sync::mpsc;
 
@@ -69,6 +70,8 @@ pub struct RunOutput {
     pub measurement_error: Option<tokenperf_core::selfcheck::SelfCheck>,
     /// The self-check run after the run (`--selfcheck`).
     pub selfcheck: Option<selfcheck::SelfCheckReport>,
+    /// Throughput × latency against the sampled in-flight count.
+    pub littles_law: Option<LittlesLaw>,
     pub exit: Exit,
 }
 
@@ -103,7 +106,9 @@ pub fn build_prompts(plan: &Plan, builder: &PromptBuilder<'_>) -> anyhow::Result
 /// Runs `plan` to completion (or until `control` stops it) and writes its files.
 pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput> {
     let tokenizer = Arc::new(
-        tokenizer::resolve(&plan.tokenizer).context("loading the tokenizer (--tokenizer)")?,
+        tokenizer::resolve(&plan.tokenizer)
+            .await
+            .context("loading the tokenizer (--tokenizer)")?,
     );
     let corpus_text = match &plan.corpus {
         Some(p) => std::fs::read_to_string(p)
@@ -151,6 +156,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             run_start: Instant::now(),
             run_start_mono_us: 0,
             tokenizer: tokenizer.clone(),
+            in_flight: AtomicI64::new(0),
         });
         let (wtx, mut wrx) = mpsc::unbounded_channel();
         let drain = tokio::spawn(async move { while wrx.recv().await.is_some() {} });
@@ -175,7 +181,27 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         run_start: anchor.instant(),
         run_start_mono_us: anchor.anchor_us(),
         tokenizer: tokenizer.clone(),
+        in_flight: AtomicI64::new(0),
     });
+    // Samples the in-flight count every 10 ms: an instrument independent of the records, for the
+    // Little's-law check.
+    let sampler = {
+        let ctx = ctx.clone();
+        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut tick = tokio::time::interval(Duration::from_millis(10));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                tokio::select! {
+                    _ = tick.tick() => samples.push((ctx.now_us(), ctx.in_flight.load(Ordering::Relaxed))),
+                    _ = &mut done_rx => break,
+                }
+            }
+            samples
+        });
+        (done_tx, task)
+    };
 
     let defs = plan.metric_definitions;
     let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
@@ -252,6 +278,9 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         }
     }
     let (records, write_error) = writer.await.context("the record writer task failed")?;
+    let _ = sampler.0.send(());
+    let samples = sampler.1.await.unwrap_or_default();
+    let littles_law = LittlesLaw::check(&records, &samples);
 
     let summary = RunSummary::from_records(&records, defs);
     let info = RunInfo {
@@ -310,6 +339,9 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         if let Some(m) = &measurement_error {
             extra.push(("measurement_error", serde_json::to_value(m)?));
         }
+        if let Some(l) = &littles_law {
+            extra.push(("littles_law", serde_json::to_value(l)?));
+        }
         if let Some(s) = &selfcheck {
             extra.push(("selfcheck", serde_json::to_value(s)?));
         }
@@ -320,6 +352,15 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
     }
 
     let mut warnings = Vec::new();
+    if let Some(l) = littles_law.filter(|l| l.flagged) {
+        warnings.push(format!(
+            "Little's law check: throughput × mean latency = {:.2} requests in flight, but {:.2} were \
+             sampled ({:.0} % apart); the records may be missing requests or carry wrong times",
+            l.predicted_in_flight,
+            l.sampled_in_flight,
+            l.relative_difference * 100.0
+        ));
+    }
     if summary.output_token_mismatches > 0 {
         warnings.push(format!(
             "{} of {} successful requests: the server's usage and the tokenizer ('{}') disagree on \
@@ -356,6 +397,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         warnings,
         measurement_error,
         selfcheck,
+        littles_law,
         exit,
     })
 }
@@ -390,6 +432,17 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
     print!("{}", out.summary.console_block(&model, "openai"));
     if !quiet {
         print!("{}", out.summary.tokenperf_block());
+        if let Some(l) = &out.littles_law {
+            println!(
+                "  Little's law: {:.2} req/s × {:.3} s = {:.2} in flight; sampled {:.2} ({:.1} % apart{})",
+                l.throughput_rps,
+                l.mean_latency_s,
+                l.predicted_in_flight,
+                l.sampled_in_flight,
+                l.relative_difference * 100.0,
+                if l.flagged { ", FLAGGED" } else { "" }
+            );
+        }
         if let Some(m) = &out.measurement_error {
             print!("{}", m.table());
         }

@@ -409,6 +409,8 @@ async fn seed_command_line_against_the_mock_with_a_cached_tokenizer() {
             .current_dir(&workdir)
             .env("HF_HOME", hf_home)
             .env_remove("HF_HUB_CACHE")
+            // Never reach for the real Hub from a test.
+            .env("HF_HUB_OFFLINE", "1")
             .env("OPENAI_API_KEY", "dummy")
             .env("OPENAI_API_BASE", &base)
             .args([

@@ -39,6 +39,7 @@ pub struct Settings {
     pub api_key: Option<String>,
     pub seed: u64,
     pub body_limit: usize,
+    pub max_connections: usize,
     pub max_context: u64,
     pub fault_rate: f64,
     pub fault: Vec<Fault>,
@@ -69,6 +70,7 @@ impl Default for Settings {
             api_key: None,
             seed: 0,
             body_limit: 4 << 20,
+            max_connections: 0,
             max_context: 0,
             fault_rate: 0.0,
             fault: Vec::new(),
@@ -185,6 +187,9 @@ pub struct Args {
     /// Request body limit in bytes; larger bodies get 413 [default: 4 MiB].
     #[arg(long)]
     pub body_limit: Option<usize>,
+    /// Most connections open at once; more wait in the accept queue until one closes. 0: no limit.
+    #[arg(long)]
+    pub max_connections: Option<usize>,
     /// Context length: prompt + max_tokens above it gets a 400 context-length error. 0: no limit.
     #[arg(long)]
     pub max_context: Option<u64>,
@@ -253,7 +258,7 @@ impl Args {
         override_fields!(s, self;
             host, port, ttft_ms, prefill_per_token_ms, itl_ms, itl_load_factor, ttft_jitter,
             itl_jitter, max_num_seqs, max_waiting, prefill_stalls_decode, default_max_tokens,
-            tokens_per_chunk, seed, body_limit, max_context, fault_rate, ground_truth);
+            tokens_per_chunk, seed, body_limit, max_connections, max_context, fault_rate, ground_truth);
         if self.output_len.is_some() {
             s.output_len = self.output_len;
         }
@@ -322,6 +327,7 @@ impl Config {
             models: s.model.clone(),
             api_key: s.api_key.clone(),
             body_limit: s.body_limit,
+            max_connections: s.max_connections,
             max_context: s.max_context,
             seed: s.seed,
             fault_rate: s.fault_rate,

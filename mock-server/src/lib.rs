@@ -22,6 +22,7 @@ pub mod cli;
 pub mod dist;
 pub mod faults;
 pub mod gtlog;
+pub mod listener;
 pub mod metrics;
 pub mod pacer;
 pub mod replay;
@@ -80,6 +81,8 @@ pub struct Config {
     pub api_key: Option<String>,
     /// Request body limit in bytes.
     pub body_limit: usize,
+    /// Most connections open at once; 0 for no limit.
+    pub max_connections: usize,
     /// Context length (prompt + max_tokens); 0 for no limit.
     pub max_context: u64,
     /// Seed for output text, lengths, jitter and faults.
@@ -175,13 +178,14 @@ pub fn app(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
-/// Serves `app` on `listener` until `shutdown` completes.
+/// Serves `app` on `listener` until `shutdown` completes, with at most `max_connections` open.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, app(state))
+    let limited = listener::LimitedListener::new(listener, state.config.max_connections);
+    axum::serve(limited, app(state))
         .with_graceful_shutdown(shutdown)
         .await
 }

@@ -720,3 +720,36 @@ async fn timing_is_within_tolerance() {
     );
     s.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn connections_beyond_the_limit_wait_until_one_closes() {
+    let s = server(Config {
+        max_connections: 1,
+        ..fast()
+    })
+    .await;
+    // An idle connection takes the only slot.
+    let idle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let base = s.base_url();
+    let waiting = tokio::spawn(async move {
+        client()
+            .post(format!("{base}/chat/completions"))
+            .json(&chat(2))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "served past the connection limit");
+    drop(idle);
+    let body = tokio::time::timeout(Duration::from_secs(10), waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(body.contains("[DONE]"));
+    s.stop().await.unwrap();
+}
