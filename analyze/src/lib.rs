@@ -90,11 +90,14 @@ pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
         };
         std::fs::create_dir_all(&dir).with_context(|| format!("creating '{}'", dir.display()))?;
         let summary_path = dir.join("summary.json");
-        std::fs::write(
-            &summary_path,
-            serde_json::to_string_pretty(&run.summary)? + "\n",
-        )
-        .with_context(|| format!("writing '{}'", summary_path.display()))?;
+        let doc = serde_json::json!({
+            "schema_version": tokenperf_core::SCHEMA_VERSION,
+            "run": run.name,
+            "source": run.source,
+            "summary": run.summary,
+        });
+        std::fs::write(&summary_path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing '{}'", summary_path.display()))?;
         summaries.push(summary_path);
         if failed == n {
             // Nothing to draw: every request failed. The summary still says why.

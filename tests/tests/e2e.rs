@@ -150,6 +150,10 @@ async fn mock_loadgen_analyze() {
         "analyze and loadgen disagree on the summary"
     );
     assert_eq!(a.charts.len(), 4);
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&a.summaries[0]).unwrap()).unwrap();
+    assert_eq!(written["schema_version"], tokenperf_core::SCHEMA_VERSION);
+    assert_eq!(written["summary"]["num_completed_requests"], 20);
     for name in [
         "e2e_latencies",
         "inter_token_latencies",
