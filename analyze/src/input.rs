@@ -30,6 +30,24 @@ pub struct Run {
     pub info: Option<RunInfo>,
     /// The summary, computed with the shared statistics (equal to loadgen's for our runs).
     pub summary: RunSummary,
+    /// The nine-key rows the frame was built from (sent requests only).
+    pub rows: Vec<LlmperfMetrics>,
+}
+
+/// Which requests to keep.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    /// Keep requests sent within [start, end) seconds since the run start (our records only).
+    pub window_s: Option<(f64, f64)>,
+    /// Keep requests whose outcome kind is listed (`ok`, `http_status`, `timeout` …; for LLMPerf's
+    /// files, `ok` or `error`). Empty: keep all.
+    pub outcomes: Vec<String>,
+}
+
+impl Filter {
+    pub fn is_empty(&self) -> bool {
+        self.window_s.is_none() && self.outcomes.is_empty()
+    }
 }
 
 /// Column names of [`Run::frame`] besides `ok` and `error_code`, in LLMPerf's order.
@@ -43,20 +61,88 @@ pub const METRIC_COLUMNS: [&str; 7] = [
     "number_input_tokens",
 ];
 
-/// A number that may arrive as a number, a numeric string, or null.
+/// A number that may arrive as a number, a numeric string, or null (`NaN` was already turned into
+/// null). A visitor rather than a `Value`, so a million records parse without a tree per field.
 fn lenient_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    Ok(match Value::deserialize(d)? {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.trim().parse::<f64>().ok().filter(|x| x.is_finite()),
-        _ => None,
-    })
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<f64>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a number, a numeric string or null")
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(v.is_finite().then_some(v))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v as f64))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(v.trim().parse::<f64>().ok().filter(|x| x.is_finite()))
+        }
+        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    d.deserialize_any(V)
+}
+
+/// LLMPerf's `error_code`: null, an int (sometimes written as a float by pandas), or a string.
+fn lenient_code<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    struct V;
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = Option<Value>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("an error code: null, a number or a string")
+        }
+        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+            Ok(Some(if v.fract() == 0.0 {
+                (v as i64).into()
+            } else {
+                v.into()
+            }))
+        }
+        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+            Ok(Some(v.into()))
+        }
+        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+            Ok(Some(v.into()))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok((!v.is_empty()).then(|| v.into()))
+        }
+        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+            Ok(v.then(|| true.into()))
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    d.deserialize_any(V)
 }
 
 /// An LLMPerf record as found in the wild.
 #[derive(Deserialize)]
 struct LooseRecord {
-    #[serde(default)]
-    error_code: Value,
+    #[serde(default, deserialize_with = "lenient_code")]
+    error_code: Option<Value>,
     #[serde(default, deserialize_with = "lenient_f64")]
     inter_token_latency_s: Option<f64>,
     #[serde(default, deserialize_with = "lenient_f64")]
@@ -133,42 +219,42 @@ impl Columns {
 pub fn read_llmperf(path: &Path) -> anyhow::Result<Vec<LlmperfMetrics>> {
     let bytes = std::fs::read(path).with_context(|| format!("reading '{}'", path.display()))?;
     let clean = sanitize_nonstandard_json(&bytes);
-    let value: Value = serde_json::from_slice(&clean)
-        .with_context(|| format!("'{}' is not valid JSON", path.display()))?;
-    let Value::Array(items) = value else {
+    let first = clean.iter().find(|b| !b.is_ascii_whitespace());
+    if first != Some(&b'[') {
+        // Tell "not JSON" from "JSON, but not an array of records".
+        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&clean) {
+            bail!("'{}' is not valid JSON: {e}", path.display());
+        }
         bail!(
             "'{}' is not an LLMPerf individual-responses file: expected a JSON array of records",
             path.display()
         );
-    };
+    }
+    let records: Vec<LooseRecord> = serde_json::from_slice(&clean).map_err(|e| {
+        if e.is_syntax() || e.is_eof() {
+            anyhow::anyhow!("'{}' is not valid JSON: {e}", path.display())
+        } else {
+            anyhow::anyhow!(
+                "'{}': a record has the wrong shape ({e}); expected objects with LLMPerf's keys",
+                path.display()
+            )
+        }
+    })?;
     let count = |v: Option<f64>| v.map_or(0, |x| x.max(0.0) as u64);
-    items
+    Ok(records
         .into_iter()
-        .enumerate()
-        .map(|(i, item)| {
-            if !item.is_object() {
-                bail!("'{}': record {i} is not a JSON object", path.display());
-            }
-            let r: LooseRecord = serde_json::from_value(item)
-                .with_context(|| format!("'{}': record {i} has the wrong shape", path.display()))?;
-            let error_code = match r.error_code {
-                Value::Null => None,
-                Value::String(s) if s.is_empty() => None,
-                other => Some(other),
-            };
-            Ok(LlmperfMetrics {
-                error_code,
-                error_msg: String::new(),
-                inter_token_latency_s: r.inter_token_latency_s,
-                ttft_s: r.ttft_s,
-                end_to_end_latency_s: r.end_to_end_latency_s,
-                request_output_throughput_token_per_s: r.request_output_throughput_token_per_s,
-                number_total_tokens: count(r.number_total_tokens),
-                number_output_tokens: count(r.number_output_tokens),
-                number_input_tokens: count(r.number_input_tokens),
-            })
+        .map(|r| LlmperfMetrics {
+            error_code: r.error_code,
+            error_msg: String::new(),
+            inter_token_latency_s: r.inter_token_latency_s,
+            ttft_s: r.ttft_s,
+            end_to_end_latency_s: r.end_to_end_latency_s,
+            request_output_throughput_token_per_s: r.request_output_throughput_token_per_s,
+            number_total_tokens: count(r.number_total_tokens),
+            number_output_tokens: count(r.number_output_tokens),
+            number_input_tokens: count(r.number_input_tokens),
         })
-        .collect()
+        .collect())
 }
 
 /// The frame of nine-key rows.
@@ -273,7 +359,8 @@ fn load_file(path: &Path) -> anyhow::Result<Run> {
             .as_ref()
             .map(|i| i.metric_definitions)
             .unwrap_or_default();
-        let frame = frame_from_rows(&rows_from_records(&records, defs))?;
+        let rows = rows_from_records(&records, defs);
+        let frame = frame_from_rows(&rows)?;
         let summary = RunSummary::from_records(&records, defs);
         Ok(Run {
             name: stem,
@@ -282,6 +369,7 @@ fn load_file(path: &Path) -> anyhow::Result<Run> {
             records: Some(records),
             info,
             summary,
+            rows,
         })
     } else {
         let rows = read_llmperf(path)?;
@@ -298,11 +386,68 @@ fn load_file(path: &Path) -> anyhow::Result<Run> {
             records: None,
             info: None,
             summary,
+            rows,
         })
     }
 }
 
 impl Run {
+    /// The run with only the requests `filter` keeps; frame and summary are recomputed.
+    pub fn filtered(self, filter: &Filter) -> anyhow::Result<Run> {
+        if filter.is_empty() {
+            return Ok(self);
+        }
+        let defs = self.summary.metric_definitions;
+        match self.records {
+            Some(records) => {
+                let keep: Vec<RequestRecord> = records
+                    .into_iter()
+                    .filter(|r| {
+                        filter.window_s.is_none_or(|(a, b)| {
+                            r.sent_at_us
+                                .is_some_and(|t| (a..b).contains(&(t as f64 * 1e-6)))
+                        }) && (filter.outcomes.is_empty()
+                            || filter.outcomes.iter().any(|k| k == r.outcome.kind()))
+                    })
+                    .collect();
+                let rows = rows_from_records(&keep, defs);
+                Ok(Run {
+                    frame: frame_from_rows(&rows)?,
+                    summary: RunSummary::from_records(&keep, defs),
+                    rows,
+                    records: Some(keep),
+                    ..self
+                })
+            }
+            None => {
+                if filter.window_s.is_some() {
+                    bail!(
+                        "--window needs send times, and '{}' is an LLMPerf file without them",
+                        self.source.display()
+                    );
+                }
+                let rows: Vec<LlmperfMetrics> = self
+                    .rows
+                    .into_iter()
+                    .filter(|r| {
+                        let kind = if r.error_code.is_none() {
+                            "ok"
+                        } else {
+                            "error"
+                        };
+                        filter.outcomes.iter().any(|k| k == kind)
+                    })
+                    .collect();
+                Ok(Run {
+                    frame: frame_from_rows(&rows)?,
+                    summary: RunSummary::from_llmperf_rows(&rows, defs),
+                    rows,
+                    ..self
+                })
+            }
+        }
+    }
+
     /// Values of a metric column over successful requests (nulls dropped).
     pub fn ok_values(&self, column: &str) -> anyhow::Result<Vec<f64>> {
         let ok = self.frame.column("ok")?.bool()?;

@@ -1,49 +1,105 @@
 //! analyze: reads tokenperf and LLMPerf run records with polars and draws charts with plotters.
 //!
 //! # Layout
-//! * [`input`]: reading runs (our JSONL, LLMPerf JSON, results folders) into frames and summaries.
+//! * [`input`]: reading runs (our JSONL, LLMPerf JSON, results folders) into frames and summaries,
+//!   and the filters.
 //! * [`charts`]: one file per chart, behind the [`charts::Chart`] trait.
+//! * [`report`]: the comparison table and `report.html`.
 //!
-//! [`run`] is the whole command as a library call; `main.rs` only parses flags and maps errors.
+//! [`analyze`] is the whole command as a library call; `main.rs` only parses flags and maps errors.
 
 pub mod charts;
 pub mod input;
+pub mod report;
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use clap::Parser;
 
-use crate::input::Run;
+use crate::charts::Format;
+use crate::input::{Filter, Run};
 
-/// Reads run records (tokenperf's or LLMPerf's) and writes the summary and charts.
+/// Reads run records (tokenperf's or LLMPerf's) and writes the summary, charts and an HTML report.
 ///
-/// Exit codes: 0 success, 2 bad input or a failed write.
+/// With several runs (`analyze runA runB …`), the charts overlay them and a comparison table has one
+/// column per run. Exit codes: 0 success, 2 bad input or a failed write.
 #[derive(Debug, Clone, Parser)]
 #[command(name = "analyze", version)]
 pub struct Args {
     /// Runs to read: *_requests.jsonl, *_individual_responses.json, or results folders.
     #[arg(required = true)]
     pub runs: Vec<PathBuf>,
-    /// Folder for charts and the summary (created).
+    /// Folder for charts, summaries and report.html (created).
     #[arg(long, default_value = "analysis")]
     pub out: PathBuf,
     /// Allow --out to be one of the input folders.
     #[arg(long)]
     pub into_input: bool,
+    /// Chart file format.
+    #[arg(long, value_enum, default_value = "png")]
+    pub format: Format,
+    /// Keep only requests sent in this window, `START:END` in seconds since the run start (drops warm-up
+    /// and cool-down; needs our records).
+    #[arg(long, value_parser = parse_window)]
+    pub window: Option<(f64, f64)>,
+    /// Keep only requests with this outcome kind (repeatable): ok, http_status, timeout, connect,
+    /// stream, server_error, malformed, truncated, dropped, cancelled; `error` for LLMPerf's files.
+    #[arg(long = "outcome")]
+    pub outcomes: Vec<String>,
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
+}
+
+fn parse_window(s: &str) -> Result<(f64, f64), String> {
+    let (a, b) = s
+        .split_once(':')
+        .ok_or_else(|| format!("'{s}' is not START:END (seconds), e.g. 10:70"))?;
+    let num = |x: &str| {
+        if x.trim().is_empty() {
+            return Ok(None);
+        }
+        x.trim()
+            .parse::<f64>()
+            .map(Some)
+            .map_err(|_| format!("'{x}' is not a number of seconds"))
+    };
+    let (a, b) = (num(a)?.unwrap_or(0.0), num(b)?.unwrap_or(f64::INFINITY));
+    if a >= b {
+        return Err(format!(
+            "the window's start ({a}) must come before its end ({b})"
+        ));
+    }
+    Ok((a, b))
+}
+
+impl Args {
+    /// The analysis of `runs` into `out`, with defaults for everything else.
+    pub fn new(runs: Vec<PathBuf>, out: PathBuf) -> Self {
+        Self {
+            runs,
+            out,
+            into_input: false,
+            format: Format::Png,
+            window: None,
+            outcomes: Vec::new(),
+            quiet: true,
+        }
+    }
 }
 
 /// What an analysis wrote.
 #[derive(Debug)]
 pub struct Analysis {
     pub runs: Vec<Run>,
-    /// Every chart file written, per run.
+    /// Every chart file written.
     pub charts: Vec<PathBuf>,
     /// The summary files written (one JSON per run).
     pub summaries: Vec<PathBuf>,
+    /// `comparison.json`, when several runs were given.
+    pub comparison: Option<PathBuf>,
+    pub report: PathBuf,
 }
 
 fn same_dir(a: &Path, b: &Path) -> bool {
@@ -53,11 +109,17 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
-/// Reads the runs and writes `out/<run>/{chart}.png` and `out/<run>/summary.json`.
+/// Reads the runs and writes summaries, charts and report.html into `args.out`.
 pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
+    let filter = Filter {
+        window_s: args.window,
+        outcomes: args.outcomes.clone(),
+    };
     let mut runs = Vec::new();
     for p in &args.runs {
-        runs.extend(input::load(p)?);
+        for run in input::load(p)? {
+            runs.push(run.filtered(&filter)?);
+        }
     }
     if !args.into_input {
         for p in &args.runs {
@@ -74,15 +136,24 @@ pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
             }
         }
     }
+    for run in &runs {
+        if run.counts().0 == 0 {
+            bail!(
+                "'{}' holds no requests{}",
+                run.source.display(),
+                if filter.is_empty() {
+                    ""
+                } else {
+                    " (after --window/--outcome)"
+                }
+            );
+        }
+    }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating the output folder '{}'", args.out.display()))?;
-    let mut charts = Vec::new();
+
     let mut summaries = Vec::new();
     for run in &runs {
-        let (n, failed) = run.counts();
-        if n == 0 {
-            bail!("'{}' holds no requests", run.source.display());
-        }
         let dir = if runs.len() == 1 {
             args.out.clone()
         } else {
@@ -99,58 +170,94 @@ pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
         std::fs::write(&summary_path, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| format!("writing '{}'", summary_path.display()))?;
         summaries.push(summary_path);
-        if failed == n {
-            // Nothing to draw: every request failed. The summary still says why.
-            continue;
-        }
-        for chart in charts::seed_charts() {
-            let path = dir.join(format!("{}.png", chart.file_stem()));
+    }
+
+    // Charts draw successful requests; runs where every request failed are named in the report.
+    let drawable: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.counts().1 < r.counts().0)
+        .collect();
+    let mut charts = Vec::new();
+    if !drawable.is_empty() {
+        for chart in charts::all_charts() {
+            if !chart.applies(&drawable) {
+                continue;
+            }
+            let path = args
+                .out
+                .join(format!("{}.{}", chart.file_stem(), args.format.extension()));
             chart
-                .render(run, &path)
+                .render(&drawable, &path, args.format)
                 .with_context(|| format!("drawing '{}'", path.display()))?;
             charts.push(path);
         }
     }
+    let comparison = if runs.len() > 1 {
+        let path = args.out.join("comparison.json");
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&report::comparison_json(&runs))? + "\n",
+        )
+        .with_context(|| format!("writing '{}'", path.display()))?;
+        Some(path)
+    } else {
+        None
+    };
+    let report = args.out.join("report.html");
+    std::fs::write(&report, report::html(&runs, &charts, &args.out))
+        .with_context(|| format!("writing '{}'", report.display()))?;
     Ok(Analysis {
         runs,
         charts,
         summaries,
+        comparison,
+        report,
     })
 }
 
-/// The command: analysis, then the summary block per run and where the files are.
+/// The command: analysis, then the summary per run (or the comparison table) and where files are.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let a = analyze(&args)?;
     if args.quiet {
         return Ok(());
     }
-    for run in &a.runs {
-        let (model, api) = run
-            .info
-            .as_ref()
-            .map_or((run.name.clone(), "openai".to_string()), |i| {
-                (i.model.clone(), i.llm_api.clone())
-            });
-        println!("{}", run.summary.console_block(&model, &api));
-        if run.records.is_some() {
-            println!("{}", run.summary.tokenperf_block());
+    if a.runs.len() > 1 {
+        println!("{}", report::comparison_table(&a.runs));
+    } else {
+        for run in &a.runs {
+            println!("{}", report::console(run));
         }
+    }
+    for run in &a.runs {
         let (n, failed) = run.counts();
         if failed == n {
             println!(
-                "analyze: every one of the {n} requests in '{}' failed; no charts drawn",
+                "analyze: every one of the {n} requests in '{}' failed; no charts drawn for it",
                 run.source.display()
             );
         }
     }
     println!(
-        "analyze: {} charts and {} summaries written to {}",
+        "analyze: {} charts, {} summaries and {} written to {}",
         a.charts.len(),
         a.summaries.len(),
+        a.report.display(),
         args.out.display()
     );
-    for c in &a.charts {
-        println!("  {}", c.display());
-    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn window_parsing() {
+        assert_eq!(parse_window("10:70").unwrap(), (10.0, 70.0));
+        assert_eq!(parse_window(":5").unwrap(), (0.0, 5.0));
+        assert_eq!(parse_window("5:").unwrap(), (5.0, f64::INFINITY));
+        assert!(parse_window("7").unwrap_err().contains("START:END"));
+        assert!(parse_window("9:3").unwrap_err().contains("before"));
+        assert!(parse_window("a:3").unwrap_err().contains("not a number"));
+    }
 }

@@ -137,19 +137,14 @@ async fn mock_loadgen_analyze() {
 
     // analyze on the results folder: the same summary, and four PNGs of the right size.
     let out_dir = dir.path().join("analysis");
-    let a = analyze::analyze(&analyze::Args {
-        runs: vec![results.clone()],
-        out: out_dir.clone(),
-        into_input: false,
-        quiet: true,
-    })
-    .unwrap();
+    let a = analyze::analyze(&analyze::Args::new(vec![results.clone()], out_dir.clone())).unwrap();
     assert_eq!(a.runs.len(), 1);
     assert_eq!(
         a.runs[0].summary, out.summary,
         "analyze and loadgen disagree on the summary"
     );
-    assert_eq!(a.charts.len(), 4);
+    // The seed's four, three CDFs, the timeline and load over time.
+    assert_eq!(a.charts.len(), 9, "{:?}", a.charts);
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&a.summaries[0]).unwrap()).unwrap();
     assert_eq!(written["schema_version"], tokenperf_core::SCHEMA_VERSION);
@@ -159,6 +154,11 @@ async fn mock_loadgen_analyze() {
         "inter_token_latencies",
         "time_to_first_token",
         "inter_token_vs_throughput",
+        "cdf_ttft",
+        "cdf_inter_token_latency",
+        "cdf_e2e_latency",
+        "timeline",
+        "load_over_time",
     ] {
         let img = image::open(out_dir.join(format!("{name}.png"))).unwrap();
         assert_eq!((img.width(), img.height()), analyze::charts::SIZE, "{name}");

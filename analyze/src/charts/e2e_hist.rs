@@ -2,23 +2,35 @@
 
 use std::path::Path;
 
-use super::{Chart, draw_histogram, subtitle};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::{Chart, Format, draw_histogram, with_backend};
 use crate::input::Run;
 
 pub struct E2eHistogram;
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> anyhow::Result<()> {
+    let series = runs
+        .iter()
+        .map(|r| r.ok_values("end_to_end_latency_s"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    draw_histogram(
+        root,
+        "End-to-end Latencies (s)",
+        "End-to-end latency (s)",
+        runs,
+        &series,
+    )
+}
 
 impl Chart for E2eHistogram {
     fn file_stem(&self) -> &'static str {
         "e2e_latencies"
     }
-    fn render(&self, run: &Run, path: &Path) -> anyhow::Result<()> {
-        let v = run.ok_values("end_to_end_latency_s")?;
-        draw_histogram(
-            path,
-            "End-to-end Latencies (s)",
-            &subtitle(run, v.len(), None),
-            "End-to-end latency (s)",
-            &v,
-        )
+    fn render(&self, runs: &[&Run], path: &Path, format: Format) -> anyhow::Result<()> {
+        with_backend!(path, format, |root: &DrawingArea<_, Shift>| draw(
+            root, runs
+        ))
     }
 }

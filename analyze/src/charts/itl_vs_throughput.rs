@@ -2,26 +2,40 @@
 
 use std::path::Path;
 
-use super::{Chart, draw_scatter};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::{Chart, Format, draw_scatter, with_backend};
 use crate::input::Run;
 
 pub struct ItlVsThroughput;
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> anyhow::Result<()> {
+    let series = runs
+        .iter()
+        .map(|r| {
+            r.ok_pairs(
+                "inter_token_latency_s",
+                "request_output_throughput_token_per_s",
+            )
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    draw_scatter(
+        root,
+        "Inter-token Latency vs. Output Throughput",
+        runs,
+        ("Inter-token latency (s)", "Output throughput (tokens/s)"),
+        &series,
+    )
+}
 
 impl Chart for ItlVsThroughput {
     fn file_stem(&self) -> &'static str {
         "inter_token_vs_throughput"
     }
-    fn render(&self, run: &Run, path: &Path) -> anyhow::Result<()> {
-        let p = run.ok_pairs(
-            "inter_token_latency_s",
-            "request_output_throughput_token_per_s",
-        )?;
-        draw_scatter(
-            path,
-            "Inter-token Latency vs. Output Throughput",
-            run,
-            ("Inter-token latency (s)", "Output throughput (tokens/s)"),
-            &p,
-        )
+    fn render(&self, runs: &[&Run], path: &Path, format: Format) -> anyhow::Result<()> {
+        with_backend!(path, format, |root: &DrawingArea<_, Shift>| draw(
+            root, runs
+        ))
     }
 }

@@ -2,23 +2,35 @@
 
 use std::path::Path;
 
-use super::{Chart, draw_scatter};
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::{Chart, Format, draw_scatter, with_backend};
 use crate::input::Run;
 
 pub struct TtftVsInput;
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> anyhow::Result<()> {
+    let series = runs
+        .iter()
+        .map(|r| r.ok_pairs("number_input_tokens", "ttft_s"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    draw_scatter(
+        root,
+        "Number of Input Tokens vs. TTFT",
+        runs,
+        ("Number of input tokens", "TTFT (s)"),
+        &series,
+    )
+}
 
 impl Chart for TtftVsInput {
     fn file_stem(&self) -> &'static str {
         "time_to_first_token"
     }
-    fn render(&self, run: &Run, path: &Path) -> anyhow::Result<()> {
-        let p = run.ok_pairs("number_input_tokens", "ttft_s")?;
-        draw_scatter(
-            path,
-            "Number of Input Tokens vs. TTFT",
-            run,
-            ("Number of input tokens", "TTFT (s)"),
-            &p,
-        )
+    fn render(&self, runs: &[&Run], path: &Path, format: Format) -> anyhow::Result<()> {
+        with_backend!(path, format, |root: &DrawingArea<_, Shift>| draw(
+            root, runs
+        ))
     }
 }

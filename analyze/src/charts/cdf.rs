@@ -1,0 +1,142 @@
+//! CDFs of TTFT, inter-token latency and end-to-end latency, one line per run, with p50, p90 and p99
+//! marked. At most one point per horizontal pixel is drawn (the quantile grid), whatever the count.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use tokenperf_core::stats::quantile;
+
+use super::{Chart, FONT, Format, color, draw_err, framed, legend, padded, subtitle, with_backend};
+use crate::input::Run;
+
+/// A CDF of one metric column.
+pub struct Cdf {
+    column: &'static str,
+    stem: &'static str,
+    title: &'static str,
+    x_desc: &'static str,
+    /// Multiplier from the column's unit to the axis's.
+    scale: f64,
+}
+
+impl Cdf {
+    pub fn ttft() -> Self {
+        Self {
+            column: "ttft_s",
+            stem: "cdf_ttft",
+            title: "TTFT, cumulative distribution",
+            x_desc: "TTFT (ms)",
+            scale: 1e3,
+        }
+    }
+    pub fn itl() -> Self {
+        Self {
+            column: "inter_token_latency_s",
+            stem: "cdf_inter_token_latency",
+            title: "Inter-token Latency, cumulative distribution",
+            x_desc: "Inter-token latency (ms)",
+            scale: 1e3,
+        }
+    }
+    pub fn e2e() -> Self {
+        Self {
+            column: "end_to_end_latency_s",
+            stem: "cdf_e2e_latency",
+            title: "End-to-end Latency, cumulative distribution",
+            x_desc: "End-to-end latency (s)",
+            scale: 1.0,
+        }
+    }
+
+    fn draw<DB: DrawingBackend>(
+        &self,
+        root: &DrawingArea<DB, Shift>,
+        runs: &[&Run],
+    ) -> anyhow::Result<()> {
+        let mut sorted = Vec::new();
+        for r in runs {
+            let mut v: Vec<f64> = r
+                .ok_values(self.column)?
+                .into_iter()
+                .map(|x| x * self.scale)
+                .collect();
+            v.sort_unstable_by(f64::total_cmp);
+            sorted.push(v);
+        }
+        let shown: usize = sorted.iter().map(Vec::len).sum();
+        let area = framed(
+            root,
+            self.title,
+            &format!("{} · p50, p90, p99 marked", subtitle(runs, shown, None)),
+        )?;
+        let (x0, x1) = padded(
+            sorted
+                .iter()
+                .flat_map(|v| v.first().into_iter().chain(v.last()))
+                .copied(),
+        );
+        let mut chart = ChartBuilder::on(&area)
+            .margin(20)
+            .x_label_area_size(55)
+            .y_label_area_size(75)
+            .build_cartesian_2d(x0..x1, 0.0..1.0)
+            .map_err(draw_err)?;
+        chart
+            .configure_mesh()
+            .x_desc(self.x_desc)
+            .y_desc("Fraction of requests")
+            .axis_desc_style((FONT, 20))
+            .label_style((FONT, 15))
+            .light_line_style(RGBColor(235, 235, 235))
+            .draw()
+            .map_err(draw_err)?;
+        for (i, v) in sorted.iter().enumerate() {
+            if v.is_empty() {
+                continue;
+            }
+            let c = color(i);
+            let points: Vec<(f64, f64)> = (0..=1000)
+                .map(|k| {
+                    let q = k as f64 / 1000.0;
+                    (quantile(v, q).unwrap_or(0.0), q)
+                })
+                .collect();
+            let s = chart
+                .draw_series(LineSeries::new(points, c.stroke_width(2)))
+                .map_err(draw_err)?;
+            if runs.len() > 1 {
+                s.label(runs[i].name.clone()).legend(move |(x, y)| {
+                    PathElement::new([(x, y), (x + 20, y)], c.stroke_width(3))
+                });
+            }
+            for (q, name) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+                let x = quantile(v, q).unwrap_or(0.0);
+                chart
+                    .draw_series(std::iter::once(Circle::new((x, q), 5, c.filled())))
+                    .map_err(draw_err)?;
+                chart
+                    .draw_series(std::iter::once(Text::new(
+                        format!("{name} {x:.3}"),
+                        (x, q - 0.045),
+                        (FONT, 14).into_font().color(&c),
+                    )))
+                    .map_err(draw_err)?;
+            }
+        }
+        if runs.len() > 1 {
+            legend(&mut chart)?;
+        }
+        Ok(())
+    }
+}
+
+impl Chart for Cdf {
+    fn file_stem(&self) -> &'static str {
+        self.stem
+    }
+    fn render(&self, runs: &[&Run], path: &Path, format: Format) -> anyhow::Result<()> {
+        with_backend!(path, format, |root: &DrawingArea<_, Shift>| self
+            .draw(root, runs))
+    }
+}

@@ -1,0 +1,117 @@
+//! The timeline of a run: for each request, its intended send, actual send, first token and end, on a
+//! shared time axis (needs our records). The grey part is the client's own lag behind the schedule,
+//! orange is the time to first token, blue the streaming. Above 2,000 requests, an even sample.
+
+use std::path::Path;
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use super::{Chart, FONT, Format, color, draw_err, framed, legend_at, sample, with_backend};
+use crate::input::Run;
+
+pub struct Timeline;
+
+const MAX_ROWS: usize = 2_000;
+
+/// Seconds since run start: intended send, actual send, first token, end.
+type Row = (f64, Option<f64>, Option<f64>, Option<f64>);
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> anyhow::Result<()> {
+    let run = runs[0];
+    let records = run.records.as_deref().unwrap_or_default();
+    let mut rows: Vec<Row> = records
+        .iter()
+        .map(|r| {
+            (
+                r.intended_send_us as f64 * 1e-6,
+                r.sent_at_us.map(|t| t as f64 * 1e-6),
+                r.first_token_at_us().map(|t| t as f64 * 1e-6),
+                r.done_at_us.map(|t| t as f64 * 1e-6),
+            )
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let (rows, from) = sample(&rows, MAX_ROWS);
+    let end = rows
+        .iter()
+        .filter_map(|r| r.3)
+        .fold(0.0f64, f64::max)
+        .max(1e-3);
+    let dropped = records.iter().filter(|r| r.sent_at_us.is_none()).count();
+    let mut sub = format!("{} · {} requests", run.name, records.len());
+    if dropped > 0 {
+        sub.push_str(&format!(" · {dropped} never sent (dropped)"));
+    }
+    if let Some(n) = from {
+        sub.push_str(&format!(" · even sample of {n}"));
+    }
+    let area = framed(root, "Request Timeline", &sub)?;
+    let mut chart = ChartBuilder::on(&area)
+        .margin(20)
+        .x_label_area_size(55)
+        .y_label_area_size(75)
+        .build_cartesian_2d(0.0..end * 1.02, 0.0..rows.len().max(1) as f64)
+        .map_err(draw_err)?;
+    chart
+        .configure_mesh()
+        .x_desc("Time since run start (s)")
+        .y_desc("Request (by intended send time)")
+        .axis_desc_style((FONT, 20))
+        .label_style((FONT, 15))
+        .light_line_style(RGBColor(235, 235, 235))
+        .draw()
+        .map_err(draw_err)?;
+    let grey = RGBColor(150, 150, 150);
+    let (orange, blue) = (color(1), color(0));
+    let seg = |y: f64, a: Option<f64>, b: Option<f64>, c: RGBColor| {
+        a.zip(b)
+            .map(|(a, b)| PathElement::new([(a, y), (b, y)], c.stroke_width(1)))
+    };
+    let lag: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| seg(i as f64, Some(r.0), r.1, grey))
+        .collect();
+    let ttft: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| seg(i as f64, r.1, r.2, orange))
+        .collect();
+    let stream: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| seg(i as f64, r.2.or(r.1), r.3, blue))
+        .collect();
+    chart
+        .draw_series(lag)
+        .map_err(draw_err)?
+        .label("intended → sent (schedule lag)")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], grey.stroke_width(3)));
+    chart
+        .draw_series(ttft)
+        .map_err(draw_err)?
+        .label("sent → first token")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], orange.stroke_width(3)));
+    chart
+        .draw_series(stream)
+        .map_err(draw_err)?
+        .label("first token → end")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], blue.stroke_width(3)));
+    // Rows rise to the upper right, so the legend goes where the chart is empty.
+    legend_at(&mut chart, SeriesLabelPosition::LowerRight)
+}
+
+impl Chart for Timeline {
+    fn file_stem(&self) -> &'static str {
+        "timeline"
+    }
+    fn applies(&self, runs: &[&Run]) -> bool {
+        runs.len() == 1 && runs[0].records.as_ref().is_some_and(|r| !r.is_empty())
+    }
+    fn render(&self, runs: &[&Run], path: &Path, format: Format) -> anyhow::Result<()> {
+        with_backend!(path, format, |root: &DrawingArea<_, Shift>| draw(
+            root, runs
+        ))
+    }
+}

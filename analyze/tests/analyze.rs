@@ -1,0 +1,203 @@
+//! analyze end to end on committed fixtures: LLMPerf's format with its quirks, and our records.
+
+use std::path::{Path, PathBuf};
+
+use analyze::charts::{Format, SIZE};
+use analyze::{Args, analyze};
+
+fn data(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(name)
+}
+
+fn our_records() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/data/requests-v1.jsonl")
+}
+
+fn close(a: Option<f64>, b: f64) {
+    let a = a.expect("a value");
+    assert!((a - b).abs() < 1e-9, "{a} != {b}");
+}
+
+fn check_images(paths: &[PathBuf]) {
+    for p in paths {
+        let img = image::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+        assert_eq!((img.width(), img.height()), SIZE, "{}", p.display());
+    }
+}
+
+#[test]
+fn llmperf_fixture_summary_by_hand_and_charts() {
+    let out = tempfile::tempdir().unwrap();
+    let a = analyze(&Args::new(
+        vec![data("llmperf_individual_responses.json")],
+        out.path().to_path_buf(),
+    ))
+    .unwrap();
+    let s = &a.runs[0].summary;
+    assert_eq!(
+        (
+            s.num_requests_started,
+            s.number_errors,
+            s.num_completed_requests
+        ),
+        (6, 2, 4)
+    );
+    close(Some(s.error_rate), 2.0 / 6.0);
+    assert_eq!(
+        s.error_code_frequency_string(),
+        "{500: 1, 'rate_limit_exceeded': 1}"
+    );
+    // ok TTFTs 0.05, 0.07, 0.06, 0.09 → sorted 0.05 0.06 0.07 0.09.
+    close(s.ttft_s.mean, 0.0675);
+    close(s.ttft_s.p50, 0.065);
+    close(s.ttft_s.p90, 0.084);
+    close(s.ttft_s.min, 0.05);
+    // Counts written as strings are numbers: output tokens 100, 191, 145, 225.
+    close(s.number_output_tokens.mean, 165.25);
+    close(s.number_output_tokens.max, 225.0);
+    // The seed's four and three CDFs; no timeline (LLMPerf files have no timestamps), no sweep.
+    assert_eq!(a.charts.len(), 7, "{:?}", a.charts);
+    check_images(&a.charts);
+    assert!(a.comparison.is_none());
+}
+
+#[test]
+fn our_records_summary_equals_the_shared_one() {
+    let out = tempfile::tempdir().unwrap();
+    let a = analyze(&Args::new(vec![our_records()], out.path().to_path_buf())).unwrap();
+    let text = std::fs::read_to_string(our_records()).unwrap();
+    let records: Vec<tokenperf_core::record::RequestRecord> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let want = tokenperf_core::summary::RunSummary::from_records(&records, Default::default());
+    assert_eq!(a.runs[0].summary, want);
+    assert!(a.charts.iter().any(|c| c.ends_with("timeline.png")));
+    assert!(a.charts.iter().any(|c| c.ends_with("load_over_time.png")));
+    check_images(&a.charts);
+}
+
+#[test]
+fn several_runs_overlay_and_compare_and_the_report_links_resolve() {
+    let out = tempfile::tempdir().unwrap();
+    let a = analyze(&Args::new(
+        vec![our_records(), data("llmperf_individual_responses.json")],
+        out.path().to_path_buf(),
+    ))
+    .unwrap();
+    assert_eq!(a.runs.len(), 2);
+    // Per-run summaries in their own folders, one comparison, and the sweep chart.
+    assert_eq!(a.summaries.len(), 2);
+    assert!(
+        a.summaries
+            .iter()
+            .all(|p| p.parent().unwrap() != out.path())
+    );
+    let cmp: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(a.comparison.as_ref().unwrap()).unwrap()).unwrap();
+    assert_eq!(cmp["runs"].as_array().unwrap().len(), 2);
+    assert_eq!(cmp["runs"][1]["errors"], 2.0);
+    assert!(a.charts.iter().any(|c| c.ends_with("sweep.png")));
+    assert!(
+        !a.charts.iter().any(|c| c.ends_with("timeline.png")),
+        "a timeline is per run"
+    );
+    check_images(&a.charts);
+    let html = std::fs::read_to_string(&a.report).unwrap();
+    let mut links = 0;
+    for part in html.split("src=\"").skip(1) {
+        let link = &part[..part.find('"').unwrap()];
+        assert!(
+            out.path().join(link).is_file(),
+            "report links to missing '{link}'"
+        );
+        links += 1;
+    }
+    assert_eq!(links, a.charts.len());
+    assert!(
+        html.contains("rate_limit_exceeded"),
+        "the LLMPerf block is in the report"
+    );
+}
+
+#[test]
+fn svg_on_request() {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = Args::new(vec![our_records()], out.path().to_path_buf());
+    args.format = Format::Svg;
+    let a = analyze(&args).unwrap();
+    for c in &a.charts {
+        assert_eq!(c.extension().unwrap(), "svg");
+        let text = std::fs::read_to_string(c).unwrap();
+        assert!(
+            text.contains("<svg") && text.contains("</svg>"),
+            "{}",
+            c.display()
+        );
+    }
+}
+
+#[test]
+fn filters_by_outcome_and_window() {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = Args::new(
+        vec![data("llmperf_individual_responses.json")],
+        out.path().to_path_buf(),
+    );
+    args.outcomes = vec!["error".into()];
+    let a = analyze(&args).unwrap();
+    assert_eq!(a.runs[0].summary.num_requests_started, 2);
+    assert!(a.charts.is_empty(), "only failed requests: nothing to draw");
+    args.outcomes.clear();
+    args.window = Some((0.0, 1.0));
+    let e = format!("{:#}", analyze(&args).unwrap_err());
+    assert!(
+        e.contains("--window") && e.contains("llmperf_individual_responses.json"),
+        "{e}"
+    );
+
+    let mut args = Args::new(vec![our_records()], out.path().join("w"));
+    // The fixture's three ok requests were sent in the first 0.2 s; the 503 at 0.4 s.
+    args.window = Some((0.0, 0.3));
+    let a = analyze(&args).unwrap();
+    assert_eq!(a.runs[0].summary.num_requests_started, 3);
+}
+
+#[test]
+fn bad_input_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let run = |p: &Path| {
+        format!(
+            "{:#}",
+            analyze(&Args::new(vec![p.to_path_buf()], out.clone())).unwrap_err()
+        )
+    };
+    assert!(run(&dir.path().join("missing.json")).contains("missing.json"));
+    let p = dir.path().join("x_individual_responses.json");
+    std::fs::write(&p, "{oops").unwrap();
+    assert!(run(&p).contains("not valid JSON"));
+    std::fs::write(&p, "{\"a\": 1}").unwrap();
+    assert!(run(&p).contains("expected a JSON array"));
+    std::fs::write(&p, "[1, 2]").unwrap();
+    assert!(run(&p).contains("wrong shape"));
+    std::fs::write(&p, "[]").unwrap();
+    assert!(run(&p).contains("holds no requests"));
+    // Every request failed: the summary is written, no chart is drawn.
+    std::fs::write(&p, r#"[{"error_code": 503, "error_msg": "busy"}]"#).unwrap();
+    let a = analyze(&Args::new(vec![p.clone()], out.clone())).unwrap();
+    assert!(a.charts.is_empty());
+    assert!(
+        std::fs::read_to_string(&a.report)
+            .unwrap()
+            .contains("Every one of the 1 requests failed")
+    );
+    // Writing into an input folder needs --into-input.
+    let e = format!(
+        "{:#}",
+        analyze(&Args::new(vec![p.clone()], dir.path().to_path_buf())).unwrap_err()
+    );
+    assert!(e.contains("--into-input"), "{e}");
+}
