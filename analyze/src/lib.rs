@@ -47,6 +47,9 @@ pub struct Args {
     /// stream, server_error, malformed, truncated, dropped, cancelled; `error` for LLMPerf's files.
     #[arg(long = "outcome")]
     pub outcomes: Vec<String>,
+    /// Draw only these charts (repeatable, by file name without extension, e.g. `cdf_ttft`).
+    #[arg(long = "chart")]
+    pub charts: Vec<String>,
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
@@ -84,6 +87,7 @@ impl Args {
             format: Format::Png,
             window: None,
             outcomes: Vec::new(),
+            charts: Vec::new(),
             quiet: true,
         }
     }
@@ -179,8 +183,17 @@ pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
         .collect();
     let mut charts = Vec::new();
     if !drawable.is_empty() {
+        let known: Vec<&str> = charts::all_charts().iter().map(|c| c.file_stem()).collect();
+        if let Some(bad) = args.charts.iter().find(|c| !known.contains(&c.as_str())) {
+            bail!(
+                "--chart '{bad}' is not a chart; choose from {}",
+                known.join(", ")
+            );
+        }
         for chart in charts::all_charts() {
-            if !chart.applies(&drawable) {
+            let wanted =
+                args.charts.is_empty() || args.charts.iter().any(|c| c == chart.file_stem());
+            if !wanted || !chart.applies(&drawable) {
                 continue;
             }
             let path = args

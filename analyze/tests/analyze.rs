@@ -201,3 +201,15 @@ fn bad_input_names_the_file() {
     );
     assert!(e.contains("--into-input"), "{e}");
 }
+
+#[test]
+fn chart_selection() {
+    let out = tempfile::tempdir().unwrap();
+    let mut args = Args::new(vec![our_records()], out.path().to_path_buf());
+    args.charts = vec!["cdf_ttft".into(), "timeline".into()];
+    let a = analyze(&args).unwrap();
+    assert_eq!(a.charts.len(), 2);
+    args.charts = vec!["pie".into()];
+    let e = format!("{:#}", analyze(&args).unwrap_err());
+    assert!(e.contains("'pie'") && e.contains("cdf_ttft"), "{e}");
+}
