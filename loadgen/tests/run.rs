@@ -468,6 +468,58 @@ async fn seed_command_line_against_the_mock_with_a_cached_tokenizer() {
     assert_eq!(summary["name"], format!("{stem}_summary"));
     assert_eq!(summary["num_concurrent_requests"], 4);
 
+    // The seed's first command line (TinyStories, one stream, no --results-dir) runs unchanged and
+    // prints LLMPerf's block; like LLMPerf, it writes no files without a results dir.
+    let (dir_first, home_first, base_first) = (
+        work.path().join("result_outputs"),
+        home.path().to_path_buf(),
+        server.base_url(),
+    );
+    let first = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_loadgen"))
+            .current_dir(dir_first)
+            .env("HF_HOME", home_first)
+            .env_remove("HF_HUB_CACHE")
+            .env("HF_HUB_OFFLINE", "1")
+            .env("OPENAI_API_KEY", "dummy")
+            .env("OPENAI_API_BASE", base_first)
+            .args([
+                "--model",
+                "hf:mgoin/TinyStories-1M-ds",
+                "--mean-input-tokens",
+                "100",
+                "--stddev-input-tokens",
+                "50",
+                "--mean-output-tokens",
+                "100",
+                "--stddev-output-tokens",
+                "50",
+                "--max-num-completed-requests",
+                "50",
+                "--num-concurrent-requests",
+                "1",
+                "--llm-api",
+                "openai",
+            ])
+            .output()
+    })
+    .await
+    .unwrap()
+    .unwrap();
+    let text = String::from_utf8_lossy(&first.stdout);
+    assert!(first.status.success(), "{text}");
+    assert!(
+        text.contains("queried with the openai api.")
+            && text.contains("Number Of Completed Requests: 50")
+    );
+    assert_eq!(
+        std::fs::read_dir(work.path().join("result_outputs"))
+            .unwrap()
+            .count(),
+        4,
+        "no new files"
+    );
+
     // The same command with an empty cache: exit 2, naming the cache path and the flag.
     let empty = tempfile::tempdir().unwrap();
     let p = empty.path().to_path_buf();
