@@ -324,11 +324,12 @@ async fn handle(
     // The clock starts when the request has been read: TTFT and queue time count from here.
     let start = Instant::now();
     let result = respond(&state, &headers, body, endpoint, start).await;
-    if result.is_err() {
+    if let Err(e) = &result {
         state
             .metrics
             .requests_rejected
             .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(status = e.status.as_u16(), reason = %e.message, "request refused");
     }
     result
 }

@@ -214,6 +214,33 @@ pub struct Args {
     /// *_individual_responses.json): each request takes a recorded TTFT and gap sequence.
     #[arg(long)]
     pub replay: Option<PathBuf>,
+    /// Log level on stderr: error, warn (quiet: only problems), info (start-up, shutdown), debug (every
+    /// request), trace.
+    #[arg(long, value_enum, default_value = "warn")]
+    pub log_level: LogLevel,
+}
+
+/// Log levels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum LogLevel {
+    Error,
+    #[default]
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    fn filter(self) -> tracing::Level {
+        match self {
+            LogLevel::Error => tracing::Level::ERROR,
+            LogLevel::Warn => tracing::Level::WARN,
+            LogLevel::Info => tracing::Level::INFO,
+            LogLevel::Debug => tracing::Level::DEBUG,
+            LogLevel::Trace => tracing::Level::TRACE,
+        }
+    }
 }
 
 /// Reads a config file: the settings it holds, and which keys it set.
@@ -373,6 +400,12 @@ async fn shutdown_signal() {
 
 /// Runs the server until SIGINT/SIGTERM: stops accepting, gives open streams 5 s to finish, exits.
 pub async fn run(args: Args) -> anyhow::Result<()> {
+    // Structured logs on stderr, quiet by default; a second init (tests) is not an error.
+    let _ = tracing_subscriber::fmt()
+        .with_max_level(args.log_level.filter())
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
     let settings = args.settings()?;
     let config = Config::from_settings(&settings)?;
     let tokenizer = match &settings.tokenizer {
@@ -406,7 +439,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ => settings.host.clone(),
     };
     println!("mock-server listening on http://{host}:{port}/v1");
+    tracing::info!(
+        port,
+        ttft_ms = settings.ttft_ms,
+        itl_ms = settings.itl_ms,
+        max_num_seqs = settings.max_num_seqs,
+        ground_truth = settings.ground_truth,
+        "serving"
+    );
     shutdown_signal().await;
+    tracing::info!("shutting down: no new connections; open streams get 5 s");
     let _ = stop_tx.send(());
     let grace = tokio::time::sleep(Duration::from_secs(5));
     tokio::pin!(grace);

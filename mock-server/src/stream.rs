@@ -132,6 +132,14 @@ impl Drop for Truth {
     fn drop(&mut self) {
         let c = &self.state.clock;
         let tokens: u64 = self.chunks.iter().map(|c| u64::from(c.2)).sum();
+        tracing::debug!(
+            id = %self.id,
+            outcome = self.end.as_str(),
+            prompt_tokens = self.prompt_tokens,
+            completion_tokens = tokens,
+            ms = self.arrival.elapsed().as_secs_f64() * 1e3,
+            "request finished"
+        );
         self.state.log_ground_truth(
             json!({
                 "id": self.id,
