@@ -18,6 +18,7 @@ pub mod openai;
 pub mod record;
 pub mod rng;
 pub mod selfcheck;
+pub mod slo;
 pub mod stats;
 pub mod summary;
 pub mod tokenizer;

@@ -213,6 +213,9 @@ pub struct RequestRecord {
     /// The finish reason the server gave (`length`, `stop` …).
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// Whether the request met every `--slo` objective (absent when none was stated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_met: Option<bool>,
     /// What the server says it did, when it is a mock-server asked for ground truth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ground_truth: Option<GroundTruth>,
@@ -256,6 +259,7 @@ impl RequestRecord {
             output_tokens: TokenCount::default(),
             max_tokens: None,
             finish_reason: None,
+            slo_met: None,
             ground_truth: None,
             llmperf: LlmperfMetrics::default(),
         }

@@ -8,6 +8,7 @@ use clap::{Parser, ValueEnum};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use tokenperf_core::llmperf::MetricDefinitions;
+use tokenperf_core::slo::Slo;
 
 use crate::arrival::Arrival;
 use crate::client::Endpoint;
@@ -157,6 +158,10 @@ pub struct Args {
     /// and print it beside the results ("measurement error at this load").
     #[arg(long)]
     pub selfcheck: bool,
+    /// Latency objectives in seconds, e.g. `ttft=0.5,tpot=0.05,e2e=10`: each record says whether it
+    /// met them all, and the summary reports goodput and attainment with a 95 % interval.
+    #[arg(long)]
+    pub slo: Option<Slo>,
 }
 
 /// Subcommands.
@@ -217,6 +222,7 @@ pub struct Plan {
     pub quiet: bool,
     pub ground_truth: bool,
     pub selfcheck: bool,
+    pub slo: Option<Slo>,
     /// Prompts to build when fewer than the requests should be cycled (self-check).
     #[serde(skip)]
     pub prompt_pool: Option<u64>,
@@ -436,6 +442,7 @@ impl Args {
             quiet: self.quiet,
             ground_truth: self.ground_truth,
             selfcheck: self.selfcheck,
+            slo: self.slo,
             prompt_pool: None,
         })
     }
@@ -588,6 +595,8 @@ mod tests {
                 "--max-concurrency",
             ),
             (&["--duration", "0"], "--duration"),
+            (&["--slo", "itl=1"], "--slo"),
+            (&["--ramp-up", "-2"], "--ramp-up"),
             // clap's own conflicts name both flags.
             (
                 &["--request-rate", "5", "--num-concurrent-requests", "4"],

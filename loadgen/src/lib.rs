@@ -32,6 +32,7 @@ use tokenperf_core::clock::MonoAnchor;
 use tokenperf_core::llmperf::file_stem;
 use tokenperf_core::record::RequestRecord;
 use tokenperf_core::rng::Rng;
+use tokenperf_core::slo::Goodput;
 use tokenperf_core::summary::{LittlesLaw, RunInfo, RunSummary};
 use tokenperf_core::tokenizer::PROJECT_CORPUS;
 use tokio::sync::mpsc;
@@ -72,6 +73,8 @@ pub struct RunOutput {
     pub selfcheck: Option<selfcheck::SelfCheckReport>,
     /// Throughput × latency against the sampled in-flight count.
     pub littles_law: Option<LittlesLaw>,
+    /// Goodput against `--slo`.
+    pub goodput: Option<Goodput>,
     pub exit: Exit,
 }
 
@@ -204,6 +207,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
     };
 
     let defs = plan.metric_definitions;
+    let slo = plan.slo;
     let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
     // The writer runs on its own task so file I/O never delays a worker's next read.
     let writer = tokio::spawn(async move {
@@ -211,6 +215,9 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         let mut error: Option<anyhow::Error> = None;
         while let Some(mut r) = rx.recv().await {
             r.finalize(defs);
+            if let Some(slo) = slo {
+                r.slo_met = Some(slo.met_by(&r));
+            }
             for s in &mut sinks {
                 if let Err(e) = s.record(&r)
                     && error.is_none()
@@ -312,6 +319,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             .unwrap_or_default(),
     };
     let measurement_error = tokenperf_core::selfcheck::SelfCheck::from_records(&records);
+    let goodput = plan.slo.map(|slo| Goodput::compute(&records, slo));
     let selfcheck = if plan.selfcheck {
         let gap_ms = summary
             .inter_chunk_gap_s
@@ -341,6 +349,9 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         }
         if let Some(l) = &littles_law {
             extra.push(("littles_law", serde_json::to_value(l)?));
+        }
+        if let Some(g) = &goodput {
+            extra.push(("goodput", serde_json::to_value(g)?));
         }
         if let Some(s) = &selfcheck {
             extra.push(("selfcheck", serde_json::to_value(s)?));
@@ -398,6 +409,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         measurement_error,
         selfcheck,
         littles_law,
+        goodput,
         exit,
     })
 }
@@ -432,6 +444,9 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
     print!("{}", out.summary.console_block(&model, "openai"));
     if !quiet {
         print!("{}", out.summary.tokenperf_block());
+        if let Some(g) = &out.goodput {
+            println!("  {}", g.line());
+        }
         if let Some(l) = &out.littles_law {
             println!(
                 "  Little's law: {:.2} req/s × {:.3} s = {:.2} in flight; sampled {:.2} ({:.1} % apart{})",

@@ -532,3 +532,55 @@ async fn seed_command_line_against_the_mock_with_a_cached_tokenizer() {
     );
     server.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn slo_goodput_on_a_mock_with_known_timing() {
+    // Half the requests (seeded) stall 300 ms before their first token: TTFT ≈ 305 ms against an
+    // objective of 150 ms, so exactly the unstalled ones meet it.
+    let server = mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(1),
+        fault_rate: 0.5,
+        faults: vec!["stall=0.3@0".parse().unwrap()],
+        seed: 3,
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap();
+    let out = run(flags(
+        &server.base_url(),
+        &[
+            "--max-num-completed-requests",
+            "20",
+            "--num-concurrent-requests",
+            "1",
+            "--slo",
+            "ttft=0.15,e2e=5",
+        ],
+    ))
+    .await;
+    server.stop().await.unwrap();
+    let g = out.goodput.expect("goodput with --slo");
+    let fast = out
+        .records
+        .iter()
+        .filter(|r| r.ttft_s().is_some_and(|t| t < 0.15))
+        .count() as u64;
+    assert!(
+        fast > 0 && fast < 20,
+        "the seeded faults hit some requests: {fast}"
+    );
+    assert_eq!((g.requests, g.met), (20, fast));
+    for r in &out.records {
+        assert_eq!(
+            r.slo_met,
+            Some(r.ttft_s().unwrap() < 0.15),
+            "record {}",
+            r.id
+        );
+    }
+    let (lo, hi) = g.attainment_ci95.unwrap();
+    let a = g.attainment.unwrap();
+    assert!(lo <= a && a <= hi && hi - lo < 0.6);
+    assert!(g.goodput_rps.unwrap() > 0.0);
+}
