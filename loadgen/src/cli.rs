@@ -12,6 +12,7 @@ use tokenperf_core::slo::Slo;
 
 use crate::arrival::Arrival;
 use crate::client::Endpoint;
+use crate::dataset::{DatasetFormat, Sampling};
 
 /// The LLM APIs LLMPerf accepts; only `openai` is implemented here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -132,6 +133,24 @@ pub struct Args {
     /// Text file whose lines make the prompts (default: the project's own corpus).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
+    /// Prompts from a dataset instead: a JSONL of {"prompt"} or {"messages"} (optional "max_tokens"),
+    /// or ShareGPT JSON (first human turn; the reply's length is the output length).
+    #[arg(long, conflicts_with = "corpus")]
+    pub dataset: Option<PathBuf>,
+    /// Dataset format [default: jsonl for *.jsonl, sharegpt otherwise].
+    #[arg(long, value_enum, requires = "dataset")]
+    pub dataset_format: Option<DatasetFormat>,
+    /// How dataset entries are drawn.
+    #[arg(
+        long,
+        value_enum,
+        default_value = "without-replacement",
+        requires = "dataset"
+    )]
+    pub sample: Sampling,
+    /// `N:P`: N distinct prefixes of P tokens put ahead of the prompts in turn (prefix-cache studies).
+    #[arg(long)]
+    pub shared_prefix: Option<String>,
     /// Which definitions fill the LLMPerf-named fields.
     #[arg(long, value_enum, default_value = "tokenperf")]
     pub metrics: Metrics,
@@ -214,6 +233,9 @@ pub struct Plan {
     pub seed: u64,
     pub tokenizer: String,
     pub corpus: Option<PathBuf>,
+    pub dataset: Option<(PathBuf, DatasetFormat, Sampling)>,
+    /// (number of prefixes, tokens each).
+    pub shared_prefix: Option<(u64, u64)>,
     pub metric_definitions: MetricDefinitions,
     pub request_usage: bool,
     pub request_timeout_s: Option<f64>,
@@ -431,6 +453,31 @@ impl Args {
             seed: self.seed,
             tokenizer: self.tokenizer,
             corpus: self.corpus,
+            dataset: self.dataset.map(|d| {
+                let f = self
+                    .dataset_format
+                    .unwrap_or_else(|| DatasetFormat::guess(&d));
+                (d, f, self.sample)
+            }),
+            shared_prefix: self
+                .shared_prefix
+                .as_deref()
+                .map(|s| {
+                    let (n, p) = s.split_once(':').ok_or_else(|| {
+                        bad(
+                            "--shared-prefix",
+                            format!("'{s}' is not N:P (prefixes:tokens), e.g. 4:256"),
+                        )
+                    })?;
+                    match (n.trim().parse::<u64>(), p.trim().parse::<u64>()) {
+                        (Ok(n), Ok(p)) if n > 0 && p > 0 => Ok((n, p)),
+                        _ => Err(bad(
+                            "--shared-prefix",
+                            format!("'{s}': N and P must be positive integers"),
+                        )),
+                    }
+                })
+                .transpose()?,
             metric_definitions: match self.metrics {
                 Metrics::Tokenperf => MetricDefinitions::Tokenperf,
                 Metrics::Llmperf => MetricDefinitions::Llmperf,
@@ -596,6 +643,9 @@ mod tests {
             ),
             (&["--duration", "0"], "--duration"),
             (&["--slo", "itl=1"], "--slo"),
+            (&["--shared-prefix", "4"], "--shared-prefix"),
+            (&["--shared-prefix", "0:10"], "--shared-prefix"),
+            (&["--sample", "with-replacement"], "--dataset"),
             (&["--ramp-up", "-2"], "--ramp-up"),
             // clap's own conflicts name both flags.
             (

@@ -59,10 +59,14 @@ impl ClientConfig {
     }
 
     /// The JSON body for one request.
-    pub fn body(&self, prompt: &str, max_tokens: u64) -> Value {
+    pub fn body(&self, spec: &PromptSpec) -> Value {
+        let (prompt, max_tokens) = (spec.prompt.as_str(), spec.max_tokens);
         let mut body = Map::new();
         body.insert("model".into(), json!(self.model));
         match self.endpoint {
+            Endpoint::Chat if spec.messages.is_some() => {
+                body.insert("messages".into(), json!(spec.messages))
+            }
             // LLMPerf's shape: an empty system message, then the prompt.
             Endpoint::Chat => body.insert(
                 "messages".into(),
@@ -139,7 +143,7 @@ pub async fn measure(
 ) -> RequestRecord {
     let mut rec = RequestRecord::new(id, intended_us);
     rec.max_tokens = Some(spec.max_tokens);
-    let body = ctx.config.body(&spec.prompt, spec.max_tokens);
+    let body = ctx.config.body(spec);
     let mut c = Collected {
         events: Vec::with_capacity(spec.max_tokens as usize + 4),
         piece_lens: Vec::with_capacity(spec.max_tokens as usize + 4),
@@ -456,7 +460,12 @@ mod tests {
             ground_truth: false,
         };
         assert_eq!(cfg.url(), "http://x/v1/chat/completions");
-        let b = cfg.body("hi", 100);
+        let b = cfg.body(&PromptSpec {
+            prompt: "hi".into(),
+            messages: None,
+            prompt_tokens: 1,
+            max_tokens: 100,
+        });
         assert_eq!(b["max_tokens"], 7);
         assert_eq!(b["temperature"], 0.0);
         assert_eq!(b["stream_options"]["include_usage"], true);

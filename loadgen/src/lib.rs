@@ -15,6 +15,7 @@
 pub mod arrival;
 pub mod cli;
 pub mod client;
+pub mod dataset;
 pub mod output;
 pub mod prompt;
 pub mod runner;
@@ -84,24 +85,55 @@ fn unix_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Samples every request's prompt and `max_tokens` up front, seeded, as LLMPerf does.
-pub fn build_prompts(plan: &Plan, builder: &PromptBuilder<'_>) -> anyhow::Result<Vec<PromptSpec>> {
+/// Samples every request's prompt and `max_tokens` up front, seeded, as LLMPerf does: from the corpus,
+/// or from `--dataset`; with `--shared-prefix`, prefixes go ahead of the prompts in turn.
+pub fn build_prompts(
+    plan: &Plan,
+    builder: &PromptBuilder<'_>,
+    tokenizer: &tokenperf_core::tokenizer::TokenCounter,
+) -> anyhow::Result<Vec<PromptSpec>> {
     let mut rng = Rng::new(plan.seed);
+    let out = (
+        plan.mean_output_tokens as f64,
+        plan.stddev_output_tokens as f64,
+    );
+    let prefixes = match plan.shared_prefix {
+        Some((n, p)) => dataset::shared_prefixes(builder, tokenizer, &mut rng, n, p)
+            .context("building the shared prefixes (--shared-prefix)")?,
+        None => Vec::new(),
+    };
+    if let Some((path, format, sampling)) = &plan.dataset {
+        let items = match format {
+            dataset::DatasetFormat::Jsonl => dataset::read_jsonl(path)?,
+            dataset::DatasetFormat::Sharegpt => dataset::read_sharegpt(path, tokenizer)?,
+        };
+        return dataset::specs(
+            &items,
+            plan.prompt_pool(),
+            *sampling,
+            &prefixes,
+            tokenizer,
+            &mut rng,
+            out,
+        );
+    }
     (0..plan.prompt_pool())
-        .map(|_| {
-            builder
+        .map(|k| {
+            let mut spec = builder
                 .sample(
                     &mut rng,
                     (
                         plan.mean_input_tokens as f64,
                         plan.stddev_input_tokens as f64,
                     ),
-                    (
-                        plan.mean_output_tokens as f64,
-                        plan.stddev_output_tokens as f64,
-                    ),
+                    out,
                 )
-                .context("building a prompt")
+                .context("building a prompt")?;
+            if let Some(prefix) = prefixes.get(k as usize % prefixes.len().max(1)) {
+                spec.prompt = format!("{prefix}{}", spec.prompt);
+                spec.prompt_tokens = tokenizer.count(&spec.prompt, true)? as u64;
+            }
+            Ok(spec)
         })
         .collect()
 }
@@ -122,7 +154,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
     if builder.is_empty() {
         anyhow::bail!("--corpus: the corpus has no non-empty lines to build prompts from");
     }
-    let specs = Arc::new(build_prompts(&plan, &builder)?);
+    let specs = Arc::new(build_prompts(&plan, &builder, &tokenizer)?);
 
     let stem = file_stem(&plan.model, plan.mean_input_tokens, plan.mean_output_tokens);
     let files = match &plan.results_dir {

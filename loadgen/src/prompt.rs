@@ -14,6 +14,8 @@ use tokenperf_core::tokenizer::{TokenCounter, TokenizerError};
 #[derive(Debug, Clone, PartialEq)]
 pub struct PromptSpec {
     pub prompt: String,
+    /// Chat messages to send as they are (datasets with `messages`); `None`: LLMPerf's shape.
+    pub messages: Option<Vec<serde_json::Value>>,
     /// Tokens in `prompt` by our tokenizer, special tokens included (equals the sampled target).
     pub prompt_tokens: u64,
     pub max_tokens: u64,
@@ -87,16 +89,22 @@ impl<'a> PromptBuilder<'a> {
             tries += 1;
         }
         let target = target.max(head_tokens);
-        let prompt = self.exact(rng, head, target)?;
+        let prompt = self.exact_body(rng, head, target)?;
         Ok(PromptSpec {
             prompt,
+            messages: None,
             prompt_tokens: target,
             max_tokens,
         })
     }
 
     /// `head` followed by shuffled lines, cut to exactly `target` tokens (special tokens included).
-    fn exact(&self, rng: &mut Rng, head: String, target: u64) -> Result<String, TokenizerError> {
+    pub fn exact_body(
+        &self,
+        rng: &mut Rng,
+        head: String,
+        target: u64,
+    ) -> Result<String, TokenizerError> {
         let target = target as usize;
         let mut order: Vec<usize> = (0..self.lines.len()).collect();
         shuffle(rng, &mut order);

@@ -584,3 +584,52 @@ async fn slo_goodput_on_a_mock_with_known_timing() {
     assert!(lo <= a && a <= hi && hi - lo < 0.6);
     assert!(g.goodput_rps.unwrap() > 0.0);
 }
+
+#[tokio::test]
+async fn a_jsonl_dataset_over_completions_with_shared_prefixes() {
+    let server = mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(1),
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("prompts.jsonl");
+    std::fs::write(
+        &data,
+        "{\"prompt\": \"the harbor lamps\", \"max_tokens\": 4}\n{\"prompt\": \"the river\", \"max_tokens\": 5}\n{\"prompt\": \"the engine room\", \"max_tokens\": 6}\n",
+    )
+    .unwrap();
+    let out = run(flags(
+        &server.base_url(),
+        &[
+            "--endpoint",
+            "completions",
+            "--dataset",
+            data.to_str().unwrap(),
+            "--shared-prefix",
+            "2:16",
+            "--max-num-completed-requests",
+            "6",
+            "--num-concurrent-requests",
+            "2",
+        ],
+    ))
+    .await;
+    server.stop().await.unwrap();
+    assert_eq!(out.records.len(), 6);
+    let mut lengths: Vec<u64> = out.records.iter().map(|r| r.max_tokens.unwrap()).collect();
+    lengths.sort_unstable();
+    assert_eq!(
+        lengths,
+        vec![4, 4, 5, 5, 6, 6],
+        "each entry twice, without replacement"
+    );
+    for r in &out.records {
+        assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+        assert_eq!(r.output_tokens.server, r.max_tokens);
+        // The prompt carries a 16-token prefix ahead of the entry.
+        assert!(r.input_tokens.tokenizer.unwrap() > 16);
+    }
+}
