@@ -109,10 +109,17 @@ pub struct Args {
     /// Shape of gamma arrivals: 1 is Poisson, below 1 burstier, above 1 smoother [default: 1].
     #[arg(long, requires = "request_rate", allow_negative_numbers = true)]
     pub burstiness: Option<f64>,
-    /// Open loop: most requests in flight; an arrival that finds them all busy is recorded as
-    /// dropped (never silently lost).
-    #[arg(long, requires = "request_rate")]
+    /// Open loop (--request-rate or --trace): most requests in flight; an arrival that finds them all
+    /// busy is recorded as dropped (never silently lost).
+    #[arg(long)]
     pub max_concurrency: Option<u64>,
+    /// Replay a trace: a JSONL of {"timestamp" (ms), "input_length", "output_length"[, "prompt"]}
+    /// (Mooncake style), or a *_requests.jsonl of ours; requests go out on its timestamps.
+    #[arg(long, conflicts_with_all = ["request_rate", "num_concurrent_requests", "dataset"])]
+    pub trace: Option<PathBuf>,
+    /// Multiplies the trace's timestamps (0.5 replays twice as fast).
+    #[arg(long, default_value_t = 1.0, requires = "trace")]
+    pub time_scale: f64,
     /// Seconds of load: no request starts after it (open loop: arrivals are scheduled within it).
     #[arg(long, allow_negative_numbers = true)]
     pub duration: Option<f64>,
@@ -201,6 +208,12 @@ pub enum Load {
         rate: f64,
         arrival: Arrival,
         burstiness: f64,
+        max_concurrency: Option<u64>,
+    },
+    /// A recorded trace's timestamps and lengths, optionally capped in flight.
+    Trace {
+        path: PathBuf,
+        time_scale: f64,
         max_concurrency: Option<u64>,
     },
 }
@@ -351,15 +364,39 @@ impl Args {
         let requests = match (self.max_num_completed_requests, duration) {
             (Some(n), _) => Some(n),
             (None, Some(_)) => None,
+            // A trace sends all its requests unless told otherwise.
+            (None, None) if self.trace.is_some() => None,
             (None, None) => Some(10),
         };
         let timeout_s = match (self.timeout, duration) {
             (Some(t), Some(d)) => seconds("--timeout", t)?.min(d),
             (Some(t), None) => seconds("--timeout", t)?,
             (None, Some(d)) => d,
+            // A trace runs to its end unless told otherwise.
+            (None, None) if self.trace.is_some() => 1e9,
             (None, None) => 90.0,
         };
+        if self.max_concurrency == Some(0) {
+            return Err(bad("--max-concurrency", "must be at least 1"));
+        }
+        if self.max_concurrency.is_some() && self.request_rate.is_none() && self.trace.is_none() {
+            return Err(bad(
+                "--max-concurrency",
+                "applies to an open loop: use it with --request-rate or --trace (a closed loop's concurrency is --num-concurrent-requests)",
+            ));
+        }
+        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
+            return Err(bad(
+                "--time-scale",
+                format!("must be positive, got {}", self.time_scale),
+            ));
+        }
         let load = match self.request_rate {
+            None if self.trace.is_some() => Load::Trace {
+                path: self.trace.clone().expect("checked"),
+                time_scale: self.time_scale,
+                max_concurrency: self.max_concurrency,
+            },
             None => Load::Closed {
                 concurrency: self.num_concurrent_requests,
             },
@@ -516,6 +553,9 @@ impl Plan {
                 rate,
                 ..
             } => max_concurrency.unwrap_or((rate.ceil() as u64).clamp(1, 1024)),
+            Load::Trace {
+                max_concurrency, ..
+            } => max_concurrency.unwrap_or(256),
         }
     }
 }
@@ -646,6 +686,12 @@ mod tests {
             (&["--shared-prefix", "4"], "--shared-prefix"),
             (&["--shared-prefix", "0:10"], "--shared-prefix"),
             (&["--sample", "with-replacement"], "--dataset"),
+            (&["--time-scale", "2"], "--trace"),
+            (
+                &["--trace", "t.jsonl", "--request-rate", "3"],
+                "--request-rate",
+            ),
+            (&["--trace", "t.jsonl", "--time-scale", "0"], "--time-scale"),
             (&["--ramp-up", "-2"], "--ramp-up"),
             // clap's own conflicts name both flags.
             (

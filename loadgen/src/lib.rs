@@ -22,6 +22,7 @@ pub mod runner;
 pub mod selfcheck;
 pub mod sse;
 pub mod tokenizer;
+pub mod trace;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -154,7 +155,23 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
     if builder.is_empty() {
         anyhow::bail!("--corpus: the corpus has no non-empty lines to build prompts from");
     }
-    let specs = Arc::new(build_prompts(&plan, &builder, &tokenizer)?);
+    // A trace brings its own schedule and lengths; everything else samples prompts up front.
+    let (trace_schedule, specs) = match &plan.load {
+        Load::Trace {
+            path, time_scale, ..
+        } => {
+            let mut entries = trace::read(path)?;
+            if let Some(n) = plan.requests {
+                entries.truncate(n as usize);
+            }
+            let mut rng = Rng::new(plan.seed);
+            let (schedule, specs) =
+                trace::plan(&entries, *time_scale, &builder, &tokenizer, &mut rng)?;
+            (Some(schedule), specs)
+        }
+        _ => (None, build_prompts(&plan, &builder, &tokenizer)?),
+    };
+    let specs = Arc::new(specs);
 
     let stem = file_stem(&plan.model, plan.mean_input_tokens, plan.mean_output_tokens);
     let files = match &plan.results_dir {
@@ -270,8 +287,23 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
     });
 
     let stop_at = ctx.run_start + Duration::from_secs_f64(plan.timeout_s);
-    match plan.load {
-        Load::Closed { concurrency } => {
+    match &plan.load {
+        Load::Trace {
+            max_concurrency, ..
+        } => {
+            let schedule = trace_schedule.as_deref().unwrap_or_default();
+            runner::open_loop(
+                ctx.clone(),
+                specs.clone(),
+                schedule,
+                *max_concurrency,
+                stop_at,
+                control.clone(),
+                tx,
+            )
+            .await;
+        }
+        &Load::Closed { concurrency } => {
             runner::closed_loop(
                 ctx.clone(),
                 specs.clone(),
@@ -284,7 +316,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             )
             .await;
         }
-        Load::Open {
+        &Load::Open {
             rate,
             arrival,
             burstiness,
@@ -334,6 +366,9 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         num_concurrent_requests: match plan.load {
             Load::Closed { concurrency } => concurrency,
             Load::Open {
+                max_concurrency, ..
+            }
+            | Load::Trace {
                 max_concurrency, ..
             } => max_concurrency.unwrap_or(0),
         },

@@ -633,3 +633,79 @@ async fn a_jsonl_dataset_over_completions_with_shared_prefixes() {
         assert!(r.input_tokens.tokenizer.unwrap() > 16);
     }
 }
+
+#[tokio::test]
+async fn trace_replay_on_its_timestamps_and_our_records_replay_too() {
+    let server = mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(1),
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace.jsonl");
+    let lines: String = (0..10)
+        .map(|i| {
+            format!(
+                "{{\"timestamp\": {}, \"input_length\": {}, \"output_length\": {}, \"hash_ids\": [{i}]}}\n",
+                i * 100,
+                40 + i,
+                3 + i
+            )
+        })
+        .collect();
+    std::fs::write(&trace, lines).unwrap();
+    let results = dir.path().join("r");
+    let out = run(flags(
+        &server.base_url(),
+        &[
+            "--trace",
+            trace.to_str().unwrap(),
+            "--time-scale",
+            "0.5",
+            "--results-dir",
+            results.to_str().unwrap(),
+        ],
+    ))
+    .await;
+    assert_eq!(
+        out.records.len(),
+        10,
+        "the whole trace, without a request limit"
+    );
+    let mut by_id = out.records.clone();
+    by_id.sort_by_key(|r| r.id);
+    for (i, r) in by_id.iter().enumerate() {
+        let i = i as u64;
+        assert!(r.outcome.is_ok(), "{:?}", r.outcome);
+        assert_eq!(r.intended_send_us, i * 50_000, "timestamps scaled by 0.5");
+        assert_eq!(r.input_tokens.tokenizer, Some(40 + i));
+        assert_eq!(r.max_tokens, Some(3 + i));
+    }
+    let lag = out.summary.schedule_lag_s.p50.unwrap();
+    assert!(lag < 0.02, "median schedule lag {lag}");
+
+    // The run's own records are a trace: the same arrival pattern and lengths replay.
+    let again = run(flags(
+        &server.base_url(),
+        &[
+            "--trace",
+            results.join("m_60_8_requests.jsonl").to_str().unwrap(),
+        ],
+    ))
+    .await;
+    server.stop().await.unwrap();
+    let mut a: Vec<(u64, Option<u64>)> = by_id
+        .iter()
+        .map(|r| (r.intended_send_us, r.max_tokens))
+        .collect();
+    let mut b: Vec<(u64, Option<u64>)> = again
+        .records
+        .iter()
+        .map(|r| (r.intended_send_us, r.max_tokens))
+        .collect();
+    a.sort_unstable();
+    b.sort_unstable();
+    assert_eq!(a, b);
+}

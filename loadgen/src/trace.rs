@@ -1,0 +1,204 @@
+//! Trace replay: requests sent on the timestamps of a recorded trace, with its input and output
+//! lengths, through the open-loop dispatcher (so schedule lag and drops are reported as for any open
+//! loop).
+//!
+//! # Format (JSONL, one request per line)
+//! * Mooncake-style: `{"timestamp": ms since the trace start, "input_length": tokens,
+//!   "output_length": tokens}`; optional `"prompt"` (sent as is instead of corpus text); other keys
+//!   (`hash_ids` …) are ignored.
+//! * Our own `*_requests.jsonl`: each record's intended send time, input token count and `max_tokens`
+//!   (dropped requests included: they were arrivals too), so a run's arrival pattern replays.
+//!
+//! `--time-scale F` multiplies every timestamp (0.5 replays twice as fast).
+
+use std::path::Path;
+
+use anyhow::{Context, bail};
+use serde_json::Value;
+use tokenperf_core::rng::Rng;
+use tokenperf_core::tokenizer::TokenCounter;
+
+use crate::prompt::{PromptBuilder, PromptSpec, prefix};
+
+/// One request of a trace.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TraceEntry {
+    /// When to send it, µs since the trace start (before scaling).
+    pub at_us: u64,
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub prompt: Option<String>,
+}
+
+fn uint(v: &Value, key: &str) -> Option<u64> {
+    let x = v.get(key)?;
+    x.as_u64()
+        .or_else(|| x.as_f64().filter(|f| *f >= 0.0).map(|f| f.round() as u64))
+}
+
+/// Reads a trace; a line that is neither shape is an error naming its number.
+pub fn read(path: &Path) -> anyhow::Result<Vec<TraceEntry>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading the trace '{}' (--trace)", path.display()))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = || format!("'{}' line {}", path.display(), i + 1);
+        let v: Value = serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
+        let entry = if v.get("intended_send_us").is_some() {
+            // One of our records.
+            let r: tokenperf_core::record::RequestRecord = serde_json::from_value(v)
+                .with_context(|| format!("{}: not a tokenperf record", at()))?;
+            TraceEntry {
+                at_us: r.intended_send_us,
+                input_tokens: r
+                    .input_tokens
+                    .tokenizer
+                    .unwrap_or(r.input_tokens.value())
+                    .max(1),
+                output_tokens: r.max_tokens.unwrap_or(r.output_token_count()).max(1),
+                prompt: None,
+            }
+        } else {
+            let ts = v
+                .get("timestamp")
+                .and_then(Value::as_f64)
+                .filter(|t| *t >= 0.0)
+                .ok_or_else(|| {
+                    anyhow::anyhow!(
+                        "{}: needs a non-negative 'timestamp' (ms since the trace start)",
+                        at()
+                    )
+                })?;
+            let output_tokens = uint(&v, "output_length")
+                .filter(|n| *n > 0)
+                .ok_or_else(|| anyhow::anyhow!("{}: needs a positive 'output_length'", at()))?;
+            let prompt = v.get("prompt").and_then(Value::as_str).map(str::to_string);
+            let input_tokens = match (uint(&v, "input_length"), &prompt) {
+                (Some(n), _) if n > 0 => n,
+                (_, Some(_)) => 0, // counted from the prompt below
+                _ => bail!("{}: needs a positive 'input_length' or a 'prompt'", at()),
+            };
+            TraceEntry {
+                at_us: (ts * 1e3).round() as u64,
+                input_tokens,
+                output_tokens,
+                prompt,
+            }
+        };
+        out.push(entry);
+    }
+    if out.is_empty() {
+        bail!("'{}' has no requests", path.display());
+    }
+    // Traces are usually sorted; the dispatcher needs them to be.
+    out.sort_by_key(|e| e.at_us);
+    Ok(out)
+}
+
+/// The schedule (µs, scaled) and a request spec per entry, prompts cut to the traced input length.
+pub fn plan(
+    entries: &[TraceEntry],
+    time_scale: f64,
+    builder: &PromptBuilder<'_>,
+    tokenizer: &TokenCounter,
+    rng: &mut Rng,
+) -> anyhow::Result<(Vec<u64>, Vec<PromptSpec>)> {
+    let schedule = entries
+        .iter()
+        .map(|e| (e.at_us as f64 * time_scale).round() as u64)
+        .collect();
+    let specs = entries
+        .iter()
+        .map(|e| -> anyhow::Result<PromptSpec> {
+            let prompt = match &e.prompt {
+                Some(p) => p.clone(),
+                None => {
+                    // LLMPerf's instruction when it fits, then corpus lines, to exactly the length.
+                    let head = prefix(e.output_tokens);
+                    let head = if (tokenizer.count(&head, true)? as u64) <= e.input_tokens {
+                        head
+                    } else {
+                        String::new()
+                    };
+                    builder.exact_body(rng, head, e.input_tokens)?
+                }
+            };
+            Ok(PromptSpec {
+                prompt_tokens: tokenizer.count(&prompt, true)? as u64,
+                prompt,
+                messages: None,
+                max_tokens: e.output_tokens,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok((schedule, specs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenperf_core::tokenizer::PROJECT_CORPUS;
+
+    #[test]
+    fn mooncake_lines_and_bad_lines_by_number() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t.jsonl");
+        std::fs::write(
+            &p,
+            "{\"timestamp\": 250, \"input_length\": 60, \"output_length\": 8, \"hash_ids\": [1,2]}\n\
+             {\"timestamp\": 0, \"input_length\": 40, \"output_length\": 5}\n\
+             {\"timestamp\": 100.5, \"prompt\": \"the harbor\", \"output_length\": 3}\n",
+        )
+        .unwrap();
+        let e = read(&p).unwrap();
+        assert_eq!(
+            e.iter().map(|x| x.at_us).collect::<Vec<_>>(),
+            vec![0, 100_500, 250_000],
+            "sorted"
+        );
+        let t = TokenCounter::project();
+        let b = PromptBuilder::new(PROJECT_CORPUS, &t).unwrap();
+        let (schedule, specs) = plan(&e, 0.5, &b, &t, &mut Rng::new(1)).unwrap();
+        assert_eq!(schedule, vec![0, 50_250, 125_000]);
+        assert_eq!((specs[0].prompt_tokens, specs[0].max_tokens), (40, 5));
+        assert_eq!(specs[1].prompt, "the harbor");
+        assert_eq!(specs[2].prompt_tokens, 60);
+        for (text, needle) in [
+            (
+                "{\"input_length\": 5, \"output_length\": 2}\n",
+                "line 1: needs a non-negative 'timestamp'",
+            ),
+            (
+                "{\"timestamp\": 1, \"input_length\": 5}\n",
+                "line 1: needs a positive 'output_length'",
+            ),
+            (
+                "{\"timestamp\": 1, \"output_length\": 5}\n",
+                "line 1: needs a positive 'input_length'",
+            ),
+            (
+                "{\"timestamp\": 1, \"input_length\": 5, \"output_length\": 2}\n[\n",
+                "line 2: not JSON",
+            ),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let err = format!("{:#}", read(&p).unwrap_err());
+            assert!(err.contains(needle) && err.contains("t.jsonl"), "{err}");
+        }
+    }
+
+    #[test]
+    fn our_records_are_a_trace() {
+        let fixture = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../core/tests/data/requests-v1.jsonl"
+        );
+        let e = read(Path::new(fixture)).unwrap();
+        assert_eq!(e.len(), 5, "dropped arrivals replay too");
+        assert!(e.windows(2).all(|w| w[0].at_us <= w[1].at_us));
+        assert_eq!(e.last().unwrap().at_us, 500_000);
+    }
+}
