@@ -333,10 +333,36 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Run>> {
             }
         }
         if files.is_empty() {
-            bail!(
-                "'{}' holds no *_requests.jsonl or *_individual_responses.json file",
-                path.display()
-            );
+            // A sweep folder: one run per numbered subfolder, in order.
+            let mut subdirs: Vec<PathBuf> = std::fs::read_dir(path)
+                .with_context(|| format!("reading the folder '{}'", path.display()))?
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .filter(|p| p.is_dir())
+                .collect();
+            subdirs.sort();
+            let mut runs = Vec::new();
+            for d in subdirs {
+                if let Ok(mut r) = load(&d) {
+                    runs.append(&mut r);
+                }
+            }
+            if runs.is_empty() {
+                bail!(
+                    "'{}' holds no *_requests.jsonl or *_individual_responses.json file",
+                    path.display()
+                );
+            }
+            // Name each run after its subfolder, so points of a sweep tell apart.
+            return Ok(runs
+                .into_iter()
+                .map(|mut r| {
+                    if let Some(parent) = r.source.parent().and_then(|p| p.file_name()) {
+                        r.name = parent.to_string_lossy().into_owned();
+                    }
+                    r
+                })
+                .collect());
         }
         return files.iter().map(|f| load_file(f)).collect();
     }

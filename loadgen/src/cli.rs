@@ -13,6 +13,7 @@ use tokenperf_core::slo::Slo;
 use crate::arrival::Arrival;
 use crate::client::Endpoint;
 use crate::dataset::{DatasetFormat, Sampling};
+use crate::sweep::{SweepSpec, SweepStop};
 
 /// The LLM APIs LLMPerf accepts; only `openai` is implemented here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
@@ -120,6 +121,17 @@ pub struct Args {
     /// Multiplies the trace's timestamps (0.5 replays twice as fast).
     #[arg(long, default_value_t = 1.0, requires = "trace")]
     pub time_scale: f64,
+    /// Run the benchmark at several loads: `concurrency=1,2,4,8`, `rate=1,2,4` or `auto` (the
+    /// synchronous rate, the saturated throughput, then --sweep-points rates between them). Each
+    /// point's files go to a numbered subfolder of --results-dir, plus sweep_summary.json.
+    #[arg(long, conflicts_with_all = ["trace", "request_rate"])]
+    pub sweep: Option<SweepSpec>,
+    /// End the sweep when a point passes a limit: `error_rate=0.1,ttft_p99=2,e2e_p99=30` (seconds).
+    #[arg(long, requires = "sweep")]
+    pub sweep_stop: Option<SweepStop>,
+    /// Rates between the ends of `--sweep auto`.
+    #[arg(long, default_value_t = 5, requires = "sweep")]
+    pub sweep_points: u64,
     /// Seconds of load: no request starts after it (open loop: arrivals are scheduled within it).
     #[arg(long, allow_negative_numbers = true)]
     pub duration: Option<f64>,
@@ -258,6 +270,9 @@ pub struct Plan {
     pub ground_truth: bool,
     pub selfcheck: bool,
     pub slo: Option<Slo>,
+    pub sweep: Option<SweepSpec>,
+    pub sweep_stop: Option<SweepStop>,
+    pub sweep_points: u64,
     /// Prompts to build when fewer than the requests should be cycled (self-check).
     #[serde(skip)]
     pub prompt_pool: Option<u64>,
@@ -527,6 +542,9 @@ impl Args {
             ground_truth: self.ground_truth,
             selfcheck: self.selfcheck,
             slo: self.slo,
+            sweep: self.sweep,
+            sweep_stop: self.sweep_stop,
+            sweep_points: self.sweep_points,
             prompt_pool: None,
         })
     }
@@ -687,6 +705,12 @@ mod tests {
             (&["--shared-prefix", "0:10"], "--shared-prefix"),
             (&["--sample", "with-replacement"], "--dataset"),
             (&["--time-scale", "2"], "--trace"),
+            (&["--sweep", "load=3"], "--sweep"),
+            (&["--sweep-stop", "error_rate=0.1"], "--sweep"),
+            (
+                &["--sweep", "rate=1", "--request-rate", "2"],
+                "--request-rate",
+            ),
             (
                 &["--trace", "t.jsonl", "--request-rate", "3"],
                 "--request-rate",

@@ -21,6 +21,7 @@ pub mod prompt;
 pub mod runner;
 pub mod selfcheck;
 pub mod sse;
+pub mod sweep;
 pub mod tokenizer;
 pub mod trace;
 
@@ -490,6 +491,7 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
     }
     let plan = args.into_plan()?;
     let (model, quiet, grace) = (plan.model.clone(), plan.quiet, Duration::from_secs(10));
+    let sweeping = plan.sweep.is_some();
     let control = Control::new();
     let c = control.clone();
     tokio::spawn(async move {
@@ -507,6 +509,11 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
         }
         c.cut();
     });
+    if sweeping {
+        let (result, exit) = sweep::run_sweep(plan, control).await?;
+        print!("{}", result.table());
+        return Ok(exit);
+    }
     let out = run_plan(plan, control).await?;
     print!("{}", out.summary.console_block(&model, "openai"));
     if !quiet {

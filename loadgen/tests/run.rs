@@ -709,3 +709,74 @@ async fn trace_replay_on_its_timestamps_and_our_records_replay_too() {
     b.sort_unstable();
     assert_eq!(a, b);
 }
+
+#[tokio::test]
+async fn sweep_points_summary_and_early_stop() {
+    let server = mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(1),
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let plan = flags(
+        &server.base_url(),
+        &[
+            "--sweep",
+            "concurrency=1,2,4",
+            "--max-num-completed-requests",
+            "8",
+            "--results-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let (result, exit) = loadgen::sweep::run_sweep(plan, Control::new())
+        .await
+        .unwrap();
+    assert_eq!(exit, Exit::Ok);
+    assert_eq!(result.rows.len(), 3);
+    assert!(result.stopped.is_none());
+    for (i, name) in ["01-concurrency-1", "02-concurrency-2", "03-concurrency-4"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            dir.path().join(name).join("m_60_8_summary.json").is_file(),
+            "{name}"
+        );
+        assert_eq!(result.rows[i].requests, 8);
+    }
+    let summary: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("sweep_summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(summary["result"]["rows"].as_array().unwrap().len(), 3);
+    assert!(result.table().contains("concurrency-4"));
+
+    // Every request fails: the sweep stops after its first point.
+    let failing = mock_server::spawn(mock_server::Config {
+        fault_rate: 1.0,
+        faults: vec!["status=500".parse().unwrap()],
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap();
+    let plan = flags(
+        &failing.base_url(),
+        &[
+            "--sweep",
+            "concurrency=1,2,4",
+            "--sweep-stop",
+            "error_rate=0.5",
+            "--max-num-completed-requests",
+            "4",
+        ],
+    );
+    let (result, _) = loadgen::sweep::run_sweep(plan, Control::new())
+        .await
+        .unwrap();
+    assert_eq!(result.rows.len(), 1);
+    assert!(result.stopped.as_deref().unwrap().contains("error rate"));
+    server.stop().await.unwrap();
+    failing.stop().await.unwrap();
+}

@@ -164,3 +164,65 @@ async fn mock_loadgen_analyze() {
         assert_eq!((img.width(), img.height()), analyze::charts::SIZE, "{name}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sweep_analyzed_as_its_points_in_order() {
+    let server = mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(1),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let results = dir.path().join("sweep");
+    let base = server.base_url();
+    let plan = LoadArgs::from_flags(&[
+        "--model",
+        "m",
+        "--api-base",
+        &base,
+        "--api-key",
+        "k",
+        "--tokenizer",
+        "tokenperf",
+        "--mean-input-tokens",
+        "50",
+        "--stddev-input-tokens",
+        "5",
+        "--mean-output-tokens",
+        "10",
+        "--stddev-output-tokens",
+        "2",
+        "--sweep",
+        "concurrency=1,2,4",
+        "--max-num-completed-requests",
+        "6",
+        "--results-dir",
+        results.to_str().unwrap(),
+        "--quiet",
+    ])
+    .unwrap()
+    .into_plan()
+    .unwrap();
+    let (result, _) = loadgen::sweep::run_sweep(plan, Control::new())
+        .await
+        .unwrap();
+    server.stop().await.unwrap();
+    assert_eq!(result.rows.len(), 3);
+    let out = dir.path().join("analysis");
+    let a = analyze::analyze(&analyze::Args::new(vec![results], out.clone())).unwrap();
+    let names: Vec<&str> = a.runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["01-concurrency-1", "02-concurrency-2", "03-concurrency-4"]
+    );
+    assert!(out.join("sweep.png").is_file());
+    assert!(a.comparison.is_some());
+    for (row, run) in result.rows.iter().zip(&a.runs) {
+        assert_eq!(
+            row.ttft_p50_s, run.summary.ttft_s.p50,
+            "loadgen and analyze agree per point"
+        );
+    }
+}
