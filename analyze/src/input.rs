@@ -380,7 +380,11 @@ fn load_file(path: &Path) -> anyhow::Result<Run> {
             })?),
             Err(_) => None,
         };
-        let records = read_jsonl(path)?;
+        // Requests loadgen left out (--warmup-seconds, --cooldown-seconds) stay out here too.
+        let records: Vec<RequestRecord> = read_jsonl(path)?
+            .into_iter()
+            .filter(|r| r.excluded.is_none())
+            .collect();
         let defs = info
             .as_ref()
             .map(|i| i.metric_definitions)

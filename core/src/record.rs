@@ -213,6 +213,10 @@ pub struct RequestRecord {
     /// The finish reason the server gave (`length`, `stop` …).
     #[serde(default)]
     pub finish_reason: Option<String>,
+    /// Set when the request is left out of the results: `warmup` (sent during --warmup-seconds) or
+    /// `cooldown` (finished during --cooldown-seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub excluded: Option<String>,
     /// Whether the request met every `--slo` objective (absent when none was stated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_met: Option<bool>,
@@ -260,6 +264,7 @@ impl RequestRecord {
             max_tokens: None,
             finish_reason: None,
             slo_met: None,
+            excluded: None,
             ground_truth: None,
             llmperf: LlmperfMetrics::default(),
         }

@@ -138,6 +138,14 @@ pub struct Args {
     /// Requests sent before the measured run (same prompts and concurrency), not recorded.
     #[arg(long, default_value_t = 0)]
     pub warmup_requests: u64,
+    /// Requests sent in the first SECS of the run are sent but left out of the results (marked
+    /// `"excluded": "warmup"` in *_requests.jsonl).
+    #[arg(long, allow_negative_numbers = true)]
+    pub warmup_seconds: Option<f64>,
+    /// Requests that finish in the last SECS of the run (the drain) are left out of the results
+    /// (marked `"excluded": "cooldown"`).
+    #[arg(long, allow_negative_numbers = true)]
+    pub cooldown_seconds: Option<f64>,
     /// Seconds to reach full load: a closed loop starts its streams evenly over it; an open loop's
     /// rate grows linearly from 0 over it [default: 0].
     #[arg(long, allow_negative_numbers = true)]
@@ -248,6 +256,9 @@ pub struct Plan {
     pub warmup_requests: u64,
     /// Seconds to reach full load (0: at once).
     pub ramp_up_s: f64,
+    /// Leading and trailing seconds whose requests are left out of the results.
+    pub warmup_s: f64,
+    pub cooldown_s: f64,
     pub mean_input_tokens: u64,
     pub stddev_input_tokens: u64,
     pub mean_output_tokens: u64,
@@ -485,6 +496,26 @@ impl Args {
             requests,
             timeout_s,
             warmup_requests: self.warmup_requests,
+            warmup_s: match self.warmup_seconds {
+                Some(r) if r.is_finite() && r >= 0.0 => r,
+                Some(r) => {
+                    return Err(bad(
+                        "--warmup-seconds",
+                        format!("must be a non-negative number of seconds, got {r}"),
+                    ));
+                }
+                None => 0.0,
+            },
+            cooldown_s: match self.cooldown_seconds {
+                Some(r) if r.is_finite() && r >= 0.0 => r,
+                Some(r) => {
+                    return Err(bad(
+                        "--cooldown-seconds",
+                        format!("must be a non-negative number of seconds, got {r}"),
+                    ));
+                }
+                None => 0.0,
+            },
             ramp_up_s: match self.ramp_up {
                 Some(r) if r.is_finite() && r >= 0.0 => r,
                 Some(r) => {
@@ -705,6 +736,8 @@ mod tests {
             (&["--shared-prefix", "0:10"], "--shared-prefix"),
             (&["--sample", "with-replacement"], "--dataset"),
             (&["--time-scale", "2"], "--trace"),
+            (&["--warmup-seconds", "-1"], "--warmup-seconds"),
+            (&["--cooldown-seconds", "-1"], "--cooldown-seconds"),
             (&["--sweep", "load=3"], "--sweep"),
             (&["--sweep-stop", "error_rate=0.1"], "--sweep"),
             (

@@ -68,6 +68,8 @@ pub struct RunOutput {
     pub info: RunInfo,
     /// `None` when no results dir was given.
     pub files: Option<OutputFiles>,
+    /// Every record, those left out by --warmup-seconds/--cooldown-seconds included.
+    pub all_records: Vec<RequestRecord>,
     /// Warnings for the user (e.g. token-count disagreements).
     pub warnings: Vec<String>,
     /// Error against ground truth, when the records carry it (`--ground-truth` against a mock).
@@ -85,6 +87,26 @@ fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// Marks records sent in the first `warmup_s` seconds, or finished in the last `cooldown_s` seconds
+/// of the run, as excluded from the results.
+pub fn mark_trims(records: &mut [RequestRecord], warmup_s: f64, cooldown_s: f64) {
+    let end = records
+        .iter()
+        .filter_map(|r| r.done_at_us)
+        .max()
+        .unwrap_or(0);
+    let warm_us = (warmup_s * 1e6) as u64;
+    let cool_from = end.saturating_sub((cooldown_s * 1e6) as u64);
+    for r in records.iter_mut() {
+        let sent = r.sent_at_us.unwrap_or(r.intended_send_us);
+        if warmup_s > 0.0 && sent < warm_us {
+            r.excluded = Some("warmup".into());
+        } else if cooldown_s > 0.0 && r.done_at_us.is_some_and(|d| d > cool_from) {
+            r.excluded = Some("cooldown".into());
+        }
+    }
 }
 
 /// Samples every request's prompt and `max_tokens` up front, seeded, as LLMPerf does: from the corpus,
@@ -258,6 +280,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
 
     let defs = plan.metric_definitions;
     let slo = plan.slo;
+    let warm_us = (plan.warmup_s * 1e6) as u64;
     let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
     // The writer runs on its own task so file I/O never delays a worker's next read.
     let writer = tokio::spawn(async move {
@@ -267,6 +290,9 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             r.finalize(defs);
             if let Some(slo) = slo {
                 r.slo_met = Some(slo.met_by(&r));
+            }
+            if warm_us > 0 && r.sent_at_us.unwrap_or(r.intended_send_us) < warm_us {
+                r.excluded = Some("warmup".into());
             }
             for s in &mut sinks {
                 if let Err(e) = s.record(&r)
@@ -349,7 +375,34 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             .await;
         }
     }
-    let (records, write_error) = writer.await.context("the record writer task failed")?;
+    let (mut records, write_error) = writer.await.context("the record writer task failed")?;
+    // Warm-up and cool-down trims: the records stay (and say why they are out); the results use the rest.
+    if plan.warmup_s > 0.0 || plan.cooldown_s > 0.0 {
+        mark_trims(&mut records, plan.warmup_s, plan.cooldown_s);
+    }
+    if plan.cooldown_s > 0.0
+        && let Some(f) = &files
+    {
+        // The drain is only known at the end: rewrite the records file with the marks, atomically.
+        let tmp = f.requests_jsonl.with_extension("jsonl.tmp");
+        let mut w = std::io::BufWriter::new(
+            std::fs::File::create(&tmp).with_context(|| format!("creating '{}'", tmp.display()))?,
+        );
+        for r in &records {
+            serde_json::to_writer(&mut w, r)?;
+            std::io::Write::write_all(&mut w, b"\n")?;
+        }
+        std::io::Write::flush(&mut w)?;
+        drop(w);
+        std::fs::rename(&tmp, &f.requests_jsonl)
+            .with_context(|| format!("replacing '{}'", f.requests_jsonl.display()))?;
+    }
+    let all_records = records;
+    let records: Vec<RequestRecord> = all_records
+        .iter()
+        .filter(|r| r.excluded.is_none())
+        .cloned()
+        .collect();
     let _ = sampler.0.send(());
     let samples = sampler.1.await.unwrap_or_default();
     let littles_law = LittlesLaw::check(&records, &samples);
@@ -469,6 +522,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         Exit::Ok
     };
     Ok(RunOutput {
+        all_records,
         records,
         summary,
         info,

@@ -780,3 +780,59 @@ async fn sweep_points_summary_and_early_stop() {
     server.stop().await.unwrap();
     failing.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn warmup_and_cooldown_seconds_trim_the_results_but_keep_the_records() {
+    let server = mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(20),
+        itl: Duration::from_millis(5),
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(flags(
+        &server.base_url(),
+        &[
+            "--request-rate",
+            "20",
+            "--arrival",
+            "constant",
+            "--max-num-completed-requests",
+            "30",
+            "--warmup-seconds",
+            "0.3",
+            "--cooldown-seconds",
+            "0.3",
+            "--results-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    ))
+    .await;
+    server.stop().await.unwrap();
+    assert_eq!(out.all_records.len(), 30);
+    let warm = out
+        .all_records
+        .iter()
+        .filter(|r| r.excluded.as_deref() == Some("warmup"))
+        .count();
+    let cool = out
+        .all_records
+        .iter()
+        .filter(|r| r.excluded.as_deref() == Some("cooldown"))
+        .count();
+    // Arrivals every 50 ms: those at 0–250 ms are warm-up (6); the drain's last 300 ms holds a few.
+    assert_eq!(warm, 6);
+    assert!(cool >= 3, "{cool}");
+    assert_eq!(out.records.len(), 30 - warm - cool);
+    assert_eq!(out.summary.num_requests_started as usize, out.records.len());
+    let jsonl = std::fs::read_to_string(dir.path().join("m_60_8_requests.jsonl")).unwrap();
+    assert_eq!(jsonl.lines().count(), 30, "every record is kept");
+    assert_eq!(jsonl.matches("\"excluded\":\"warmup\"").count(), 6);
+    assert_eq!(jsonl.matches("\"excluded\":\"cooldown\"").count(), cool);
+    let individual: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(dir.path().join("m_60_8_individual_responses.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(individual.as_array().unwrap().len(), out.records.len());
+}
