@@ -33,6 +33,17 @@ fn flags(base: &str, extra: &[&str]) -> loadgen::Plan {
     Args::from_flags(&v).unwrap().into_plan().unwrap()
 }
 
+/// A mock-server with 5 ms to the first token and 1 ms between tokens.
+async fn fast_mock() -> mock_server::Running {
+    mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(1),
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap()
+}
+
 async fn run(plan: loadgen::Plan) -> RunOutput {
     loadgen::run_plan(plan, Control::new()).await.unwrap()
 }
@@ -381,13 +392,7 @@ async fn stopping_keeps_every_finished_record() {
 
 #[tokio::test]
 async fn seed_command_line_against_the_mock_with_a_cached_tokenizer() {
-    let server = mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(1),
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap();
+    let server = fast_mock().await;
     // A fake Hugging Face cache holding the project tokenizer under LLMPerf's default name.
     let home = tempfile::tempdir().unwrap();
     let repo = home
@@ -587,13 +592,7 @@ async fn slo_goodput_on_a_mock_with_known_timing() {
 
 #[tokio::test]
 async fn a_jsonl_dataset_over_completions_with_shared_prefixes() {
-    let server = mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(1),
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap();
+    let server = fast_mock().await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("prompts.jsonl");
     std::fs::write(
@@ -636,13 +635,7 @@ async fn a_jsonl_dataset_over_completions_with_shared_prefixes() {
 
 #[tokio::test]
 async fn trace_replay_on_its_timestamps_and_our_records_replay_too() {
-    let server = mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(1),
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap();
+    let server = fast_mock().await;
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.jsonl");
     let lines: String = (0..10)
@@ -712,13 +705,7 @@ async fn trace_replay_on_its_timestamps_and_our_records_replay_too() {
 
 #[tokio::test]
 async fn sweep_points_summary_and_early_stop() {
-    let server = mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(1),
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap();
+    let server = fast_mock().await;
     let dir = tempfile::tempdir().unwrap();
     let plan = flags(
         &server.base_url(),

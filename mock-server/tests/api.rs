@@ -105,6 +105,19 @@ fn content_of(events: &[Value]) -> String {
         .collect()
 }
 
+/// Posts a streaming chat request for `max_tokens` tokens and returns the whole body.
+async fn chat_text(base: &str, max_tokens: u64) -> String {
+    client()
+        .post(format!("{base}/chat/completions"))
+        .json(&chat(max_tokens))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
 async fn post_status(
     s: &Running,
     path: &str,
@@ -364,17 +377,7 @@ async fn context_length_and_queue_full() {
     // One slot, no queue: a second request while the first runs gets 429.
     let first = {
         let base = s.base_url();
-        tokio::spawn(async move {
-            client()
-                .post(format!("{base}/chat/completions"))
-                .json(&chat(3))
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap()
-        })
+        tokio::spawn(async move { chat_text(&base, 3).await })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
     let (status, v) = post_status(&s, "/chat/completions", &chat(3).to_string(), &[]).await;
@@ -732,17 +735,7 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     let idle = tokio::net::TcpStream::connect(s.addr).await.unwrap();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let base = s.base_url();
-    let waiting = tokio::spawn(async move {
-        client()
-            .post(format!("{base}/chat/completions"))
-            .json(&chat(2))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    });
+    let waiting = tokio::spawn(async move { chat_text(&base, 2).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!waiting.is_finished(), "served past the connection limit");
     drop(idle);
