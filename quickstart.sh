@@ -34,5 +34,5 @@ export OPENAI_API_KEY=dummy OPENAI_API_BASE="$url"
 
 echo "==> analyzing" >&2
 "$bin/analyze" "$out/results" --out "$out/analysis" --quiet
-echo "==> charts in $out/analysis:" >&2
+echo "==> charts in $out/analysis (open $out/analysis/report.html to see them all):" >&2
 ls -1 "$out/analysis"/*.png >&2

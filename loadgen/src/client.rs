@@ -108,7 +108,7 @@ pub struct Context {
     pub run_start_mono_us: u64,
     pub tokenizer: Arc<TokenCounter>,
     /// Requests sent and not yet finished (sampled for the Little's-law check).
-    pub in_flight: std::sync::atomic::AtomicI64,
+    pub in_flight: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Context {

@@ -205,8 +205,12 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         }
         None => None,
     };
-    let mut sinks: Vec<Box<dyn RecordSink>> =
-        vec![Box::new(Progress::new(plan.requests, plan.quiet))];
+    let in_flight = Arc::new(AtomicI64::new(0));
+    let mut sinks: Vec<Box<dyn RecordSink>> = vec![Box::new(Progress::new(
+        plan.requests,
+        plan.quiet,
+        in_flight.clone(),
+    ))];
     if let Some(f) = &files {
         sinks.push(Box::new(JsonlSink::create(&f.requests_jsonl)?));
     }
@@ -231,7 +235,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             run_start: Instant::now(),
             run_start_mono_us: 0,
             tokenizer: tokenizer.clone(),
-            in_flight: AtomicI64::new(0),
+            in_flight: Arc::new(AtomicI64::new(0)),
         });
         let (wtx, mut wrx) = mpsc::unbounded_channel();
         let drain = tokio::spawn(async move { while wrx.recv().await.is_some() {} });
@@ -256,7 +260,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         run_start: anchor.instant(),
         run_start_mono_us: anchor.anchor_us(),
         tokenizer: tokenizer.clone(),
-        in_flight: AtomicI64::new(0),
+        in_flight: in_flight.clone(),
     });
     // Samples the in-flight count every 10 ms: an instrument independent of the records, for the
     // Little's-law check.

@@ -60,6 +60,8 @@ impl RecordSink for JsonlSink {
 
 /// A one-line progress display on stderr, shown only when stderr is a terminal.
 pub struct Progress {
+    /// Requests sent and not finished, shared with the client.
+    in_flight: std::sync::Arc<std::sync::atomic::AtomicI64>,
     total: Option<u64>,
     done: u64,
     errors: u64,
@@ -70,8 +72,13 @@ pub struct Progress {
 }
 
 impl Progress {
-    pub fn new(total: Option<u64>, quiet: bool) -> Self {
+    pub fn new(
+        total: Option<u64>,
+        quiet: bool,
+        in_flight: std::sync::Arc<std::sync::atomic::AtomicI64>,
+    ) -> Self {
         Self {
+            in_flight,
             total,
             done: 0,
             errors: 0,
@@ -95,9 +102,10 @@ impl Progress {
         let secs = (now - self.start).as_secs_f64().max(1e-9);
         let total = self.total.map_or(String::new(), |t| format!("/{t}"));
         eprint!(
-            "\r{}{total} done, {} errors, {:.0} output tok/s   ",
+            "\r{}{total} done, {} errors, {} in flight, {:.0} output tok/s   ",
             self.done,
             self.errors,
+            self.in_flight.load(std::sync::atomic::Ordering::Relaxed),
             self.tokens as f64 / secs
         );
     }
