@@ -2,7 +2,9 @@
 # Benchmarks for BENCHMARKS.md: mock-server emission rate and lateness, loadgen's CPU and memory per
 # stream, and the self-check accuracy table. Loopback only, bounded in requests and time.
 #
-# Usage: scripts/bench.sh [quick|full]   (quick: a subset in about a minute; full: every row)
+# Usage: scripts/bench.sh [quick|full|c1000]   (quick: a subset in about a minute; full: every row;
+#        c1000: only the 1,000-stream accuracy row)
+#        PIN=0 scripts/bench.sh ...        (no CPU pinning: both programs may use both cores)
 #
 # Both programs are release builds of just mock-server and loadgen (no polars: a few minutes).
 # The mock is pinned to CPU 0 and loadgen to CPU 1, so each one's CPU time is its own.
@@ -17,10 +19,11 @@ cargo build --release --locked -p mock-server -p loadgen >&2
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 echo "open files limit: $(ulimit -n)" >&2
 
+if [ "${PIN:-1}" = 0 ]; then pin0=""; pin1=""; else pin0="taskset -c 0"; pin1="taskset -c 1"; fi
 mock_pid=""
 start_mock() { # start_mock ARGS... ; sets $url
     # taskset execs the server, so every thread it starts inherits CPU 0 and $! is the server's pid.
-    taskset -c 0 "$bin/mock-server" --port 0 --host 127.0.0.1 --max-waiting 100000 "$@" >"$out/mock.log" 2>&1 &
+    $pin0 "$bin/mock-server" --port 0 --host 127.0.0.1 --max-waiting 100000 "$@" >"$out/mock.log" 2>&1 &
     mock_pid=$!
     for _ in $(seq 100); do grep -q "listening on" "$out/mock.log" && break; sleep 0.05; done
     url=$(grep -o 'http://[^ ]*' "$out/mock.log" | head -n 1)
@@ -36,7 +39,7 @@ selfcheck() { # selfcheck NAME CONCURRENCY REQUESTS TTFT ITL TOKENS
     local name=$1 c=$2 n=$3 ttft=$4 itl=$5 tokens=$6
     start_mock --ttft-ms "$ttft" --itl-ms "$itl"
     local mock_cpu0; mock_cpu0=$(cpu_s "$mock_pid")
-    taskset -c 1 "$bin/loadgen" selfcheck --api-base "$url" --concurrency "$c" --requests "$n" \
+    $pin1 "$bin/loadgen" selfcheck --api-base "$url" --concurrency "$c" --requests "$n" \
         --ttft-ms "$ttft" --itl-ms "$itl" --tokens "$tokens" --json "$out/$name.json" | tee "$out/$name.txt" >&2
     local mock_cpu1; mock_cpu1=$(cpu_s "$mock_pid")
     awk -v a="$mock_cpu0" -v b="$mock_cpu1" -v r="$(rss_mib "$mock_pid")" \
@@ -44,6 +47,10 @@ selfcheck() { # selfcheck NAME CONCURRENCY REQUESTS TTFT ITL TOKENS
     stop_mock
 }
 
+if [ "$mode" = c1000 ]; then
+    selfcheck accuracy-c1000 1000 3000 50 10 100
+    exit 0
+fi
 if [ "$mode" = quick ]; then
     selfcheck accuracy-c1 1 20 50 10 100
     selfcheck accuracy-c100 100 300 50 10 100
