@@ -70,8 +70,10 @@ impl ErrorObject {
 /// bytes where the JSON has no escapes.
 #[derive(Debug, Default, Deserialize)]
 pub struct StreamEvent<'a> {
-    #[serde(default, borrow)]
-    pub choices: Option<Vec<EventChoice<'a>>>,
+    /// The first choice only (the client asks for n = 1); `Some(None)` for `choices: []`. Read without
+    /// collecting the list, so an event costs no allocation beyond escaped strings.
+    #[serde(default, borrow, deserialize_with = "first_choice")]
+    pub choices: Option<Option<EventChoice<'a>>>,
     #[serde(default)]
     pub usage: Option<Usage>,
     #[serde(default)]
@@ -111,10 +113,41 @@ pub struct EventDelta<'a> {
     pub reasoning_content: Option<Cow<'a, str>>,
 }
 
+/// Deserializes `choices` keeping only its first element.
+fn first_choice<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Option<EventChoice<'a>>>, D::Error> {
+    struct V<'a>(std::marker::PhantomData<&'a ()>);
+    impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+        type Value = Option<Option<EventChoice<'a>>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a list of choices or null")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(self)
+        }
+        fn visit_seq<A: serde::de::SeqAccess<'de>>(
+            self,
+            mut seq: A,
+        ) -> Result<Self::Value, A::Error> {
+            let first = seq.next_element::<EventChoice<'a>>()?;
+            while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {}
+            Ok(Some(first))
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData))
+}
+
 impl<'a> StreamEvent<'a> {
     /// The output text this event carries (chat `delta.content`, or completions `text`), if non-empty.
     pub fn content(&self) -> Option<&str> {
-        let c = self.choices.as_ref()?.first()?;
+        let c = self.choices.as_ref()?.as_ref()?;
         let text = c
             .delta
             .as_ref()
@@ -125,7 +158,7 @@ impl<'a> StreamEvent<'a> {
 
     /// The finish reason, if this event has one.
     pub fn finish_reason(&self) -> Option<&str> {
-        self.choices.as_ref()?.first()?.finish_reason.as_deref()
+        self.choices.as_ref()?.as_ref()?.finish_reason.as_deref()
     }
 }
 
@@ -160,6 +193,14 @@ mod tests {
         let escaped: StreamEvent =
             serde_json::from_str(r#"{"choices":[{"delta":{"content":"a\nb"}}]}"#).unwrap();
         assert_eq!(escaped.content(), Some("a\nb"));
+        // Only the first choice counts; the rest are skipped.
+        let two: StreamEvent = serde_json::from_str(
+            r#"{"choices":[{"delta":{"content":"one"}},{"delta":{"content":"two"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(two.content(), Some("one"));
+        let null: StreamEvent = serde_json::from_str(r#"{"choices":null}"#).unwrap();
+        assert_eq!(null.content(), None);
     }
 
     #[test]
