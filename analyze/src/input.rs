@@ -318,10 +318,47 @@ fn find_with_suffix(dir: &Path, suffix: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
+/// The run-level figures of an LLMPerf `*_summary.json` that its records alone cannot give: overall
+/// output throughput and completed requests per minute (LLMPerf timed its whole run). Its quirks are
+/// accepted: bare `NaN`, numbers written as strings.
+pub fn read_llmperf_summary(path: &Path) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading '{}'", path.display()))?;
+    let v: Value = serde_json::from_slice(&sanitize_nonstandard_json(&bytes))
+        .with_context(|| format!("'{}' is not valid JSON", path.display()))?;
+    if !v.is_object() || v.get("results_num_completed_requests").is_none() {
+        bail!(
+            "'{}' is not an LLMPerf summary (no results_num_completed_requests)",
+            path.display()
+        );
+    }
+    let num = |k: &str| match v.get(k) {
+        Some(Value::Number(n)) => n.as_f64(),
+        Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
+        _ => None,
+    };
+    Ok((
+        num("results_mean_output_throughput_token_per_s"),
+        num("results_num_completed_requests_per_min"),
+    ))
+}
+
 /// Loads every run a path names: a records file, or a results folder (each run in it).
 pub fn load(path: &Path) -> anyhow::Result<Vec<Run>> {
     if !path.exists() {
         bail!("'{}' does not exist", path.display());
+    }
+    let shown = path.to_string_lossy();
+    if let Some(stem) = shown.strip_suffix("_summary.json") {
+        // LLMPerf's summary names its run: load the records beside it.
+        let records = PathBuf::from(format!("{stem}_individual_responses.json"));
+        if !records.is_file() {
+            bail!(
+                "'{}' is a summary; its records '{}' are missing (analyze needs the per-request file)",
+                path.display(),
+                records.display()
+            );
+        }
+        return Ok(vec![load_file(&records)?]);
     }
     if path.is_dir() {
         let mut files = find_with_suffix(path, "_requests.jsonl")?;
@@ -405,7 +442,16 @@ fn load_file(path: &Path) -> anyhow::Result<Run> {
         let rows = read_llmperf(path)?;
         // LLMPerf's files only ever hold LLMPerf's definitions (or ours, if we wrote them with
         // `--metrics llmperf`); the label is informational for this kind of input.
-        let summary = RunSummary::from_llmperf_rows(&rows, MetricDefinitions::Llmperf);
+        let mut summary = RunSummary::from_llmperf_rows(&rows, MetricDefinitions::Llmperf);
+        let sibling = path.with_file_name(format!(
+            "{}_summary.json",
+            stem_of(path, "_individual_responses.json")
+        ));
+        if sibling.is_file() {
+            let (throughput, per_min) = read_llmperf_summary(&sibling)?;
+            summary.mean_output_throughput_token_per_s = throughput;
+            summary.num_completed_requests_per_min = per_min;
+        }
         let frame = frame_from_rows(&rows)?;
         Ok(Run {
             name: stem_of(path, "_individual_responses.json")

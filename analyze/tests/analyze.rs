@@ -213,3 +213,60 @@ fn chart_selection() {
     let e = format!("{:#}", analyze(&args).unwrap_err());
     assert!(e.contains("'pie'") && e.contains("cdf_ttft"), "{e}");
 }
+
+#[test]
+fn llmperf_summary_beside_the_records_gives_run_level_throughput() {
+    // LLMPerf names the pair {stem}_summary.json and {stem}_individual_responses.json.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        data("llmperf_individual_responses.json"),
+        dir.path().join("run_individual_responses.json"),
+    )
+    .unwrap();
+    std::fs::copy(
+        data("llmperf_summary.json"),
+        dir.path().join("run_summary.json"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    for input in ["run_individual_responses.json", "run_summary.json"] {
+        let a = analyze(&Args::new(vec![dir.path().join(input)], out.clone())).unwrap();
+        let s = &a.runs[0].summary;
+        // The string throughput and the NaN stddev are read; LLMPerf's run-level figures are kept.
+        close(s.mean_output_throughput_token_per_s, 343.3687633083576);
+        close(s.num_completed_requests_per_min, 194.43022532161083);
+        assert_eq!(s.num_completed_requests, 4);
+    }
+    // A summary without its records, and a summary that is not one, name themselves.
+    std::fs::remove_file(dir.path().join("run_individual_responses.json")).unwrap();
+    let e = format!(
+        "{:#}",
+        analyze(&Args::new(
+            vec![dir.path().join("run_summary.json")],
+            out.clone()
+        ))
+        .unwrap_err()
+    );
+    assert!(
+        e.contains("run_individual_responses.json") && e.contains("missing"),
+        "{e}"
+    );
+    std::fs::copy(
+        data("llmperf_individual_responses.json"),
+        dir.path().join("run_individual_responses.json"),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("run_summary.json"), "{\"name\": 1}").unwrap();
+    let e = format!(
+        "{:#}",
+        analyze(&Args::new(
+            vec![dir.path().join("run_individual_responses.json")],
+            out
+        ))
+        .unwrap_err()
+    );
+    assert!(
+        e.contains("run_summary.json") && e.contains("not an LLMPerf summary"),
+        "{e}"
+    );
+}
