@@ -68,11 +68,12 @@ pub struct Args {
     /// Requests in flight at once (closed loop: each finished request starts the next).
     #[arg(long, default_value_t = 10)]
     pub num_concurrent_requests: u64,
-    /// Seconds after which no new request is started (in-flight ones finish) [default: 90, or
-    /// --duration when that is given].
+    /// Seconds after which no new request is started (in-flight ones finish) [default: 90; --duration
+    /// when that is given; none with --trace].
     #[arg(long, allow_negative_numbers = true)]
     pub timeout: Option<f64>,
-    /// Number of requests to run [default: 10; without limit when --duration is given].
+    /// Number of requests to run [default: 10; without limit when --duration is given; the whole
+    /// trace with --trace].
     #[arg(long)]
     pub max_num_completed_requests: Option<u64>,
     /// JSON object merged over every request body, e.g. '{"temperature": 0}'.
