@@ -33,11 +33,11 @@ fn flags(base: &str, extra: &[&str]) -> loadgen::Plan {
     Args::from_flags(&v).unwrap().into_plan().unwrap()
 }
 
-/// A mock-server with 5 ms to the first token and 1 ms between tokens.
-async fn fast_mock() -> mock_server::Running {
+/// A mock-server with fixed timing: `ttft_ms` to the first token, `itl_ms` between tokens.
+async fn mock(ttft_ms: u64, itl_ms: u64) -> mock_server::Running {
     mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(1),
+        ttft: Duration::from_millis(ttft_ms),
+        itl: Duration::from_millis(itl_ms),
         ..mock_server::Config::default()
     })
     .await
@@ -266,13 +266,7 @@ async fn mock_server_faults_become_records_and_the_run_goes_on() {
 
 #[tokio::test]
 async fn open_loop_schedule_counts_rate_and_drops() {
-    let server = mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(2),
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap();
+    let server = mock(5, 2).await;
     // 40 requests at 40/s, constant: ~1 s of arrivals, all sent, lag small.
     let out = run(flags(
         &server.base_url(),
@@ -301,13 +295,7 @@ async fn open_loop_schedule_counts_rate_and_drops() {
     assert!((rate - 40.0).abs() < 4.0, "achieved {rate}/s");
 
     // One slot and slow requests: arrivals that find it busy are recorded as dropped.
-    let slow = mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(200),
-        itl: Duration::from_millis(10),
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap();
+    let slow = mock(200, 10).await;
     let out = run(flags(
         &slow.base_url(),
         &[
@@ -341,13 +329,7 @@ async fn open_loop_schedule_counts_rate_and_drops() {
 
 #[tokio::test]
 async fn stopping_keeps_every_finished_record() {
-    let server = mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(50),
-        itl: Duration::from_millis(20),
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap();
+    let server = mock(50, 20).await;
     let dir = tempfile::tempdir().unwrap();
     let plan = flags(
         &server.base_url(),
@@ -392,7 +374,7 @@ async fn stopping_keeps_every_finished_record() {
 
 #[tokio::test]
 async fn seed_command_line_against_the_mock_with_a_cached_tokenizer() {
-    let server = fast_mock().await;
+    let server = mock(5, 1).await;
     // A fake Hugging Face cache holding the project tokenizer under LLMPerf's default name.
     let home = tempfile::tempdir().unwrap();
     let repo = home
@@ -592,7 +574,7 @@ async fn slo_goodput_on_a_mock_with_known_timing() {
 
 #[tokio::test]
 async fn a_jsonl_dataset_over_completions_with_shared_prefixes() {
-    let server = fast_mock().await;
+    let server = mock(5, 1).await;
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("prompts.jsonl");
     std::fs::write(
@@ -635,7 +617,7 @@ async fn a_jsonl_dataset_over_completions_with_shared_prefixes() {
 
 #[tokio::test]
 async fn trace_replay_on_its_timestamps_and_our_records_replay_too() {
-    let server = fast_mock().await;
+    let server = mock(5, 1).await;
     let dir = tempfile::tempdir().unwrap();
     let trace = dir.path().join("trace.jsonl");
     let lines: String = (0..10)
@@ -705,7 +687,7 @@ async fn trace_replay_on_its_timestamps_and_our_records_replay_too() {
 
 #[tokio::test]
 async fn sweep_points_summary_and_early_stop() {
-    let server = fast_mock().await;
+    let server = mock(5, 1).await;
     let dir = tempfile::tempdir().unwrap();
     let plan = flags(
         &server.base_url(),
@@ -770,13 +752,7 @@ async fn sweep_points_summary_and_early_stop() {
 
 #[tokio::test]
 async fn warmup_and_cooldown_seconds_trim_the_results_but_keep_the_records() {
-    let server = mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(20),
-        itl: Duration::from_millis(5),
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap();
+    let server = mock(20, 5).await;
     let dir = tempfile::tempdir().unwrap();
     let out = run(flags(
         &server.base_url(),
