@@ -121,7 +121,8 @@ pub struct State {
 }
 
 impl State {
-    /// Builds the state with the given tokenizer (the project's own by default).
+    /// Builds the state with the given tokenizer (the project's own by default). Starts the pacer
+    /// task, so it must be called inside the tokio runtime that will serve the requests.
     pub fn new(config: Config, tokenizer: TokenCounter) -> anyhow::Result<Arc<Self>> {
         Self::with_pacer(config, tokenizer, Pacer::new())
     }
