@@ -317,21 +317,36 @@ async fn exchange(
     let mut stream = resp.bytes_stream();
     let mut parser = SseParser::new();
     let mut failure: Option<Outcome> = None;
+    // One idle timer for the whole stream, moved forward only when it fires early: a fresh timeout
+    // per read would insert and remove a timer-wheel entry for every event.
+    let idle = ctx.config.idle_timeout;
+    let idle_us = idle.as_micros() as u64;
+    let mut last_at = ctx.now_us();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     loop {
-        let next = match tokio::time::timeout(ctx.config.idle_timeout, stream.next()).await {
-            Ok(n) => n,
-            Err(_) => {
-                rec.done_at_us = Some(ctx.now_us());
+        let next = tokio::select! {
+            biased;
+            n = stream.next() => n,
+            () = &mut idle_timer => {
+                let now = ctx.now_us();
+                let quiet = now.saturating_sub(last_at);
+                if quiet < idle_us {
+                    let left = Duration::from_micros(idle_us - quiet);
+                    idle_timer.as_mut().reset(tokio::time::Instant::now() + left);
+                    continue;
+                }
+                rec.done_at_us = Some(now);
                 return Outcome::Timeout {
                     message: format!(
-                        "no data for {:?} (idle timeout) after {} events",
-                        ctx.config.idle_timeout,
+                        "no data for {idle:?} (idle timeout) after {} events",
                         c.events.len()
                     ),
                 };
             }
         };
         let at = ctx.now_us();
+        last_at = at;
         let chunk = match next {
             Some(Ok(b)) => b,
             Some(Err(e)) => {

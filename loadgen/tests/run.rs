@@ -216,6 +216,51 @@ async fn every_failure_is_a_record_with_a_reason() {
 }
 
 #[tokio::test]
+async fn the_idle_timeout_counts_from_the_last_event_not_the_first() {
+    // 8 tokens 150 ms apart: 1.2 s in all, never 0.4 s without data. A timer armed once per stream
+    // must be moved forward, not fire at 0.4 s.
+    let server = mock(10, 150).await;
+    let out = run(flags(
+        &server.base_url(),
+        &["--max-num-completed-requests", "1", "--idle-timeout", "0.4"],
+    ))
+    .await;
+    assert!(
+        out.records[0].outcome.is_ok(),
+        "{:?}",
+        out.records[0].outcome
+    );
+    server.stop().await.unwrap();
+
+    // A stall mid-stream: 3 tokens, then 5 s of silence, so the idle timeout ends the request and
+    // says how far it got.
+    let server = mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(5),
+        fault_rate: 1.0,
+        faults: vec!["stall=5@3".parse().unwrap()],
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap();
+    let started = std::time::Instant::now();
+    let out = run(flags(
+        &server.base_url(),
+        &["--max-num-completed-requests", "1", "--idle-timeout", "0.3"],
+    ))
+    .await;
+    match &out.records[0].outcome {
+        Outcome::Timeout { message } => {
+            assert!(message.contains("idle timeout"), "{message}");
+            assert!(message.contains("after 4 events"), "{message}");
+        }
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert!(started.elapsed() < Duration::from_secs(4), "waited out the stall");
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn mock_server_faults_become_records_and_the_run_goes_on() {
     let server = mock_server::spawn(mock_server::Config {
         ttft: Duration::from_millis(5),
