@@ -174,10 +174,15 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
         .clone()
         .or_else(|| mock.as_ref().map(|m| m.url.clone()))
         .expect("one of the two");
-    let (c, n, t) = (
+    // Streams start spread over one request's duration. With fixed timing a closed loop otherwise
+    // stays in lock-step: every round would begin with all streams sending at once, and the burst
+    // (not the harness's steady-state error) would dominate TTFT.
+    let one_request_s = (a.ttft_ms + a.tokens as f64 * a.itl_ms) / 1e3;
+    let (c, n, t, ramp) = (
         a.concurrency.to_string(),
         requests.to_string(),
         a.tokens.to_string(),
+        one_request_s.to_string(),
     );
     let mut plan = Args::from_flags(&[
         "--model",
@@ -208,6 +213,8 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
         // the steady state, not connection set-up.
         "--warmup-requests",
         &c,
+        "--ramp-up",
+        &ramp,
     ])?
     .into_plan()?;
     // The same few prompts serve every request: building thousands would only slow the start.

@@ -19,6 +19,7 @@
 //! [`tokenperf_core::clock`]): when the request had been read, when the chunk was due, and when it was
 //! formatted and handed to the HTTP layer.
 
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -242,10 +243,12 @@ impl Plan {
             Endpoint::Completions => out.push_str("\",\"logprobs\":null,\"finish_reason\":null}]"),
         }
         if let Some((due, sent, k)) = truth {
-            out.push_str(&format!(
+            // Written in place: no temporary String per chunk.
+            let _ = write!(
+                out,
                 ",\"tokenperf\":{{\"arrival_mono_us\":{},\"due_mono_us\":{due},\"sent_mono_us\":{sent},\"tokens\":{k}}}",
                 self.arrival_mono_us
-            ));
+            );
         }
         out.push_str("}\n\n");
     }
