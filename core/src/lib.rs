@@ -12,6 +12,7 @@
 //! * [`tokenizer`]: the embedded project tokenizer and `tokenizer.json` loading.
 //! * [`rng`]: the seeded random number generator behind every sampled number.
 
+pub mod background;
 pub mod clock;
 pub mod llmperf;
 pub mod openai;

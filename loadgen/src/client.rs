@@ -109,6 +109,8 @@ pub struct Context {
     pub tokenizer: Arc<TokenCounter>,
     /// Requests sent and not yet finished (sampled for the Little's-law check).
     pub in_flight: Arc<std::sync::atomic::AtomicI64>,
+    /// Where token counting runs, off the measuring threads.
+    pub finisher: Arc<tokenperf_core::background::Background>,
 }
 
 impl Context {
@@ -140,7 +142,7 @@ pub async fn measure(
     intended_us: u64,
     spec: &PromptSpec,
     cut: &mut watch::Receiver<bool>,
-) -> RequestRecord {
+) -> Unfinished {
     let mut rec = RequestRecord::new(id, intended_us);
     rec.max_tokens = Some(spec.max_tokens);
     let body = ctx.config.body(spec);
@@ -184,16 +186,51 @@ pub async fn measure(
         ctx.in_flight
             .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
-    // Tokenizing the response runs on the blocking pool, so it never delays another stream's reads
-    // (and their timestamps) on the async workers.
-    let (tokenizer, mono) = (ctx.tokenizer.clone(), ctx.run_start_mono_us);
-    let prompt_tokens = spec.prompt_tokens;
-    tokio::task::spawn_blocking(move || {
-        finish_tokens(&tokenizer, mono, &mut rec, c, prompt_tokens);
+    Unfinished {
+        rec,
+        c,
+        prompt_tokens: spec.prompt_tokens,
+        tokenizer: ctx.tokenizer.clone(),
+        run_start_mono_us: ctx.run_start_mono_us,
+    }
+}
+
+/// A request whose exchange is over but whose tokens are not counted yet.
+#[must_use = "an unfinished record must be finished, or the request is lost"]
+pub struct Unfinished {
+    rec: RequestRecord,
+    c: Collected,
+    prompt_tokens: u64,
+    tokenizer: Arc<TokenCounter>,
+    run_start_mono_us: u64,
+}
+
+impl Unfinished {
+    /// Counts the tokens (CPU-bound: hundreds of µs for a long response) and returns the record.
+    pub fn finish(self) -> RequestRecord {
+        let mut rec = self.rec;
+        finish_tokens(
+            &self.tokenizer,
+            self.run_start_mono_us,
+            &mut rec,
+            self.c,
+            self.prompt_tokens,
+        );
         rec
-    })
-    .await
-    .expect("token counting does not panic")
+    }
+
+    /// Finishes on the run's background threads and sends the record to `tx` from there, so the
+    /// caller can send its next request at once.
+    pub fn finish_and_send(
+        self,
+        ctx: &Context,
+        tx: &tokio::sync::mpsc::UnboundedSender<RequestRecord>,
+    ) {
+        let tx = tx.clone();
+        ctx.finisher.submit(move || {
+            let _ = tx.send(self.finish());
+        });
+    }
 }
 
 /// Fills token counts: the server's `usage` and one tokenizer pass over the whole output text, with

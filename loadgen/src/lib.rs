@@ -31,6 +31,7 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context as _;
+use tokenperf_core::background::Background;
 use tokenperf_core::clock::MonoAnchor;
 use tokenperf_core::llmperf::file_stem;
 use tokenperf_core::record::RequestRecord;
@@ -216,6 +217,10 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
     }
 
     let http = http_client(plan.concurrency() as usize).context("building the HTTP client")?;
+    let finisher = Arc::new(
+        Background::for_this_machine("loadgen-count")
+            .context("starting the token-counting threads")?,
+    );
     let client_config = ClientConfig {
         api_base: plan.api_base.clone(),
         api_key: plan.api_key.clone(),
@@ -236,6 +241,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             run_start_mono_us: 0,
             tokenizer: tokenizer.clone(),
             in_flight: Arc::new(AtomicI64::new(0)),
+            finisher: finisher.clone(),
         });
         let (wtx, mut wrx) = mpsc::unbounded_channel();
         let drain = tokio::spawn(async move { while wrx.recv().await.is_some() {} });
@@ -261,6 +267,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         run_start_mono_us: anchor.anchor_us(),
         tokenizer: tokenizer.clone(),
         in_flight: in_flight.clone(),
+        finisher,
     });
     // Samples the in-flight count every 10 ms: an instrument independent of the records, for the
     // Little's-law check.

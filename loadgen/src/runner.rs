@@ -125,8 +125,9 @@ pub async fn open_loop(
             let _permit = permit;
             let mut cut = control.cut_receiver();
             let spec = &specs[i % specs.len()];
-            let rec = measure(&ctx, i as u64, t, spec, &mut cut).await;
-            let _ = tx.send(rec);
+            measure(&ctx, i as u64, t, spec, &mut cut)
+                .await
+                .finish_and_send(&ctx, &tx);
         });
         // Reap finished requests as we go, so a long run does not hold every task's result.
         while tasks.try_join_next().is_some() {}
@@ -179,10 +180,12 @@ pub async fn closed_loop(
                 }
                 let spec = &specs[i as usize % specs.len()];
                 let intended = ctx.now_us();
-                let rec = measure(&ctx, i, intended, spec, &mut cut).await;
-                if tx.send(rec).is_err() {
+                let done = measure(&ctx, i, intended, spec, &mut cut).await;
+                if tx.is_closed() {
                     break;
                 }
+                // The next request goes out at once; token counting happens in the background.
+                done.finish_and_send(&ctx, &tx);
             }
         }));
     }
