@@ -256,7 +256,10 @@ async fn the_idle_timeout_counts_from_the_last_event_not_the_first() {
         }
         other => panic!("expected a timeout, got {other:?}"),
     }
-    assert!(started.elapsed() < Duration::from_secs(4), "waited out the stall");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "waited out the stall"
+    );
     server.stop().await.unwrap();
 }
 
