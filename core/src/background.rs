@@ -65,7 +65,10 @@ fn work(rx: &Mutex<Receiver<Job>>) {
             Err(_) => return,
         };
         match job {
-            Ok(job) => job(),
+            // A job that panics must not take the thread, and with it every job queued behind it.
+            Ok(job) => {
+                let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
+            }
             Err(_) => return,
         }
     }
@@ -94,5 +97,14 @@ mod tests {
             (0..100).collect::<Vec<_>>()
         );
         assert!(got.iter().all(|g| g.1 == 19), "{:?}", &got[..3]);
+    }
+
+    #[test]
+    fn a_panicking_job_does_not_stop_the_pool() {
+        let f = Background::new("test-panic", 1).unwrap();
+        let (tx, rx) = channel();
+        f.submit(|| panic!("a job panics"));
+        f.submit(move || tx.send(42).unwrap());
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(42));
     }
 }
