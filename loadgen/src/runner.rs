@@ -1,4 +1,6 @@
 //! Drives load: workers send requests and pass each finished record to one writer task over a channel.
+//! A worker's exchange ends when the stream does; its tokens are counted on background threads
+//! (`tokenperf_core::background`), which then send the record, so the next request never waits.
 //!
 //! Closed loop (LLMPerf's model): `concurrency` workers, each sending its next request as soon as its
 //! last one finished; a request's intended send time is the moment its worker became free. No request
