@@ -15,7 +15,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// A small pool of low-priority threads. Dropping the last handle lets the threads finish the queued
 /// jobs and exit.
 pub struct Background {
-    tx: Mutex<Sender<Job>>,
+    tx: Sender<Job>,
 }
 
 impl Background {
@@ -30,7 +30,7 @@ impl Background {
                 .name(format!("{name}-{n}"))
                 .spawn(move || work(&rx))?;
         }
-        Ok(Self { tx: Mutex::new(tx) })
+        Ok(Self { tx })
     }
 
     /// As many threads as this process may run on.
@@ -44,13 +44,8 @@ impl Background {
     /// Runs `job` on a background thread. If the pool is gone (cannot happen while `self` lives)
     /// the job runs here instead, so no record is ever lost.
     pub fn submit(&self, job: impl FnOnce() + Send + 'static) {
-        let job: Job = Box::new(job);
-        let rejected = match self.tx.lock() {
-            Ok(tx) => tx.send(job).err().map(|e| e.0),
-            Err(_) => Some(job),
-        };
-        if let Some(job) = rejected {
-            job();
+        if let Err(rejected) = self.tx.send(Box::new(job)) {
+            (rejected.0)();
         }
     }
 }

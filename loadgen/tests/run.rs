@@ -44,6 +44,21 @@ async fn mock(ttft_ms: u64, itl_ms: u64) -> mock_server::Running {
     .unwrap()
 }
 
+/// A mock (5 ms to first token, `itl_ms` per token) that applies `faults` to a seeded `rate` of
+/// requests.
+async fn faulty_mock(itl_ms: u64, rate: f64, faults: &[&str], seed: u64) -> mock_server::Running {
+    mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(5),
+        itl: Duration::from_millis(itl_ms),
+        fault_rate: rate,
+        faults: faults.iter().map(|f| f.parse().unwrap()).collect(),
+        seed,
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap()
+}
+
 async fn run(plan: loadgen::Plan) -> RunOutput {
     loadgen::run_plan(plan, Control::new()).await.unwrap()
 }
@@ -234,15 +249,7 @@ async fn the_idle_timeout_counts_from_the_last_event_not_the_first() {
 
     // A stall mid-stream: 3 tokens, then 5 s of silence, so the idle timeout ends the request and
     // says how far it got.
-    let server = mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(5),
-        fault_rate: 1.0,
-        faults: vec!["stall=5@3".parse().unwrap()],
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap();
+    let server = faulty_mock(5, 1.0, &["stall=5@3"], 0).await;
     let started = std::time::Instant::now();
     let out = run(flags(
         &server.base_url(),
@@ -265,25 +272,19 @@ async fn the_idle_timeout_counts_from_the_last_event_not_the_first() {
 
 #[tokio::test]
 async fn mock_server_faults_become_records_and_the_run_goes_on() {
-    let server = mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(1),
-        fault_rate: 1.0,
-        faults: [
+    let server = faulty_mock(
+        1,
+        1.0,
+        &[
             "error-after=2",
             "drop-after=3",
             "malformed-after=1",
             "status=429",
             "status=500",
-        ]
-        .iter()
-        .map(|f| f.parse().unwrap())
-        .collect(),
-        seed: 7,
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap();
+        ],
+        7,
+    )
+    .await;
     let out = run(flags(
         &server.base_url(),
         &[
@@ -572,16 +573,7 @@ async fn seed_command_line_against_the_mock_with_a_cached_tokenizer() {
 async fn slo_goodput_on_a_mock_with_known_timing() {
     // Half the requests (seeded) stall 300 ms before their first token: TTFT ≈ 305 ms against an
     // objective of 150 ms, so exactly the unstalled ones meet it.
-    let server = mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(1),
-        fault_rate: 0.5,
-        faults: vec!["stall=0.3@0".parse().unwrap()],
-        seed: 3,
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap();
+    let server = faulty_mock(1, 0.5, &["stall=0.3@0"], 3).await;
     let out = run(flags(
         &server.base_url(),
         &[
