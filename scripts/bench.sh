@@ -2,9 +2,10 @@
 # Benchmarks for BENCHMARKS.md: mock-server emission rate and lateness, loadgen's CPU and memory per
 # stream, and the self-check accuracy table. Loopback only, bounded in requests and time.
 #
-# Usage: scripts/bench.sh [quick|full|c1000|knee|floor]   (quick: a subset in about a minute; full:
-#        every row; c1000: only the 1,000-stream accuracy row; knee: 200 to 800 streams; floor: the
-#        kernel's cost per loopback write and read, without our code)
+# Usage: scripts/bench.sh [quick|full|c1000|knee|chunk4|floor]   (quick: a subset in about a minute;
+#        full: every row; c1000: only the 1,000-stream accuracy row; knee: 200 to 800 streams; chunk4:
+#        200k tokens/s in 4-token chunks; floor: the kernel's cost per loopback write and read, without
+#        our code)
 #        PIN=0 scripts/bench.sh ...        (no CPU pinning: both programs may use both cores)
 #
 # Both programs are release builds of just mock-server and loadgen (no polars: a few minutes).
@@ -36,18 +37,21 @@ cpu_s() { # CPU seconds (user + system) of a pid
 }
 rss_mib() { awk '/VmHWM/ { print $2 / 1024 }' "/proc/$1/status"; }
 # CPU time the hypervisor took from this VM (both vCPUs), in seconds: the noise a run cannot control.
+# Write-class system calls (write, writev, ...) the process has made: the mock's writes to sockets.
+syscw() { awk '/^syscw:/ { print $2 }' "/proc/$1/io"; }
 steal_s() { awk -v t="$(getconf CLK_TCK)" '$1 == "cpu" { print $9 / t }' /proc/stat; }
 
 selfcheck() { # selfcheck NAME CONCURRENCY REQUESTS TTFT ITL TOKENS [MOCK_ARGS...]
     local name=$1 c=$2 n=$3 ttft=$4 itl=$5 tokens=$6
     shift 6
     start_mock --ttft-ms "$ttft" --itl-ms "$itl" "$@"
-    local mock_cpu0 steal0; mock_cpu0=$(cpu_s "$mock_pid"); steal0=$(steal_s)
+    local mock_cpu0 steal0 w0; mock_cpu0=$(cpu_s "$mock_pid"); steal0=$(steal_s); w0=$(syscw "$mock_pid")
     $pin1 "$bin/loadgen" selfcheck --api-base "$url" --concurrency "$c" --requests "$n" \
         --ttft-ms "$ttft" --itl-ms "$itl" --tokens "$tokens" --json "$out/$name.json" | tee "$out/$name.txt" >&2
     local mock_cpu1; mock_cpu1=$(cpu_s "$mock_pid")
     awk -v a="$mock_cpu0" -v b="$mock_cpu1" -v r="$(rss_mib "$mock_pid")" -v s0="$steal0" -v s1="$(steal_s)" \
-        'BEGIN { printf "{\"mock_cpu_s\": %.3f, \"mock_peak_rss_mib\": %.1f, \"vm_steal_s\": %.2f}\n", b - a, r, s1 - s0 }' >"$out/$name.mock.json"
+        -v w0="$w0" -v w1="$(syscw "$mock_pid")" \
+        'BEGIN { printf "{\"mock_cpu_s\": %.3f, \"mock_peak_rss_mib\": %.1f, \"vm_steal_s\": %.2f, \"mock_writes\": %d}\n", b - a, r, s1 - s0, w1 - w0 }' >"$out/$name.mock.json"
     stop_mock
 }
 
@@ -65,17 +69,23 @@ floor() { # the kernel's own cost per loopback write and read, with no HTTP or J
     done
 }
 
+knee() { # where the targets stop holding: the accuracy profile between 100 and 1,000 streams
+    for c in 200 400 600 800; do selfcheck "knee-c$c" "$c" $((c * 3)) 50 10 100; done
+}
+chunk4() { # 200,000 tokens/s in 4-token chunks (50,000 writes/s), as a server that merges tokens sends
+    selfcheck emission-c500-2.5ms-k4 500 1500 20 2.5 200 --tokens-per-chunk 4
+}
+
 if [ "$mode" = c1000 ]; then
     selfcheck accuracy-c1000 1000 3000 50 10 100
     exit 0
 fi
 if [ "$mode" = knee ]; then
-    # Where the targets stop holding: the same profile at loads between 100 and 1,000 streams.
-    for c in 200 400 600 800; do selfcheck "knee-c$c" "$c" $((c * 3)) 50 10 100; done
+    knee
     exit 0
 fi
 if [ "$mode" = chunk4 ]; then
-    selfcheck emission-c500-2.5ms-k4 500 1500 20 2.5 200 --tokens-per-chunk 4
+    chunk4
     exit 0
 fi
 if [ "$mode" = floor ]; then
@@ -97,10 +107,8 @@ selfcheck accuracy-c10000 10000 10000 50 10 100
 selfcheck lateness-c1000-5ms 1000 3000 50 5 200
 # 3. Mock emission rate on one core: 2,000 streams at 5 ms = 400,000 tokens/s offered.
 selfcheck emission-c2000-5ms 2000 4000 20 5 200
-# 4. 200,000 tokens/s in 4-token chunks (50,000 writes/s): what one core emits on time when a server
-#    merges tokens, as with speculative decoding.
-selfcheck emission-c500-2.5ms-k4 500 1500 20 2.5 200 --tokens-per-chunk 4
-# 5. Where the targets stop holding, and the kernel's floor on this machine.
-for c in 200 400 600 800; do selfcheck "knee-c$c" "$c" $((c * 3)) 50 10 100; done
+# 4. 200,000 tokens/s in 4-token chunks; 5. where the targets stop holding; 6. the kernel's floor.
+chunk4
+knee
 floor
 echo "results in $out/" >&2
