@@ -18,6 +18,23 @@ pub struct Usage {
     pub completion_tokens: u64,
     #[serde(default)]
     pub total_tokens: u64,
+    /// `{"cached_tokens": n}`: prompt tokens the server took from its prefix cache.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_tokens_details: Option<PromptTokensDetails>,
+}
+
+/// `usage.prompt_tokens_details`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct PromptTokensDetails {
+    #[serde(default)]
+    pub cached_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// Prompt tokens served from the server's prefix cache, when it says.
+    pub fn cached_tokens(&self) -> Option<u64> {
+        self.prompt_tokens_details?.cached_tokens
+    }
 }
 
 /// `stream_options` of a request.
@@ -81,6 +98,9 @@ pub struct StreamEvent<'a> {
     /// Ground truth from tokenperf's mock-server (only when asked for).
     #[serde(default)]
     pub tokenperf: Option<GroundTruthChunk>,
+    /// The model the server says answered.
+    #[serde(default, borrow)]
+    pub model: Option<Cow<'a, str>>,
 }
 
 /// The ground truth mock-server adds to a chunk: CLOCK_MONOTONIC µs of the request's arrival, the
@@ -185,6 +205,12 @@ mod tests {
         assert_eq!(fin.content(), None);
         assert_eq!(fin.finish_reason(), Some("length"));
         assert_eq!(fin.usage.unwrap().completion_tokens, 5);
+        let cached: StreamEvent = serde_json::from_str(
+            r#"{"model":"tiny","choices":[],"usage":{"prompt_tokens":17,"completion_tokens":2,"total_tokens":19,"prompt_tokens_details":{"cached_tokens":16}}}"#,
+        )
+        .unwrap();
+        assert_eq!(cached.usage.unwrap().cached_tokens(), Some(16));
+        assert_eq!(cached.model.as_deref(), Some("tiny"));
         let usage: StreamEvent = serde_json::from_str(
             r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
         )

@@ -46,8 +46,11 @@ pub enum Outcome {
     Malformed { message: String },
     /// The stream closed without a finish reason and without `[DONE]`.
     Truncated { message: String },
-    /// The request was never sent (open-loop arrival with no free slot, or the run ended first).
+    /// The request was due and never sent (an open-loop arrival that found no free slot).
     Dropped { message: String },
+    /// The run stopped (a signal, or its time limit) before this arrival was due: not a drop and not
+    /// a failure, just load that was never offered.
+    NotDue { message: String },
     /// The run was interrupted (Ctrl-C) while this request was in flight.
     Cancelled { message: String },
 }
@@ -69,6 +72,7 @@ impl Outcome {
             Outcome::Malformed { .. } => "malformed",
             Outcome::Truncated { .. } => "truncated",
             Outcome::Dropped { .. } => "dropped",
+            Outcome::NotDue { .. } => "not_due",
             Outcome::Cancelled { .. } => "cancelled",
         }
     }
@@ -85,6 +89,7 @@ impl Outcome {
             | Outcome::Malformed { message }
             | Outcome::Truncated { message }
             | Outcome::Dropped { message }
+            | Outcome::NotDue { message }
             | Outcome::Cancelled { message } => message,
         }
     }
@@ -220,12 +225,36 @@ pub struct RequestRecord {
     /// Whether the request met every `--slo` objective (absent when none was stated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_met: Option<bool>,
+    /// Which connection carried the request (absent when none could be made).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection: Option<ConnectionInfo>,
+    /// Prompt tokens the server says it served from its prefix cache
+    /// (`usage.prompt_tokens_details.cached_tokens`), when it says.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cached_input_tokens: Option<u64>,
+    /// The model named in the response's chunks (may differ from the one asked for).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
     /// What the server says it did, when it is a mock-server asked for ground truth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ground_truth: Option<GroundTruth>,
     /// The nine LLMPerf keys, derived from the fields above when written.
     #[serde(flatten)]
     pub llmperf: LlmperfMetrics,
+}
+
+/// How the request reached the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConnectionInfo {
+    /// Whether the connection was opened for this request (else reused from the pool).
+    pub new: bool,
+    /// µs spent opening it (TCP, and TLS for https); not part of the request's own timing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_us: Option<u64>,
+    /// Set when the first try failed on a reused connection before any response byte (the server
+    /// never saw it) and the request was sent again on a new one: why the first try failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retried_after: Option<String>,
 }
 
 /// Ground truth a mock-server sent with a request's chunks. All times are CLOCK_MONOTONIC µs, the
@@ -265,6 +294,9 @@ impl RequestRecord {
             finish_reason: None,
             slo_met: None,
             excluded: None,
+            connection: None,
+            cached_input_tokens: None,
+            model: None,
             ground_truth: None,
             llmperf: LlmperfMetrics::default(),
         }

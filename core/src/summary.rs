@@ -52,11 +52,18 @@ pub struct RunInfo {
     /// Host name of the machine that ran the load.
     #[serde(default)]
     pub host: String,
+    /// The models the server listed at `/v1/models` before the run (`None`: it did not answer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server_models: Option<Vec<String>>,
 }
 
-/// Little's law as a sanity check: throughput × mean latency (from the records) should equal the mean
-/// number of requests in flight (sampled independently while the run went on). A gap over 10 % means
-/// records and reality disagree: lost or double-counted requests, or wrong timestamps.
+/// Little's law as a check on the records: throughput × mean latency (from the records) must equal the
+/// mean number of requests in flight, sampled from a live counter while the run went on. loadgen counts
+/// a request up exactly when it stamps `sent_at_us` and down exactly when it stamps `done_at_us`, so the
+/// two sides measure the same interval and agree up to sampling error. A gap means the records are
+/// missing requests (lost on the way to the files) or carry wrong times; it cannot say anything about
+/// the server. Checked only with [`LittlesLaw::MIN_SAMPLES`] samples and
+/// [`LittlesLaw::MIN_REQUESTS`] requests in the window, where sampling error is small.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LittlesLaw {
     /// Requests that finished (any outcome) per second over the window.
@@ -69,13 +76,21 @@ pub struct LittlesLaw {
     pub sampled_in_flight: f64,
     /// |predicted − sampled| / sampled.
     pub relative_difference: f64,
+    /// Samples inside the window.
+    #[serde(default)]
+    pub samples: u64,
     /// Whether the difference is over 10 %.
     pub flagged: bool,
 }
 
 impl LittlesLaw {
-    /// Checks `records` against in-flight samples `(µs since run start, count)`. `None` when there is
-    /// no window or no sample inside it.
+    /// Fewest samples (10 ms apart in loadgen) for a check: a second of run.
+    pub const MIN_SAMPLES: usize = 100;
+    /// Fewest finished requests for a check.
+    pub const MIN_REQUESTS: usize = 20;
+
+    /// Checks `records` against in-flight samples `(µs since run start, count)`. `None` when there
+    /// are too few samples or requests in the window for the check to mean anything.
     pub fn check(records: &[RequestRecord], samples: &[(u64, i64)]) -> Option<Self> {
         let done: Vec<(u64, u64)> = records
             .iter()
@@ -83,7 +98,7 @@ impl LittlesLaw {
             .collect();
         let start = done.iter().map(|d| d.0).min()?;
         let end = done.iter().map(|d| d.1).max()?;
-        if end <= start {
+        if end <= start || done.len() < Self::MIN_REQUESTS {
             return None;
         }
         let window_s = (end - start) as f64 * 1e-6;
@@ -92,7 +107,7 @@ impl LittlesLaw {
             .filter(|(t, _)| (start..=end).contains(t))
             .map(|(_, n)| *n as f64)
             .collect();
-        if inside.is_empty() {
+        if inside.len() < Self::MIN_SAMPLES {
             return None;
         }
         let sampled = inside.iter().sum::<f64>() / inside.len() as f64;
@@ -111,6 +126,7 @@ impl LittlesLaw {
             predicted_in_flight: predicted,
             sampled_in_flight: sampled,
             relative_difference,
+            samples: inside.len() as u64,
             flagged: relative_difference > 0.10,
         })
     }
@@ -147,8 +163,11 @@ pub struct RunSummary {
     pub error_code_frequency: BTreeMap<String, u64>,
     /// Outcome kind → count, over every record.
     pub outcomes: BTreeMap<String, u64>,
-    /// Arrivals that were never sent.
+    /// Arrivals that were due and never sent (no free slot).
     pub dropped: u64,
+    /// Arrivals not yet due when the run stopped (never offered; not drops).
+    #[serde(default)]
+    pub not_due: u64,
     pub num_completed_requests: u64,
     /// Σ output tokens of successful requests / window.
     pub mean_output_throughput_token_per_s: Option<f64>,
@@ -160,6 +179,150 @@ pub struct RunSummary {
     pub output_tokens_from_tokenizer: u64,
     /// Successful requests whose server and tokenizer output counts differ by more than 5 %.
     pub output_token_mismatches: u64,
+    /// Failed requests by outcome kind, most frequent first, each with its commonest messages.
+    #[serde(default)]
+    pub error_breakdown: Vec<ErrorGroup>,
+    /// Successful requests that returned fewer tokens than their `max_tokens`.
+    #[serde(default)]
+    pub short_outputs: ShortOutputs,
+    /// What the servers said of their prefix cache.
+    #[serde(default)]
+    pub cached_input: CachedInput,
+    /// How requests reached the server.
+    #[serde(default)]
+    pub connections: Connections,
+    /// Model named in the responses → requests (the server may answer with another model than asked).
+    #[serde(default)]
+    pub response_models: BTreeMap<String, u64>,
+}
+
+/// Failed requests of one outcome kind.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct ErrorGroup {
+    pub kind: String,
+    pub count: u64,
+    /// Up to three messages with their counts, commonest first.
+    pub messages: Vec<(String, u64)>,
+}
+
+/// Outputs shorter than asked for (a server stopping at EOS, a stop string or a full context).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct ShortOutputs {
+    /// Successful requests with fewer output tokens than `max_tokens`.
+    pub requests: u64,
+    /// Successful requests with a `max_tokens` to compare with.
+    pub of: u64,
+    /// Σ (max_tokens − output tokens) over the short ones.
+    pub tokens_missing: u64,
+    /// Median of output / max_tokens over the short ones.
+    pub median_fraction: Option<f64>,
+}
+
+/// `usage.prompt_tokens_details.cached_tokens`, summed over successful requests that reported it.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct CachedInput {
+    /// Successful requests whose server reported a cached count (0 included).
+    pub requests_reporting: u64,
+    /// Of those, requests with at least one cached token.
+    pub requests_with_hits: u64,
+    pub cached_tokens: u64,
+    /// Server-counted prompt tokens of the reporting requests.
+    pub input_tokens: u64,
+}
+
+/// Connections the requests went out on.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct Connections {
+    /// Requests sent on a connection opened for them.
+    pub new: u64,
+    /// Requests sent on a pooled connection.
+    pub reused: u64,
+    /// Requests whose first try failed on a reused connection before any response byte and that
+    /// were sent again on a new one.
+    pub retried: u64,
+}
+
+impl ErrorGroup {
+    /// Groups the failed records (dropped arrivals included) by kind and message.
+    pub fn from_records<'a>(failed: impl Iterator<Item = &'a RequestRecord>) -> Vec<Self> {
+        let mut by_kind: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
+        for r in failed {
+            *by_kind
+                .entry(r.outcome.kind())
+                .or_default()
+                .entry(r.outcome.message())
+                .or_insert(0) += 1;
+        }
+        let mut groups: Vec<Self> = by_kind
+            .into_iter()
+            .map(|(kind, msgs)| {
+                let mut messages: Vec<(String, u64)> =
+                    msgs.into_iter().map(|(m, n)| (m.to_string(), n)).collect();
+                messages.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+                Self {
+                    kind: kind.to_string(),
+                    count: messages.iter().map(|m| m.1).sum(),
+                    messages: messages.into_iter().take(3).collect(),
+                }
+            })
+            .collect();
+        groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
+        groups
+    }
+}
+
+impl ShortOutputs {
+    fn from_ok(ok: &[&RequestRecord]) -> Self {
+        let mut fractions = Vec::new();
+        let (mut of, mut missing) = (0, 0);
+        for r in ok {
+            let Some(max) = r.max_tokens.filter(|&m| m > 0) else {
+                continue;
+            };
+            of += 1;
+            let n = r.output_token_count();
+            if n < max {
+                missing += max - n;
+                fractions.push(n as f64 / max as f64);
+            }
+        }
+        Self {
+            requests: fractions.len() as u64,
+            of,
+            tokens_missing: missing,
+            median_fraction: Stats::from_values(fractions.iter().copied()).p50,
+        }
+    }
+}
+
+impl CachedInput {
+    fn from_ok(ok: &[&RequestRecord]) -> Self {
+        let mut c = Self::default();
+        for r in ok {
+            if let Some(n) = r.cached_input_tokens {
+                c.requests_reporting += 1;
+                c.requests_with_hits += u64::from(n > 0);
+                c.cached_tokens += n;
+                c.input_tokens += r.input_tokens.server.unwrap_or(0);
+            }
+        }
+        c
+    }
+}
+
+impl Connections {
+    fn from_sent(sent: &[&RequestRecord]) -> Self {
+        let mut c = Self::default();
+        for conn in sent.iter().filter_map(|r| r.connection.as_ref()) {
+            if conn.new {
+                c.new += 1;
+            } else {
+                c.reused += 1;
+            }
+            c.retried += u64::from(conn.retried_after.is_some());
+        }
+        c
+    }
 }
 
 impl RunSummary {
@@ -236,6 +399,10 @@ impl RunSummary {
                 .iter()
                 .filter(|r| matches!(r.outcome, Outcome::Dropped { .. }))
                 .count() as u64,
+            not_due: records
+                .iter()
+                .filter(|r| matches!(r.outcome, Outcome::NotDue { .. }))
+                .count() as u64,
             num_completed_requests: ok.len() as u64,
             mean_output_throughput_token_per_s: window_s.map(|w| total_out as f64 / w),
             num_completed_requests_per_min: window_s.map(|w| ok.len() as f64 / w * 60.0),
@@ -252,6 +419,21 @@ impl RunSummary {
                 .iter()
                 .filter(|r| r.output_tokens.disagreement().is_some_and(|d| d > 0.05))
                 .count() as u64,
+            error_breakdown: ErrorGroup::from_records(
+                records
+                    .iter()
+                    .filter(|r| !matches!(r.outcome, Outcome::Ok | Outcome::NotDue { .. })),
+            ),
+            short_outputs: ShortOutputs::from_ok(&ok),
+            cached_input: CachedInput::from_ok(&ok),
+            connections: Connections::from_sent(&sent),
+            response_models: ok.iter().filter_map(|r| r.model.clone()).fold(
+                BTreeMap::new(),
+                |mut m, name| {
+                    *m.entry(name).or_insert(0) += 1;
+                    m
+                },
+            ),
         }
     }
 
@@ -292,6 +474,7 @@ impl RunSummary {
             error_code_frequency,
             outcomes: BTreeMap::new(),
             dropped: 0,
+            not_due: 0,
             num_completed_requests: ok.len() as u64,
             mean_output_throughput_token_per_s: None,
             num_completed_requests_per_min: None,
@@ -299,6 +482,11 @@ impl RunSummary {
             output_tokens_from_server: 0,
             output_tokens_from_tokenizer: 0,
             output_token_mismatches: 0,
+            error_breakdown: Vec::new(),
+            short_outputs: ShortOutputs::default(),
+            cached_input: CachedInput::default(),
+            connections: Connections::default(),
+            response_models: BTreeMap::new(),
         }
     }
 
@@ -489,12 +677,17 @@ impl RunSummary {
         }
         let _ = writeln!(
             s,
-            "  window {} s, {} sent, {} ok, {} errors, {} dropped; output tokens from server usage in {} requests, tokenizer in {}{}",
+            "  window {} s, {} sent, {} ok, {} errors, {} dropped{}; output tokens from server usage in {} requests, tokenizer in {}{}",
             self.window_s.map_or("n/a".into(), |w| format!("{w:.3}")),
             self.num_requests_started,
             self.num_completed_requests,
             self.number_errors,
             self.dropped,
+            if self.not_due > 0 {
+                format!(", {} not yet due when the run stopped", self.not_due)
+            } else {
+                String::new()
+            },
             self.output_tokens_from_server,
             self.output_tokens_from_tokenizer,
             if self.output_token_mismatches > 0 {
@@ -506,7 +699,74 @@ impl RunSummary {
                 String::new()
             }
         );
+        let c = &self.connections;
+        if c.new + c.reused > 0 {
+            let _ = writeln!(
+                s,
+                "  connections: {} requests on a new one, {} on a reused one; {} retried once after a reused connection failed before any response byte",
+                c.new, c.reused, c.retried
+            );
+        }
         s
+    }
+
+    /// Failed requests by kind with their commonest messages, one line each; empty when none failed.
+    pub fn error_breakdown_text(&self) -> String {
+        let mut s = String::new();
+        let failed: u64 = self.error_breakdown.iter().map(|g| g.count).sum();
+        if failed == 0 {
+            return s;
+        }
+        let _ = writeln!(s, "{failed} requests did not succeed:");
+        for g in &self.error_breakdown {
+            let _ = writeln!(s, "  {:>6} {}", g.count, g.kind);
+            for (m, n) in &g.messages {
+                let shown: String = m.chars().take(300).collect();
+                let _ = writeln!(s, "         {n:>6} × {shown}");
+            }
+        }
+        s
+    }
+
+    /// What a user must know before trusting the numbers: outputs shorter than asked, prompts served
+    /// from the server's cache, responses naming another model than `model_asked`.
+    pub fn health_warnings(&self, model_asked: Option<&str>) -> Vec<String> {
+        let mut w = Vec::new();
+        let so = &self.short_outputs;
+        if so.requests > 0 {
+            w.push(format!(
+                "{} of {} successful requests returned fewer tokens than max_tokens ({} tokens short in all; \
+                 median {:.0} % of max_tokens); the server stopped early (EOS, a stop string or a full \
+                 context). --ignore-eos asks servers that support it for exact lengths",
+                so.requests,
+                so.of,
+                so.tokens_missing,
+                so.median_fraction.unwrap_or(0.0) * 100.0
+            ));
+        }
+        let ci = &self.cached_input;
+        if ci.cached_tokens > 0 {
+            w.push(format!(
+                "the server served {} of {} prompt tokens from its prefix cache ({} of {} requests had \
+                 hits); TTFT is that of a warm cache. --cache-bust makes every prompt's prefix unique",
+                ci.cached_tokens, ci.input_tokens, ci.requests_with_hits, ci.requests_reporting
+            ));
+        }
+        if let Some(asked) = model_asked {
+            let others: Vec<String> = self
+                .response_models
+                .iter()
+                .filter(|(m, _)| m.as_str() != asked)
+                .map(|(m, n)| format!("'{m}' ({n} requests)"))
+                .collect();
+            if !others.is_empty() {
+                w.push(format!(
+                    "responses named another model than the '{asked}' asked for: {}",
+                    others.join(", ")
+                ));
+            }
+        }
+        w
     }
 }
 
@@ -548,6 +808,7 @@ mod tests {
             run_ended_unix_us: Some(1_700_000_010_000_000),
             tokenizer: "t".into(),
             plan: Value::Null,
+            server_models: None,
             host: "h".into(),
         }
     }
@@ -615,23 +876,28 @@ mod tests {
 
     #[test]
     fn littles_law_by_hand() {
-        // Two requests of 1 s each, one after the other: 2 per 2 s × 1 s = 1 in flight.
-        let mut a = RequestRecord::new(0, 0);
-        a.sent_at_us = Some(0);
-        a.done_at_us = Some(1_000_000);
-        let mut b = RequestRecord::new(1, 0);
-        b.sent_at_us = Some(1_000_000);
-        b.done_at_us = Some(2_000_000);
+        // 20 requests of 0.1 s each, one after the other: 10 per s × 0.1 s = 1 in flight.
+        let recs: Vec<RequestRecord> = (0..20u64)
+            .map(|i| {
+                let mut r = RequestRecord::new(i, 0);
+                r.sent_at_us = Some(i * 100_000);
+                r.done_at_us = Some((i + 1) * 100_000);
+                r
+            })
+            .collect();
         let samples: Vec<(u64, i64)> = (0..200).map(|i| (i * 10_000, 1)).collect();
-        let l = LittlesLaw::check(&[a.clone(), b.clone()], &samples).unwrap();
+        let l = LittlesLaw::check(&recs, &samples).unwrap();
         assert!(
             (l.predicted_in_flight - 1.0).abs() < 1e-9 && !l.flagged,
             "{l:?}"
         );
         // A sampler that saw two in flight: the records miss something.
         let doubled: Vec<(u64, i64)> = samples.iter().map(|(t, _)| (*t, 2)).collect();
-        assert!(LittlesLaw::check(&[a, b], &doubled).unwrap().flagged);
+        assert!(LittlesLaw::check(&recs, &doubled).unwrap().flagged);
         assert!(LittlesLaw::check(&[], &samples).is_none());
+        // Too few samples or requests: no verdict.
+        assert!(LittlesLaw::check(&recs, &samples[..50]).is_none());
+        assert!(LittlesLaw::check(&recs[..5], &samples).is_none());
     }
 
     #[test]

@@ -15,6 +15,86 @@ use crate::client::Endpoint;
 use crate::dataset::{DatasetFormat, Sampling};
 use crate::sweep::{SweepSpec, SweepStop};
 
+/// Longest duration any flag accepts, in seconds (115 days): far past any benchmark, and far from
+/// where `Duration` and `Instant` arithmetic overflows.
+pub const MAX_SECONDS: f64 = 1e7;
+
+/// `--flag SECS` with `0 < SECS ≤ MAX_SECONDS`.
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if v.is_finite() && v > 0.0 && v <= MAX_SECONDS {
+        Ok(v)
+    } else {
+        Err(format!(
+            "must be a number of seconds above 0 and at most {MAX_SECONDS:e}, got {s}"
+        ))
+    }
+}
+
+/// `--flag SECS` with `0 ≤ SECS ≤ MAX_SECONDS`.
+fn non_negative_seconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
+    if v.is_finite() && (0.0..=MAX_SECONDS).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!(
+            "must be a number of seconds from 0 to {MAX_SECONDS:e}, got {s}"
+        ))
+    }
+}
+
+/// A positive finite number up to `max`, for rates and scales.
+fn positive_up_to(s: &str, max: f64) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if v.is_finite() && v > 0.0 && v <= max {
+        Ok(v)
+    } else {
+        Err(format!("must be above 0 and at most {max:e}, got {s}"))
+    }
+}
+
+fn request_rate(s: &str) -> Result<f64, String> {
+    positive_up_to(s, 1e6)
+}
+
+fn shape(s: &str) -> Result<f64, String> {
+    positive_up_to(s, 1e3)
+}
+
+fn time_scale(s: &str) -> Result<f64, String> {
+    positive_up_to(s, 1e6)
+}
+
+fn fraction(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be between 0 and 1, got {s}"))
+    }
+}
+
+/// Most tokens any length flag accepts (a million-token context is the largest served today).
+pub const MAX_TOKENS_FLAG: u64 = 1_000_000;
+/// Most concurrent streams: each holds a connection and a task.
+pub const MAX_STREAMS: u64 = 100_000;
+/// Most requests one run may plan (prompts for up to [`MAX_PROMPT_POOL`] are built, then cycled).
+pub const MAX_REQUESTS: u64 = 1_000_000_000;
+/// Distinct prompts built up front at most; a longer run cycles them.
+pub const MAX_PROMPT_POOL: u64 = 100_000;
+
 /// The LLM APIs LLMPerf accepts; only `openai` is implemented here.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -54,27 +134,27 @@ pub struct Args {
     #[arg(long, required = true)]
     pub model: Option<String>,
     /// Mean number of prompt tokens (Gaussian; prompts are cut to exactly the sampled count).
-    #[arg(long, default_value_t = 550)]
+    #[arg(long, default_value_t = 550, value_parser = clap::value_parser!(u64).range(1..=MAX_TOKENS_FLAG))]
     pub mean_input_tokens: u64,
     /// Standard deviation of the prompt length in tokens.
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(0..=MAX_TOKENS_FLAG))]
     pub stddev_input_tokens: u64,
     /// Mean of `max_tokens` asked per request.
-    #[arg(long, default_value_t = 150)]
+    #[arg(long, default_value_t = 150, value_parser = clap::value_parser!(u64).range(1..=MAX_TOKENS_FLAG))]
     pub mean_output_tokens: u64,
     /// Standard deviation of `max_tokens`.
-    #[arg(long, default_value_t = 80)]
+    #[arg(long, default_value_t = 80, value_parser = clap::value_parser!(u64).range(0..=MAX_TOKENS_FLAG))]
     pub stddev_output_tokens: u64,
     /// Requests in flight at once (closed loop: each finished request starts the next).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=MAX_STREAMS))]
     pub num_concurrent_requests: u64,
     /// Seconds after which no new request is started (in-flight ones finish) [default: 90; --duration
     /// when that is given; none with --trace].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_seconds)]
     pub timeout: Option<f64>,
     /// Number of requests to run [default: 10; without limit when --duration is given; the whole
     /// trace with --trace].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_REQUESTS))]
     pub max_num_completed_requests: Option<u64>,
     /// JSON object merged over every request body, e.g. '{"temperature": 0}'.
     #[arg(long, default_value = "{}")]
@@ -102,25 +182,26 @@ pub struct Args {
     #[arg(
         long,
         conflicts_with = "num_concurrent_requests",
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        value_parser = request_rate
     )]
     pub request_rate: Option<f64>,
     /// Arrival process of the open loop [default: poisson].
     #[arg(long, value_enum, requires = "request_rate")]
     pub arrival: Option<Arrival>,
     /// Shape of gamma arrivals: 1 is Poisson, below 1 burstier, above 1 smoother [default: 1].
-    #[arg(long, requires = "request_rate", allow_negative_numbers = true)]
+    #[arg(long, requires = "request_rate", allow_negative_numbers = true, value_parser = shape)]
     pub burstiness: Option<f64>,
     /// Open loop (--request-rate or --trace): most requests in flight; an arrival that finds them all
     /// busy is recorded as dropped (never silently lost).
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_STREAMS))]
     pub max_concurrency: Option<u64>,
     /// Replay a trace: a JSONL of {"timestamp" (ms), "input_length", "output_length"[, "prompt"]}
     /// (Mooncake style), or a *_requests.jsonl of ours; requests go out on its timestamps.
     #[arg(long, conflicts_with_all = ["request_rate", "num_concurrent_requests", "dataset"])]
     pub trace: Option<PathBuf>,
     /// Multiplies the trace's timestamps (0.5 replays twice as fast).
-    #[arg(long, default_value_t = 1.0, requires = "trace")]
+    #[arg(long, default_value_t = 1.0, requires = "trace", value_parser = time_scale)]
     pub time_scale: f64,
     /// Run the benchmark at several loads: `concurrency=1,2,4,8`, `rate=1,2,4` or `auto` (the
     /// synchronous rate, the saturated throughput, then --sweep-points rates between them). Each
@@ -131,25 +212,25 @@ pub struct Args {
     #[arg(long, requires = "sweep")]
     pub sweep_stop: Option<SweepStop>,
     /// Rates between the ends of `--sweep auto`.
-    #[arg(long, default_value_t = 5, requires = "sweep")]
+    #[arg(long, default_value_t = 5, requires = "sweep", value_parser = clap::value_parser!(u64).range(1..=100))]
     pub sweep_points: u64,
     /// Seconds of load: no request starts after it (open loop: arrivals are scheduled within it).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_seconds)]
     pub duration: Option<f64>,
     /// Requests sent before the measured run (same prompts and concurrency), not recorded.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=MAX_REQUESTS))]
     pub warmup_requests: u64,
     /// Requests sent in the first SECS of the run are sent but left out of the results (marked
     /// `"excluded": "warmup"` in *_requests.jsonl).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = non_negative_seconds)]
     pub warmup_seconds: Option<f64>,
     /// Requests that finish in the last SECS of the run (the drain) are left out of the results
     /// (marked `"excluded": "cooldown"`).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = non_negative_seconds)]
     pub cooldown_seconds: Option<f64>,
     /// Seconds to reach full load: a closed loop starts its streams evenly over it; an open loop's
     /// rate grows linearly from 0 over it [default: 0].
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = non_negative_seconds)]
     pub ramp_up: Option<f64>,
     /// Seed for prompt and length sampling (LLMPerf's is 11111).
     #[arg(long, default_value_t = 11111)]
@@ -186,13 +267,29 @@ pub struct Args {
     #[arg(long)]
     pub no_usage: bool,
     /// Seconds a whole request may take (default: no limit).
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_seconds)]
     pub request_timeout: Option<f64>,
-    /// Seconds of silence allowed between two reads of a response (LLMPerf's read timeout is 180).
-    #[arg(long, default_value_t = 180.0, allow_negative_numbers = true)]
+    /// Seconds of silence allowed between two reads of a response, and for connecting and for the
+    /// response head (LLMPerf's read timeout is 180).
+    #[arg(long, default_value_t = 180.0, allow_negative_numbers = true, value_parser = positive_seconds)]
     pub idle_timeout: f64,
+    /// Longest SSE line or event accepted; a longer one fails its request (`malformed`).
+    #[arg(long, default_value_t = crate::sse::DEFAULT_MAX_LINE as u64, value_parser = clap::value_parser!(u64).range(64..=(1 << 30)))]
+    pub max_sse_line_bytes: u64,
+    /// Most bytes one response may stream; past it the request fails (`malformed`), so a server
+    /// that never ends a stream costs bounded memory.
+    #[arg(long, default_value_t = 1 << 28, value_parser = clap::value_parser!(u64).range(1024..=(1 << 40)))]
+    pub max_response_bytes: u64,
+    /// Ask the server for exactly max_tokens tokens: sends `"ignore_eos": true` and `min_tokens`
+    /// (vLLM, llama.cpp and TGI-style servers honour one or the other; others ignore both).
+    #[arg(long)]
+    pub ignore_eos: bool,
+    /// Put a unique, seeded marker at the start of every prompt so that no two requests share a
+    /// prefix and a server's prefix cache cannot serve any of it (re-runs measure a cold cache).
+    #[arg(long)]
+    pub cache_bust: bool,
     /// Exit with code 1 when the error rate (0–1) is above this.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = fraction)]
     pub max_error_rate: Option<f64>,
     /// Print only the summary (no progress, no warnings).
     #[arg(long, short)]
@@ -277,6 +374,14 @@ pub struct Plan {
     pub request_usage: bool,
     pub request_timeout_s: Option<f64>,
     pub idle_timeout_s: f64,
+    /// Longest SSE line or event accepted.
+    pub max_line_bytes: usize,
+    /// Most bytes one response may stream.
+    pub max_response_bytes: u64,
+    /// Ask for exactly `max_tokens` (`ignore_eos` and `min_tokens`).
+    pub ignore_eos: bool,
+    /// A unique seeded marker ahead of every prompt, so no prefix is shared.
+    pub cache_bust: bool,
     pub max_error_rate: Option<f64>,
     pub quiet: bool,
     pub ground_truth: bool,
@@ -305,17 +410,6 @@ fn bad(flag: &'static str, message: impl Into<String>) -> ConfigError {
     }
 }
 
-fn seconds(flag: &'static str, v: f64) -> Result<f64, ConfigError> {
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err(bad(
-            flag,
-            format!("must be a positive number of seconds, got {v}"),
-        ))
-    }
-}
-
 /// Parses `k=v,k2=v2` (values stay strings). Unlike LLMPerf, a value may contain `=`.
 pub fn parse_metadata(s: &str) -> Result<Map<String, Value>, ConfigError> {
     let mut m = Map::new();
@@ -340,152 +434,18 @@ impl Args {
         Self::try_parse_from(std::iter::once("loadgen").chain(flags.iter().copied()))
     }
 
-    /// Validates the flags into a [`Plan`].
+    /// Validates the flags into a [`Plan`]. Single values were range-checked by their parsers; what
+    /// is left here are the rules between flags.
     pub fn into_plan(self) -> Result<Plan, ConfigError> {
-        if self.llm_api != LlmApi::Openai {
-            return Err(bad(
-                "--llm-api",
-                format!(
-                    "'{}' is not supported; tokenperf speaks the OpenAI API (use openai)",
-                    self.llm_api
-                        .to_possible_value()
-                        .map_or("?".into(), |v| v.get_name().to_string())
-                ),
-            ));
-        }
-        let model = self.model.unwrap_or_default();
-        if model.trim().is_empty() {
-            return Err(bad("--model", "is required and must not be empty"));
-        }
-        let api_base = self
-            .api_base
-            .filter(|s| !s.trim().is_empty())
-            .ok_or_else(|| {
-                bad(
-                    "--api-base",
-                    "no API base URL: set OPENAI_API_BASE (e.g. http://localhost:5543/v1) or pass --api-base",
-                )
-            })?;
-        if !(api_base.starts_with("http://") || api_base.starts_with("https://")) {
-            return Err(bad(
-                "--api-base",
-                format!("'{api_base}' must start with http:// or https://"),
-            ));
-        }
-        let api_key = self.api_key.ok_or_else(|| {
-            bad(
-                "--api-key",
-                "no API key: set OPENAI_API_KEY (any value for servers without auth) or pass --api-key",
-            )
-        })?;
-        if self.num_concurrent_requests == 0 {
-            return Err(bad("--num-concurrent-requests", "must be at least 1"));
-        }
-        if self.max_num_completed_requests == Some(0) {
-            return Err(bad("--max-num-completed-requests", "must be at least 1"));
-        }
-        let duration = self
-            .duration
-            .map(|d| seconds("--duration", d))
-            .transpose()?;
-        let requests = match (self.max_num_completed_requests, duration) {
-            (Some(n), _) => Some(n),
-            (None, Some(_)) => None,
-            // A trace sends all its requests unless told otherwise.
-            (None, None) if self.trace.is_some() => None,
-            (None, None) => Some(10),
-        };
-        let timeout_s = match (self.timeout, duration) {
-            (Some(t), Some(d)) => seconds("--timeout", t)?.min(d),
-            (Some(t), None) => seconds("--timeout", t)?,
-            (None, Some(d)) => d,
-            // A trace runs to its end unless told otherwise.
-            (None, None) if self.trace.is_some() => 1e9,
-            (None, None) => 90.0,
-        };
-        if self.max_concurrency == Some(0) {
-            return Err(bad("--max-concurrency", "must be at least 1"));
-        }
-        if self.max_concurrency.is_some() && self.request_rate.is_none() && self.trace.is_none() {
-            return Err(bad(
-                "--max-concurrency",
-                "applies to an open loop: use it with --request-rate or --trace (a closed loop's concurrency is --num-concurrent-requests)",
-            ));
-        }
-        if !(self.time_scale.is_finite() && self.time_scale > 0.0) {
-            return Err(bad(
-                "--time-scale",
-                format!("must be positive, got {}", self.time_scale),
-            ));
-        }
-        let load = match self.request_rate {
-            None if self.trace.is_some() => Load::Trace {
-                path: self.trace.clone().expect("checked"),
-                time_scale: self.time_scale,
-                max_concurrency: self.max_concurrency,
-            },
-            None => Load::Closed {
-                concurrency: self.num_concurrent_requests,
-            },
-            Some(rate) => {
-                if !(rate.is_finite() && rate > 0.0) {
-                    return Err(bad(
-                        "--request-rate",
-                        format!("must be a positive number of requests per second, got {rate}"),
-                    ));
-                }
-                let arrival = self.arrival.unwrap_or(Arrival::Poisson);
-                if self.burstiness.is_some() && arrival != Arrival::Gamma {
-                    return Err(bad("--burstiness", "only applies to --arrival gamma"));
-                }
-                let burstiness = self.burstiness.unwrap_or(1.0);
-                if !(burstiness.is_finite() && burstiness > 0.0) {
-                    return Err(bad(
-                        "--burstiness",
-                        format!("must be positive, got {burstiness}"),
-                    ));
-                }
-                if self.max_concurrency == Some(0) {
-                    return Err(bad("--max-concurrency", "must be at least 1"));
-                }
-                Load::Open {
-                    rate,
-                    arrival,
-                    burstiness,
-                    max_concurrency: self.max_concurrency,
-                }
-            }
-        };
-        if self.mean_input_tokens == 0 {
-            return Err(bad("--mean-input-tokens", "must be at least 1"));
-        }
-        if self.mean_output_tokens == 0 {
-            return Err(bad("--mean-output-tokens", "must be at least 1"));
-        }
-        let additional: Value =
-            serde_json::from_str(&self.additional_sampling_params).map_err(|e| {
-                bad(
-                    "--additional-sampling-params",
-                    format!("not valid JSON: {e}"),
-                )
-            })?;
-        let Value::Object(additional_sampling_params) = additional else {
-            return Err(bad(
-                "--additional-sampling-params",
-                "must be a JSON object, e.g. '{\"temperature\": 0}'",
-            ));
-        };
-        if let Some(r) = self.max_error_rate
-            && !(0.0..=1.0).contains(&r)
-        {
-            return Err(bad(
-                "--max-error-rate",
-                format!("must be between 0 and 1, got {r}"),
-            ));
-        }
-        let request_timeout_s = self
-            .request_timeout
-            .map(|v| seconds("--request-timeout", v))
+        let (model, api_base, api_key) = self.endpoint_flags()?;
+        let (requests, timeout_s) = self.limits();
+        let load = self.load()?;
+        let additional_sampling_params = self.sampling_params()?;
+        let metadata = parse_metadata(&self.metadata)?;
+        let shared_prefix = self
+            .shared_prefix
+            .as_deref()
+            .map(parse_shared_prefix)
             .transpose()?;
         Ok(Plan {
             model,
@@ -497,42 +457,15 @@ impl Args {
             requests,
             timeout_s,
             warmup_requests: self.warmup_requests,
-            warmup_s: match self.warmup_seconds {
-                Some(r) if r.is_finite() && r >= 0.0 => r,
-                Some(r) => {
-                    return Err(bad(
-                        "--warmup-seconds",
-                        format!("must be a non-negative number of seconds, got {r}"),
-                    ));
-                }
-                None => 0.0,
-            },
-            cooldown_s: match self.cooldown_seconds {
-                Some(r) if r.is_finite() && r >= 0.0 => r,
-                Some(r) => {
-                    return Err(bad(
-                        "--cooldown-seconds",
-                        format!("must be a non-negative number of seconds, got {r}"),
-                    ));
-                }
-                None => 0.0,
-            },
-            ramp_up_s: match self.ramp_up {
-                Some(r) if r.is_finite() && r >= 0.0 => r,
-                Some(r) => {
-                    return Err(bad(
-                        "--ramp-up",
-                        format!("must be a non-negative number of seconds, got {r}"),
-                    ));
-                }
-                None => 0.0,
-            },
+            warmup_s: self.warmup_seconds.unwrap_or(0.0),
+            cooldown_s: self.cooldown_seconds.unwrap_or(0.0),
+            ramp_up_s: self.ramp_up.unwrap_or(0.0),
             mean_input_tokens: self.mean_input_tokens,
             stddev_input_tokens: self.stddev_input_tokens,
             mean_output_tokens: self.mean_output_tokens,
             stddev_output_tokens: self.stddev_output_tokens,
             additional_sampling_params,
-            metadata: parse_metadata(&self.metadata)?,
+            metadata,
             results_dir: (!self.results_dir.is_empty()).then(|| PathBuf::from(self.results_dir)),
             seed: self.seed,
             tokenizer: self.tokenizer,
@@ -543,32 +476,18 @@ impl Args {
                     .unwrap_or_else(|| DatasetFormat::guess(&d));
                 (d, f, self.sample)
             }),
-            shared_prefix: self
-                .shared_prefix
-                .as_deref()
-                .map(|s| {
-                    let (n, p) = s.split_once(':').ok_or_else(|| {
-                        bad(
-                            "--shared-prefix",
-                            format!("'{s}' is not N:P (prefixes:tokens), e.g. 4:256"),
-                        )
-                    })?;
-                    match (n.trim().parse::<u64>(), p.trim().parse::<u64>()) {
-                        (Ok(n), Ok(p)) if n > 0 && p > 0 => Ok((n, p)),
-                        _ => Err(bad(
-                            "--shared-prefix",
-                            format!("'{s}': N and P must be positive integers"),
-                        )),
-                    }
-                })
-                .transpose()?,
+            shared_prefix,
             metric_definitions: match self.metrics {
                 Metrics::Tokenperf => MetricDefinitions::Tokenperf,
                 Metrics::Llmperf => MetricDefinitions::Llmperf,
             },
             request_usage: !self.no_usage,
-            request_timeout_s,
-            idle_timeout_s: seconds("--idle-timeout", self.idle_timeout)?,
+            request_timeout_s: self.request_timeout,
+            idle_timeout_s: self.idle_timeout,
+            max_line_bytes: self.max_sse_line_bytes as usize,
+            max_response_bytes: self.max_response_bytes,
+            ignore_eos: self.ignore_eos,
+            cache_bust: self.cache_bust,
             max_error_rate: self.max_error_rate,
             quiet: self.quiet,
             ground_truth: self.ground_truth,
@@ -579,6 +498,129 @@ impl Args {
             sweep_points: self.sweep_points,
             prompt_pool: None,
         })
+    }
+
+    /// `--llm-api`, `--model`, `--api-base` and `--api-key`.
+    fn endpoint_flags(&self) -> Result<(String, String, String), ConfigError> {
+        if self.llm_api != LlmApi::Openai {
+            return Err(bad(
+                "--llm-api",
+                format!(
+                    "'{}' is not supported; tokenperf speaks the OpenAI API (use openai)",
+                    self.llm_api
+                        .to_possible_value()
+                        .map_or("?".into(), |v| v.get_name().to_string())
+                ),
+            ));
+        }
+        let model = self.model.clone().unwrap_or_default();
+        if model.trim().is_empty() {
+            return Err(bad("--model", "is required and must not be empty"));
+        }
+        let api_base = self
+            .api_base
+            .clone()
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| {
+                bad(
+                    "--api-base",
+                    "no API base URL: set OPENAI_API_BASE (e.g. http://localhost:5543/v1) or pass --api-base",
+                )
+            })?;
+        crate::http::Origin::parse(&api_base).map_err(|e| bad("--api-base", e))?;
+        let api_key = self.api_key.clone().ok_or_else(|| {
+            bad(
+                "--api-key",
+                "no API key: set OPENAI_API_KEY (any value for servers without auth) or pass --api-key",
+            )
+        })?;
+        Ok((model, api_base, api_key))
+    }
+
+    /// How many requests, and until when new ones may start.
+    fn limits(&self) -> (Option<u64>, f64) {
+        let requests = match (self.max_num_completed_requests, self.duration) {
+            (Some(n), _) => Some(n),
+            (None, Some(_)) => None,
+            // A trace sends all its requests unless told otherwise.
+            (None, None) if self.trace.is_some() => None,
+            (None, None) => Some(10),
+        };
+        let timeout_s = match (self.timeout, self.duration) {
+            (Some(t), Some(d)) => t.min(d),
+            (Some(t), None) => t,
+            (None, Some(d)) => d,
+            // A trace runs to its end unless told otherwise.
+            (None, None) if self.trace.is_some() => MAX_SECONDS,
+            (None, None) => 90.0,
+        };
+        (requests, timeout_s)
+    }
+
+    /// Closed loop, open loop or trace.
+    fn load(&self) -> Result<Load, ConfigError> {
+        if self.max_concurrency.is_some() && self.request_rate.is_none() && self.trace.is_none() {
+            return Err(bad(
+                "--max-concurrency",
+                "applies to an open loop: use it with --request-rate or --trace (a closed loop's concurrency is --num-concurrent-requests)",
+            ));
+        }
+        Ok(match (self.request_rate, &self.trace) {
+            (None, Some(path)) => Load::Trace {
+                path: path.clone(),
+                time_scale: self.time_scale,
+                max_concurrency: self.max_concurrency,
+            },
+            (None, None) => Load::Closed {
+                concurrency: self.num_concurrent_requests,
+            },
+            (Some(rate), _) => {
+                let arrival = self.arrival.unwrap_or(Arrival::Poisson);
+                if self.burstiness.is_some() && arrival != Arrival::Gamma {
+                    return Err(bad("--burstiness", "only applies to --arrival gamma"));
+                }
+                Load::Open {
+                    rate,
+                    arrival,
+                    burstiness: self.burstiness.unwrap_or(1.0),
+                    max_concurrency: self.max_concurrency,
+                }
+            }
+        })
+    }
+
+    /// `--additional-sampling-params`, plus what `--ignore-eos` asks for.
+    fn sampling_params(&self) -> Result<Map<String, Value>, ConfigError> {
+        let flag = "--additional-sampling-params";
+        let v: Value = serde_json::from_str(&self.additional_sampling_params)
+            .map_err(|e| bad(flag, format!("not valid JSON: {e}")))?;
+        let Value::Object(params) = v else {
+            return Err(bad(
+                flag,
+                "must be a JSON object, e.g. '{\"temperature\": 0}'",
+            ));
+        };
+        Ok(params)
+    }
+}
+
+/// `N:P` of `--shared-prefix`.
+fn parse_shared_prefix(s: &str) -> Result<(u64, u64), ConfigError> {
+    let flag = "--shared-prefix";
+    let (n, p) = s.split_once(':').ok_or_else(|| {
+        bad(
+            flag,
+            format!("'{s}' is not N:P (prefixes:tokens), e.g. 4:256"),
+        )
+    })?;
+    match (n.trim().parse::<u64>(), p.trim().parse::<u64>()) {
+        (Ok(n), Ok(p)) if (1..=10_000).contains(&n) && (1..=MAX_TOKENS_FLAG).contains(&p) => {
+            Ok((n, p))
+        }
+        _ => Err(bad(
+            flag,
+            format!("'{s}': N must be 1 to 10000 and P 1 to {MAX_TOKENS_FLAG}"),
+        )),
     }
 }
 
@@ -592,7 +634,10 @@ impl Plan {
     /// Prompts to build: one per request, cycled when the run has no request limit (as LLMPerf
     /// cycles its prompt list).
     pub fn prompt_pool(&self) -> u64 {
-        self.prompt_pool.or(self.requests).unwrap_or(256).max(1)
+        self.prompt_pool
+            .or(self.requests)
+            .unwrap_or(256)
+            .clamp(1, MAX_PROMPT_POOL)
     }
     /// Connections worth keeping open: the concurrency, or the cap of an open loop.
     pub fn concurrency(&self) -> u64 {

@@ -5,17 +5,22 @@
 //! events in one read share that read's timestamp. Tokens are counted after the stream ends (one
 //! encoding of the whole text), so tokenization never sits between a read and its timestamp.
 
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
-use futures_util::StreamExt;
+use bytes::Bytes;
+use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use tokenperf_core::openai::{ErrorObject, StreamEvent};
-use tokenperf_core::record::{Event, GroundTruth, Outcome, RequestRecord, ServerChunk, TokenCount};
+use tokenperf_core::record::{
+    ConnectionInfo, Event, GroundTruth, Outcome, RequestRecord, ServerChunk, TokenCount,
+};
 use tokenperf_core::tokenizer::TokenCounter;
 
 use tokio::sync::watch;
 
+use crate::http::{HttpClient, SendError};
 use crate::prompt::PromptSpec;
 use crate::sse::SseParser;
 
@@ -47,15 +52,28 @@ pub struct ClientConfig {
     pub total_timeout: Option<Duration>,
     /// Ask a mock-server for ground truth (`x-tokenperf-ground-truth: 1`); other servers ignore it.
     pub ground_truth: bool,
+    /// Longest SSE line or event accepted; past it the request fails (`--max-sse-line-bytes`).
+    pub max_line_bytes: usize,
+    /// Most bytes one response may send; past it the request fails (`--max-response-bytes`).
+    pub max_response_bytes: u64,
+    /// Send `ignore_eos` and `min_tokens` so the server produces exactly `max_tokens`.
+    pub ignore_eos: bool,
 }
 
+/// Most bytes of a non-2xx body read for its message.
+const ERROR_BODY_CAP: usize = 64 * 1024;
+
 impl ClientConfig {
-    pub fn url(&self) -> String {
-        let base = self.api_base.trim_end_matches('/');
+    /// The endpoint's path below the base URL.
+    pub fn path(&self) -> &'static str {
         match self.endpoint {
-            Endpoint::Chat => format!("{base}/chat/completions"),
-            Endpoint::Completions => format!("{base}/completions"),
+            Endpoint::Chat => "/chat/completions",
+            Endpoint::Completions => "/completions",
         }
+    }
+
+    pub fn url(&self) -> String {
+        format!("{}{}", self.api_base.trim_end_matches('/'), self.path())
     }
 
     /// The JSON body for one request.
@@ -76,6 +94,10 @@ impl ClientConfig {
         };
         body.insert("stream".into(), json!(true));
         body.insert("max_tokens".into(), json!(max_tokens));
+        if self.ignore_eos {
+            body.insert("ignore_eos".into(), json!(true));
+            body.insert("min_tokens".into(), json!(max_tokens));
+        }
         if self.request_usage {
             body.insert("stream_options".into(), json!({"include_usage": true}));
         }
@@ -86,13 +108,19 @@ impl ClientConfig {
     }
 }
 
-/// Builds the HTTP client. reqwest is built without a default TLS provider (to avoid compiling
-/// aws-lc); ring is installed once here, before any client exists.
-pub fn http_client(pool_size: usize) -> reqwest::Result<reqwest::Client> {
+/// rustls is built without a default crypto provider (to avoid compiling aws-lc); ring is installed
+/// once, before any TLS client exists.
+pub fn install_crypto_provider() {
     static PROVIDER: Once = Once::new();
     PROVIDER.call_once(|| {
         let _ = rustls::crypto::ring::default_provider().install_default();
     });
+}
+
+/// The reqwest client for everything but measured requests (the tokenizer download follows the Hub's
+/// redirects; measured requests never do).
+pub fn http_client(pool_size: usize) -> reqwest::Result<reqwest::Client> {
+    install_crypto_provider();
     reqwest::Client::builder()
         .pool_max_idle_per_host(pool_size)
         .tcp_nodelay(true)
@@ -102,13 +130,16 @@ pub fn http_client(pool_size: usize) -> reqwest::Result<reqwest::Client> {
 /// Run-wide measurement context: the clock's zero and the tokenizer.
 pub struct Context {
     pub config: ClientConfig,
-    pub http: reqwest::Client,
+    /// The measured requests' client (our own pool; see [`crate::http`]).
+    pub http: HttpClient,
     pub run_start: Instant,
     /// `run_start` on CLOCK_MONOTONIC, to place events on the clock ground truth uses.
     pub run_start_mono_us: u64,
     pub tokenizer: Arc<TokenCounter>,
-    /// Requests sent and not yet finished (sampled for the Little's-law check).
-    pub in_flight: Arc<std::sync::atomic::AtomicI64>,
+    /// Requests sent and not yet finished (sampled for the Little's-law check): counted up exactly
+    /// when a record's `sent_at_us` is stamped and down when its `done_at_us` is, so both sides of
+    /// the check measure the same interval.
+    pub in_flight: Arc<AtomicI64>,
     /// Where token counting runs, off the measuring threads.
     pub finisher: Arc<tokenperf_core::background::Background>,
 }
@@ -132,6 +163,51 @@ struct Collected {
     /// Ground truth chunks (event index, due, sent, tokens) and the server's arrival time.
     truth: Vec<ServerChunk>,
     arrival_mono_us: Option<u64>,
+    /// Events that were OpenAI chunks (had `choices` or `usage`); a stream of none is malformed.
+    chunks: usize,
+    /// The first event that was not a chunk, for the message.
+    first_other: Option<String>,
+    /// The first bytes of the body, for the message when it held no event at all.
+    head: Vec<u8>,
+    /// Bytes of body received.
+    body_bytes: u64,
+    model: Option<String>,
+    /// Whether this request is counted in `Context::in_flight`.
+    counted: bool,
+}
+
+impl Collected {
+    fn new(max_tokens: u64) -> Self {
+        // Reserve for the expected events, but never in proportion to an absurd `max_tokens`.
+        let cap = (max_tokens as usize).min(4096) + 4;
+        Self {
+            events: Vec::with_capacity(cap),
+            piece_lens: Vec::with_capacity(cap),
+            text: String::new(),
+            usage: None,
+            finish_reason: None,
+            done: false,
+            truth: Vec::new(),
+            arrival_mono_us: None,
+            chunks: 0,
+            first_other: None,
+            head: Vec::new(),
+            body_bytes: 0,
+            model: None,
+            counted: false,
+        }
+    }
+}
+
+/// Stamps the end of a request (once) and takes it out of the in-flight count at the same instant.
+fn stamp_done(ctx: &Context, rec: &mut RequestRecord, c: &mut Collected, at: u64) {
+    if rec.done_at_us.is_none() {
+        rec.done_at_us = Some(at);
+    }
+    if c.counted {
+        c.counted = false;
+        ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Sends one request and measures it. `intended_us` is when it should have been sent. When `cut`
@@ -145,17 +221,8 @@ pub async fn measure(
 ) -> Unfinished {
     let mut rec = RequestRecord::new(id, intended_us);
     rec.max_tokens = Some(spec.max_tokens);
-    let body = ctx.config.body(spec);
-    let mut c = Collected {
-        events: Vec::with_capacity(spec.max_tokens as usize + 4),
-        piece_lens: Vec::with_capacity(spec.max_tokens as usize + 4),
-        text: String::new(),
-        usage: None,
-        finish_reason: None,
-        done: false,
-        truth: Vec::new(),
-        arrival_mono_us: None,
-    };
+    let body = Bytes::from(serde_json::to_vec(&ctx.config.body(spec)).unwrap_or_default());
+    let mut c = Collected::new(spec.max_tokens);
     let outcome = {
         let total = ctx.config.total_timeout;
         let fut = exchange(ctx, &mut rec, &body, &mut c);
@@ -178,14 +245,8 @@ pub async fn measure(
             },
         }
     };
-    if rec.done_at_us.is_none() {
-        rec.done_at_us = Some(ctx.now_us());
-    }
+    stamp_done(ctx, &mut rec, &mut c, ctx.now_us());
     rec.outcome = outcome;
-    if rec.sent_at_us.is_some() {
-        ctx.in_flight
-            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
-    }
     Unfinished {
         rec,
         c,
@@ -259,6 +320,8 @@ fn finish_tokens(
     rec.output_tokens = TokenCount::new(server_out, Some(total));
     rec.input_tokens = TokenCount::new(server_in, Some(prompt_tokens));
     rec.finish_reason = c.finish_reason;
+    rec.cached_input_tokens = c.usage.and_then(|u| u.cached_tokens());
+    rec.model = c.model;
     if let Some(arrival_mono_us) = c.arrival_mono_us {
         rec.ground_truth = Some(GroundTruth {
             run_start_mono_us,
@@ -289,82 +352,194 @@ fn attribute_by_start(t: &TokenCounter, text: &str, pieces: &[usize]) -> Vec<u32
     out
 }
 
-fn classify(e: &reqwest::Error, what: &str) -> Outcome {
-    let message = format!("{what}: {}", error_chain(e));
-    if e.is_timeout() {
-        Outcome::Timeout { message }
-    } else if e.is_connect() || e.is_request() {
-        Outcome::Connect { message }
-    } else {
-        Outcome::Stream { message }
+/// The message of a non-2xx answer: the server's error message when its body has one, else the
+/// body's text, else the status itself; never empty. 3xx are never followed: the message names the
+/// `Location`, and common mistakes get a hint.
+fn status_message(
+    status: hyper::StatusCode,
+    location: Option<&str>,
+    body: &[u8],
+    cut: Option<&str>,
+) -> String {
+    let text = String::from_utf8_lossy(body);
+    let from_json = serde_json::from_slice::<Value>(body).ok().and_then(|v| {
+        if let Some(e) = v.get("error") {
+            let e = ErrorObject::from_value(e);
+            return (!e.message.is_empty())
+                .then_some(e.message)
+                .or_else(|| e.kind.filter(|k| !k.is_empty()));
+        }
+        ["detail", "message"]
+            .iter()
+            .find_map(|k| v.get(*k))
+            .map(|d| d.as_str().map_or_else(|| d.to_string(), str::to_string))
+    });
+    let mut msg = match from_json {
+        Some(m) if !m.trim().is_empty() => m,
+        _ if !text.trim().is_empty() => text.trim().chars().take(500).collect(),
+        _ => format!(
+            "HTTP {} {} with an empty body",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        ),
+    };
+    if status.is_redirection() {
+        msg = format!(
+            "redirect to '{}' not followed (point --api-base at the final URL): {msg}",
+            location.unwrap_or("(no Location header)")
+        );
+    } else if status == hyper::StatusCode::NOT_FOUND {
+        msg.push_str(
+            " (is --api-base right? It must end where chat/completions is appended, usually /v1)",
+        );
+    } else if status == hyper::StatusCode::UNAUTHORIZED || status == hyper::StatusCode::FORBIDDEN {
+        msg.push_str(" (check --api-key / OPENAI_API_KEY)");
+    }
+    if let Some(cut) = cut {
+        msg.push_str(&format!(" [{cut}]"));
+    }
+    msg
+}
+
+/// Reads a non-2xx body for its message: under the idle timeout between reads, at most
+/// [`ERROR_BODY_CAP`] bytes. Returns the bytes and, when it stopped early, why.
+async fn read_error_body(
+    body: &mut hyper::body::Incoming,
+    idle: Duration,
+) -> (Vec<u8>, Option<String>) {
+    let mut out = Vec::new();
+    loop {
+        match tokio::time::timeout(idle, body.frame()).await {
+            Err(_) => return (out, Some(format!("the error body stalled for {idle:?}"))),
+            Ok(None) => return (out, None),
+            Ok(Some(Err(e))) => {
+                let why = format!("the error body broke off: {}", crate::http::error_chain(&e));
+                return (out, Some(why));
+            }
+            Ok(Some(Ok(frame))) => {
+                if let Some(d) = frame.data_ref() {
+                    let room = ERROR_BODY_CAP - out.len();
+                    out.extend_from_slice(&d[..d.len().min(room)]);
+                    if out.len() >= ERROR_BODY_CAP {
+                        return (
+                            out,
+                            Some(format!("error body cut at {ERROR_BODY_CAP} bytes")),
+                        );
+                    }
+                }
+            }
+        }
     }
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        s.push_str(": ");
-        s.push_str(&inner.to_string());
-        src = inner.source();
+/// Sends the request and waits for the response head; a connection that cannot be made, or a
+/// failure before the head, ends the request there.
+async fn send(
+    ctx: &Context,
+    rec: &mut RequestRecord,
+    body: &Bytes,
+    c: &mut Collected,
+) -> Result<crate::http::Sent, Outcome> {
+    let auth = format!("Bearer {}", ctx.config.api_key);
+    let mut headers = vec![("authorization", auth.as_str())];
+    if ctx.config.ground_truth {
+        headers.push(("x-tokenperf-ground-truth", "1"));
     }
-    s
+    // The send is stamped, and the request counted in flight, when it is first attempted: a connect
+    // failure is then a sent request with its own time, like any other failure. The pool is warmed
+    // before the run, so only a server that closes connections puts a connect inside a request.
+    rec.sent_at_us = Some(ctx.now_us());
+    ctx.in_flight.fetch_add(1, Ordering::Relaxed);
+    c.counted = true;
+    let idle = ctx.config.idle_timeout;
+    let result = {
+        let rec = &mut *rec;
+        let mut on_send = move |new: bool| {
+            rec.connection.get_or_insert(ConnectionInfo {
+                new,
+                connect_us: None,
+                retried_after: None,
+            });
+        };
+        let post = ctx
+            .http
+            .post(ctx.config.path(), body, &headers, &mut on_send);
+        tokio::time::timeout(idle, post).await
+    };
+    let fail = |rec: &mut RequestRecord, c: &mut Collected, o: Outcome| {
+        stamp_done(ctx, rec, c, ctx.now_us());
+        Err(o)
+    };
+    match result {
+        Ok(Ok(sent)) => {
+            if let Some(conn) = &mut rec.connection {
+                conn.connect_us = sent.connect_us;
+                conn.retried_after.clone_from(&sent.retried_after);
+            }
+            Ok(sent)
+        }
+        Ok(Err(SendError::Connect(m))) => fail(rec, c, Outcome::Connect { message: m }),
+        Ok(Err(SendError::Request(m))) => fail(
+            rec,
+            c,
+            Outcome::Connect {
+                message: format!("sending the request: {m}"),
+            },
+        ),
+        Err(_) => fail(
+            rec,
+            c,
+            Outcome::Timeout {
+                message: format!("no response head within {idle:?} (idle timeout)"),
+            },
+        ),
+    }
 }
 
 async fn exchange(
     ctx: &Context,
     rec: &mut RequestRecord,
-    body: &Value,
+    body: &Bytes,
     c: &mut Collected,
 ) -> Outcome {
-    let mut req = ctx
-        .http
-        .post(ctx.config.url())
-        .bearer_auth(&ctx.config.api_key)
-        .json(body);
-    if ctx.config.ground_truth {
-        req = req.header("x-tokenperf-ground-truth", "1");
-    }
-    rec.sent_at_us = Some(ctx.now_us());
-    ctx.in_flight
-        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let resp = match tokio::time::timeout(ctx.config.idle_timeout, req.send()).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(e)) => return classify(&e, "sending the request"),
-        Err(_) => {
-            return Outcome::Timeout {
-                message: format!("no response head within {:?}", ctx.config.idle_timeout),
-            };
-        }
+    let sent = match send(ctx, rec, body, c).await {
+        Ok(s) => s,
+        Err(o) => return o,
     };
+    let (mut resp, lease) = (sent.response, sent.lease);
     rec.response_head_at_us = Some(ctx.now_us());
     let status = resp.status();
+    let idle = ctx.config.idle_timeout;
     if !status.is_success() {
-        let text = resp.text().await.unwrap_or_default();
-        rec.done_at_us = Some(ctx.now_us());
-        let message = serde_json::from_str::<Value>(&text)
-            .ok()
-            .and_then(|v| v.get("error").map(ErrorObject::from_value))
-            .map_or_else(|| text.chars().take(500).collect(), |e| e.message);
+        let location = resp
+            .headers()
+            .get(hyper::header::LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let (bytes, cut) = read_error_body(resp.body_mut(), idle).await;
+        stamp_done(ctx, rec, c, ctx.now_us());
+        if cut.is_none() {
+            lease.release();
+        }
         return Outcome::HttpStatus {
             status: status.as_u16(),
-            message,
+            message: status_message(status, location.as_deref(), &bytes, cut.as_deref()),
         };
     }
-    let mut stream = resp.bytes_stream();
-    let mut parser = SseParser::new();
+    let body = resp.body_mut();
+    let mut parser = SseParser::with_limit(ctx.config.max_line_bytes);
     let mut failure: Option<Outcome> = None;
     // One idle timer for the whole stream, moved forward only when it fires early: a fresh timeout
     // per read would insert and remove a timer-wheel entry for every event.
-    let idle = ctx.config.idle_timeout;
     let idle_us = idle.as_micros() as u64;
     let mut last_at = ctx.now_us();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
+    let mut ended = false;
     loop {
         let next = tokio::select! {
             biased;
-            n = stream.next() => n,
+            n = body.frame() => n,
             () = &mut idle_timer => {
                 let now = ctx.now_us();
                 let quiet = now.saturating_sub(last_at);
@@ -373,7 +548,7 @@ async fn exchange(
                     idle_timer.as_mut().reset(tokio::time::Instant::now() + left);
                     continue;
                 }
-                rec.done_at_us = Some(now);
+                stamp_done(ctx, rec, c, now);
                 return Outcome::Timeout {
                     message: format!(
                         "no data for {idle:?} (idle timeout) after {} events",
@@ -385,43 +560,99 @@ async fn exchange(
         let at = ctx.now_us();
         last_at = at;
         let chunk = match next {
-            Some(Ok(b)) => b,
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(b) => b,
+                Err(_) => continue, // trailers
+            },
             Some(Err(e)) => {
-                rec.done_at_us = Some(at);
-                return classify(&e, "reading the stream");
+                stamp_done(ctx, rec, c, at);
+                return Outcome::Stream {
+                    message: format!(
+                        "reading the stream after {} events: {}",
+                        c.events.len(),
+                        crate::http::error_chain(&e)
+                    ),
+                };
             }
             None => {
-                parser.finish(&mut |d| on_data(d, at, c, &mut failure));
+                ended = true;
+                if let Err(e) = parser.finish(&mut |d| on_data(d, at, c, &mut failure)) {
+                    failure = Some(Outcome::Malformed {
+                        message: e.to_string(),
+                    });
+                }
+                stamp_done(ctx, rec, c, at);
                 break;
             }
         };
-        parser.feed(&chunk, &mut |d| on_data(d, at, c, &mut failure));
+        c.body_bytes += chunk.len() as u64;
+        if c.head.len() < 256 {
+            let room = 256 - c.head.len();
+            c.head.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        let fed = parser.feed(&chunk, &mut |d| on_data(d, at, c, &mut failure));
+        if let Err(e) = fed {
+            failure.get_or_insert(Outcome::Malformed {
+                message: e.to_string(),
+            });
+        } else if c.body_bytes > ctx.config.max_response_bytes && failure.is_none() && !c.done {
+            failure = Some(Outcome::Malformed {
+                message: format!(
+                    "the response passed {} bytes without ending (--max-response-bytes)",
+                    ctx.config.max_response_bytes
+                ),
+            });
+        }
         if failure.is_some() || c.done {
-            rec.done_at_us = Some(at);
+            stamp_done(ctx, rec, c, at);
             break;
         }
-    }
-    if rec.done_at_us.is_none() {
-        rec.done_at_us = Some(ctx.now_us());
     }
     if let Some(f) = failure {
         return f;
     }
-    if c.done || c.finish_reason.is_some() {
-        // Read the rest (normally just the end of the chunked body) so the connection can be reused.
-        let _ = tokio::time::timeout(Duration::from_millis(200), async {
-            while stream.next().await.is_some() {}
-        })
-        .await;
-        Outcome::Ok
-    } else {
-        Outcome::Truncated {
-            message: format!(
-                "stream closed after {} events without [DONE] or a finish reason",
-                c.events.len()
-            ),
-        }
+    if !(c.done || c.finish_reason.is_some()) {
+        return Outcome::Truncated {
+            message: truncated_message(c),
+        };
     }
+    if c.chunks == 0 {
+        return Outcome::Malformed {
+            message: format!(
+                "{} events but none was a completion chunk (no `choices` or `usage`); first: {}",
+                c.events.len(),
+                c.first_other.as_deref().unwrap_or("[DONE]")
+            ),
+        };
+    }
+    // Read the rest (normally just the end of the chunked body) so the connection can be reused.
+    if !ended {
+        let rest = tokio::time::timeout(Duration::from_millis(200), async {
+            loop {
+                match body.frame().await {
+                    None => return true,
+                    Some(Ok(_)) => {}
+                    Some(Err(_)) => return false,
+                }
+            }
+        });
+        ended = rest.await.unwrap_or(false);
+    }
+    if ended {
+        lease.release();
+    }
+    Outcome::Ok
+}
+
+fn truncated_message(c: &Collected) -> String {
+    if c.events.is_empty() && !c.head.is_empty() {
+        let shown: String = String::from_utf8_lossy(&c.head).chars().take(200).collect();
+        return format!("the body held no SSE event (is the server streaming?); it began: {shown}");
+    }
+    format!(
+        "stream closed after {} events without [DONE] or a finish reason",
+        c.events.len()
+    )
 }
 
 /// Handles one SSE data payload that arrived at `at` µs.
@@ -445,11 +676,26 @@ fn on_data(data: &[u8], at: u64, c: &mut Collected, failure: &mut Option<Outcome
     };
     if let Some(err) = &ev.error {
         let e = ErrorObject::from_value(err);
+        let message = if e.message.is_empty() {
+            err.to_string()
+        } else {
+            e.message
+        };
         *failure = Some(Outcome::ServerError {
             code: e.code,
-            message: e.message,
+            message,
         });
         return;
+    }
+    if ev.choices.is_some() || ev.usage.is_some() {
+        c.chunks += 1;
+    } else if c.first_other.is_none() {
+        c.first_other = Some(String::from_utf8_lossy(data).chars().take(200).collect());
+    }
+    if c.model.is_none()
+        && let Some(m) = &ev.model
+    {
+        c.model = Some(m.to_string());
     }
     let content = ev.content();
     let len = content.map_or(0, str::len);
@@ -510,6 +756,9 @@ mod tests {
             idle_timeout: Duration::from_secs(1),
             total_timeout: None,
             ground_truth: false,
+            max_line_bytes: 1 << 20,
+            max_response_bytes: 1 << 26,
+            ignore_eos: true,
         };
         assert_eq!(cfg.url(), "http://x/v1/chat/completions");
         let b = cfg.body(&PromptSpec {
@@ -521,6 +770,10 @@ mod tests {
         assert_eq!(b["max_tokens"], 7);
         assert_eq!(b["temperature"], 0.0);
         assert_eq!(b["stream_options"]["include_usage"], true);
+        assert_eq!(
+            (b["ignore_eos"].clone(), b["min_tokens"].clone()),
+            (json!(true), json!(100))
+        );
         assert_eq!(b["messages"][1]["content"], "hi");
     }
 }

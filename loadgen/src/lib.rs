@@ -16,6 +16,7 @@ pub mod arrival;
 pub mod cli;
 pub mod client;
 pub mod dataset;
+pub mod http;
 pub mod output;
 pub mod prompt;
 pub mod runner;
@@ -44,7 +45,7 @@ use tokio::sync::mpsc;
 pub use cli::{Args, Load, Plan};
 pub use runner::Control;
 
-use crate::client::{ClientConfig, Context, http_client};
+use crate::client::{ClientConfig, Context};
 use crate::output::{JsonlSink, OutputFiles, Progress, RecordSink};
 use crate::prompt::{PromptBuilder, PromptSpec};
 
@@ -57,7 +58,9 @@ pub enum Exit {
     ErrorRate = 1,
     /// Bad flags, unreadable files, or another fatal error.
     Fatal = 2,
-    /// Interrupted by Ctrl-C; finished records were still written.
+    /// No request succeeded (nothing listening, a wrong URL or key, every request failing).
+    NoSuccess = 3,
+    /// Interrupted by Ctrl-C, SIGTERM or SIGHUP; finished records were still written.
     Interrupted = 130,
 }
 
@@ -81,6 +84,9 @@ pub struct RunOutput {
     pub littles_law: Option<LittlesLaw>,
     /// Goodput against `--slo`.
     pub goodput: Option<Goodput>,
+    /// A file that could not be written (a full disk): the run stopped there, and the exit is
+    /// [`Exit::Fatal`]; the summary is still complete for the console.
+    pub file_error: Option<anyhow::Error>,
     pub exit: Exit,
 }
 
@@ -163,6 +169,41 @@ pub fn build_prompts(
         .collect()
 }
 
+/// The model ids the server lists at `{base}/models`, when it answers that in a few seconds with
+/// OpenAI's shape; `None` otherwise (many servers do not serve it, and the run reports its own errors).
+pub async fn list_models(plan: &Plan) -> Option<Vec<String>> {
+    let http = client::http_client(1).ok()?;
+    let url = format!("{}/models", plan.api_base.trim_end_matches('/'));
+    let wait = plan.idle_timeout().min(Duration::from_secs(5));
+    let resp = http
+        .get(&url)
+        .bearer_auth(&plan.api_key)
+        .timeout(wait)
+        .send()
+        .await
+        .ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    // Read at most 1 MiB of it.
+    let mut body = Vec::new();
+    let mut resp = resp;
+    while let Ok(Some(chunk)) = resp.chunk().await {
+        body.extend_from_slice(&chunk);
+        if body.len() > 1 << 20 {
+            return None;
+        }
+    }
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let ids = v
+        .get("data")?
+        .as_array()?
+        .iter()
+        .filter_map(|m| m.get("id")?.as_str().map(str::to_string))
+        .collect();
+    Some(ids)
+}
+
 /// Runs `plan` to completion (or until `control` stops it) and writes its files.
 pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput> {
     let tokenizer = Arc::new(
@@ -195,6 +236,11 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         }
         _ => (None, build_prompts(&plan, &builder, &tokenizer)?),
     };
+    let mut specs = specs;
+    if plan.cache_bust {
+        // Salted with the wall clock, so a re-run with the same seed does not meet its own prefixes.
+        prompt::bust_cache(&mut specs, plan.seed ^ unix_us(), &tokenizer)?;
+    }
     let specs = Arc::new(specs);
 
     let stem = file_stem(&plan.model, plan.mean_input_tokens, plan.mean_output_tokens);
@@ -216,7 +262,12 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         sinks.push(Box::new(JsonlSink::create(&f.requests_jsonl)?));
     }
 
-    let http = http_client(plan.concurrency() as usize).context("building the HTTP client")?;
+    let http = http::HttpClient::new(
+        &plan.api_base,
+        plan.concurrency() as usize,
+        plan.idle_timeout(),
+    )
+    .map_err(|e| anyhow::anyhow!("--api-base: {e}"))?;
     let finisher = Arc::new(
         Background::for_this_machine("loadgen-count")
             .context("starting the token-counting threads")?,
@@ -231,6 +282,9 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         idle_timeout: plan.idle_timeout(),
         total_timeout: plan.request_timeout(),
         ground_truth: plan.ground_truth,
+        max_line_bytes: plan.max_line_bytes,
+        max_response_bytes: plan.max_response_bytes,
+        ignore_eos: plan.ignore_eos,
     };
     if plan.warmup_requests > 0 {
         // Warm-up: same prompts, a closed loop at the run's concurrency; the records are discarded.
@@ -258,6 +312,9 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         .await;
         let _ = drain.await;
     }
+    let server_models = list_models(&plan).await;
+    // Connections opened now keep their set-up out of the first requests' timing.
+    http.warm(plan.concurrency() as usize).await;
     let run_started_unix_us = unix_us();
     let anchor = MonoAnchor::now();
     let ctx = Arc::new(Context {
@@ -294,35 +351,43 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
     let warm_us = (plan.warmup_s * 1e6) as u64;
     let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
     // The writer runs on its own task so file I/O never delays a worker's next read.
-    let writer = tokio::spawn(async move {
-        let mut records = Vec::new();
-        let mut error: Option<anyhow::Error> = None;
-        while let Some(mut r) = rx.recv().await {
-            r.finalize(defs);
-            if let Some(slo) = slo {
-                r.slo_met = Some(slo.met_by(&r));
-            }
-            if warm_us > 0 && r.sent_at_us.unwrap_or(r.intended_send_us) < warm_us {
-                r.excluded = Some("warmup".into());
+    // The writer runs on its own task so file I/O never delays a worker's next read. The first failed
+    // write (a full disk) stops the run: nothing after it could be kept.
+    let writer = {
+        let control = control.clone();
+        tokio::spawn(async move {
+            let mut records = Vec::new();
+            let mut error: Option<anyhow::Error> = None;
+            while let Some(mut r) = rx.recv().await {
+                r.finalize(defs);
+                if let Some(slo) = slo {
+                    r.slo_met = Some(slo.met_by(&r));
+                }
+                if warm_us > 0 && r.sent_at_us.unwrap_or(r.intended_send_us) < warm_us {
+                    r.excluded = Some("warmup".into());
+                }
+                if error.is_none() {
+                    for s in &mut sinks {
+                        if let Err(e) = s.record(&r) {
+                            eprintln!("loadgen: error: {e:#}; stopping the run");
+                            control.stop();
+                            error = Some(e);
+                            break;
+                        }
+                    }
+                }
+                records.push(r);
             }
             for s in &mut sinks {
-                if let Err(e) = s.record(&r)
+                if let Err(e) = s.finish()
                     && error.is_none()
                 {
                     error = Some(e);
                 }
             }
-            records.push(r);
-        }
-        for s in &mut sinks {
-            if let Err(e) = s.finish()
-                && error.is_none()
-            {
-                error = Some(e);
-            }
-        }
-        (records, error)
-    });
+            (records, error)
+        })
+    };
 
     let stop_at = ctx.run_start + Duration::from_secs_f64(plan.timeout_s);
     match &plan.load {
@@ -391,22 +456,20 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
     if plan.warmup_s > 0.0 || plan.cooldown_s > 0.0 {
         mark_trims(&mut records, plan.warmup_s, plan.cooldown_s);
     }
+    let mut file_error = write_error.map(|e| e.context("writing records as they finished"));
     if plan.cooldown_s > 0.0
+        && file_error.is_none()
         && let Some(f) = &files
     {
         // The drain is only known at the end: rewrite the records file with the marks, atomically.
-        let tmp = f.requests_jsonl.with_extension("jsonl.tmp");
-        let mut w = std::io::BufWriter::new(
-            std::fs::File::create(&tmp).with_context(|| format!("creating '{}'", tmp.display()))?,
-        );
-        for r in &records {
-            serde_json::to_writer(&mut w, r)?;
-            std::io::Write::write_all(&mut w, b"\n")?;
-        }
-        std::io::Write::flush(&mut w)?;
-        drop(w);
-        std::fs::rename(&tmp, &f.requests_jsonl)
-            .with_context(|| format!("replacing '{}'", f.requests_jsonl.display()))?;
+        file_error = output::write_atomically(&f.requests_jsonl, |w| {
+            for r in &records {
+                serde_json::to_writer(&mut *w, r)?;
+                std::io::Write::write_all(w, b"\n")?;
+            }
+            Ok(())
+        })
+        .err();
     }
     let all_records = records;
     let records: Vec<RequestRecord> = all_records
@@ -444,6 +507,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         run_ended_unix_us: Some(unix_us()),
         tokenizer: tokenizer.name().to_string(),
         plan: serde_json::to_value(&plan)?,
+        server_models: server_models.clone(),
         host: std::env::var("HOSTNAME")
             .ok()
             .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
@@ -488,22 +552,39 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         if let Some(s) = &selfcheck {
             extra.push(("selfcheck", serde_json::to_value(s)?));
         }
-        output::write_final(f, &stem, &records, &summary, &info, defs, &extra)?;
-    }
-    if let Some(e) = write_error {
-        return Err(e.context("writing records as they finished"));
+        if let Err(e) = output::write_final(f, &stem, &records, &summary, &info, defs, &extra) {
+            file_error.get_or_insert(e);
+        }
     }
 
     let mut warnings = Vec::new();
     if let Some(l) = littles_law.filter(|l| l.flagged) {
         warnings.push(format!(
-            "Little's law check: throughput × mean latency = {:.2} requests in flight, but {:.2} were \
-             sampled ({:.0} % apart); the records may be missing requests or carry wrong times",
+            "Little's law: the records give {:.2} requests in flight on average (throughput × mean \
+             latency), but the live counter sampled {:.2} ({:.0} % apart, {} samples). Both count the \
+             same interval of each request, so records were lost or carry wrong times: please report it",
             l.predicted_in_flight,
             l.sampled_in_flight,
-            l.relative_difference * 100.0
+            l.relative_difference * 100.0,
+            l.samples
         ));
     }
+    if let Some(models) = server_models.as_ref().filter(|m| !m.is_empty())
+        && !models.iter().any(|m| m == &plan.model)
+    {
+        warnings.push(format!(
+            "the server lists {} at /models, not '{}'; servers that ignore the name answer anyway \
+             (the models the responses named are in the summary)",
+            models
+                .iter()
+                .take(5)
+                .map(|m| format!("'{m}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            plan.model
+        ));
+    }
+    warnings.extend(summary.health_warnings(Some(&plan.model)));
     if summary.output_token_mismatches > 0 {
         warnings.push(format!(
             "{} of {} successful requests: the server's usage and the tokenizer ('{}') disagree on \
@@ -522,8 +603,12 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
     {
         warnings.push("Test timed out before all requests could be completed.".into());
     }
-    let exit = if control.is_stopped() {
+    let exit = if file_error.is_some() {
+        Exit::Fatal
+    } else if control.is_stopped() {
         Exit::Interrupted
+    } else if summary.num_completed_requests == 0 {
+        Exit::NoSuccess
     } else if plan
         .max_error_rate
         .is_some_and(|max| summary.error_rate > max)
@@ -543,11 +628,57 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         selfcheck,
         littles_law,
         goodput,
+        file_error,
         exit,
     })
 }
 
-/// The binary's run: Ctrl-C handling, the run, then LLMPerf's summary block on stdout.
+/// SIGINT (Ctrl-C), SIGTERM (`timeout`, `docker stop`, a CI cancel) and SIGHUP (a closed terminal)
+/// all mean the same: stop scheduling, let requests in flight finish, write everything.
+pub struct StopSignals {
+    #[cfg(unix)]
+    streams: Vec<(tokio::signal::unix::Signal, &'static str)>,
+}
+
+impl StopSignals {
+    /// Installs the handlers; from here on these signals no longer kill the process.
+    pub fn new() -> std::io::Result<Self> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Self {
+                streams: vec![
+                    (signal(SignalKind::interrupt())?, "SIGINT"),
+                    (signal(SignalKind::terminate())?, "SIGTERM"),
+                    (signal(SignalKind::hangup())?, "SIGHUP"),
+                ],
+            })
+        }
+        #[cfg(not(unix))]
+        Ok(Self {})
+    }
+
+    /// Waits for the next of them and names it.
+    pub async fn recv(&mut self) -> &'static str {
+        #[cfg(unix)]
+        {
+            let waits = self.streams.iter_mut().map(|(s, name)| {
+                Box::pin(async move {
+                    s.recv().await;
+                    *name
+                })
+            });
+            futures_util::future::select_all(waits).await.0
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            "interrupt"
+        }
+    }
+}
+
+/// The binary's run: signal handling, the run, then LLMPerf's summary block on stdout.
 pub async fn run(args: Args) -> anyhow::Result<Exit> {
     if let Some(cli::Command::Selfcheck(a)) = &args.command {
         let report = selfcheck::run_selfcheck(a).await?;
@@ -558,18 +689,18 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
     let (model, quiet, grace) = (plan.model.clone(), plan.quiet, Duration::from_secs(10));
     let sweeping = plan.sweep.is_some();
     let control = Control::new();
+    let mut signals =
+        StopSignals::new().context("installing the SIGINT/SIGTERM/SIGHUP handlers")?;
     let c = control.clone();
     tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_err() {
-            return;
-        }
+        let first = signals.recv().await;
         eprintln!(
-            "\nloadgen: interrupted; waiting up to {}s for requests in flight (Ctrl-C again to stop now)",
+            "\nloadgen: {first}: stopping; waiting up to {}s for requests in flight (a second signal stops them now)",
             grace.as_secs()
         );
         c.stop();
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
+            _ = signals.recv() => {},
             _ = tokio::time::sleep(grace) => {},
         }
         c.cut();
@@ -617,10 +748,26 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
         for w in &out.warnings {
             eprintln!("loadgen: warning: {w}");
         }
-        if let Some(f) = &out.files {
+    }
+    // Failures are printed even with --quiet: a run that failed must look failed.
+    eprint!("{}", out.summary.error_breakdown_text());
+    if let Some(e) = &out.file_error {
+        eprintln!("loadgen: error: {e:#}");
+        return Ok(out.exit);
+    }
+    match (&out.files, out.exit) {
+        (_, Exit::NoSuccess) => eprintln!(
+            "loadgen: error: no request succeeded (exit code {})",
+            Exit::NoSuccess as u8
+        ),
+        (Some(f), _) if !quiet => {
             let dir = f.summary.parent().map(PathBuf::from).unwrap_or_default();
             eprintln!("loadgen: results written to {}", dir.display());
         }
+        (None, _) if !quiet => {
+            eprintln!("loadgen: no --results-dir given, so no files were written (as LLMPerf)")
+        }
+        _ => {}
     }
     Ok(out.exit)
 }

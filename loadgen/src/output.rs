@@ -28,10 +28,14 @@ pub trait RecordSink: Send {
     }
 }
 
-/// Appends one JSON line per record and flushes it at once.
+/// Appends one JSON line per record, written whole at once. A failed write (a full disk) is cut
+/// back to the last complete line, so the file always holds whole records.
 pub struct JsonlSink {
     path: PathBuf,
-    w: BufWriter<File>,
+    f: File,
+    /// Bytes of complete lines written so far.
+    len: u64,
+    line: Vec<u8>,
 }
 
 impl JsonlSink {
@@ -40,21 +44,25 @@ impl JsonlSink {
         let f = File::create(path).with_context(|| format!("creating '{}'", path.display()))?;
         Ok(Self {
             path: path.to_path_buf(),
-            w: BufWriter::new(f),
+            f,
+            len: 0,
+            line: Vec::with_capacity(4096),
         })
     }
 }
 
 impl RecordSink for JsonlSink {
     fn record(&mut self, r: &RequestRecord) -> anyhow::Result<()> {
-        serde_json::to_writer(&mut self.w, r)?;
-        self.w.write_all(b"\n")?;
-        self.w
-            .flush()
-            .with_context(|| format!("writing '{}'", self.path.display()))
-    }
-    fn finish(&mut self) -> anyhow::Result<()> {
-        Ok(self.w.flush()?)
+        self.line.clear();
+        serde_json::to_writer(&mut self.line, r)?;
+        self.line.push(b'\n');
+        if let Err(e) = self.f.write_all(&self.line) {
+            // Best effort: a device that cannot be truncated (e.g. /dev/full) is left as it is.
+            let _ = self.f.set_len(self.len);
+            return Err(anyhow::Error::new(e).context(format!("writing '{}'", self.path.display())));
+        }
+        self.len += self.line.len() as u64;
+        Ok(())
     }
 }
 
@@ -153,16 +161,41 @@ impl OutputFiles {
     }
 }
 
-fn write_json(path: &Path, v: &impl Serialize) -> anyhow::Result<()> {
-    let f = File::create(path).with_context(|| format!("creating '{}'", path.display()))?;
-    let mut w = BufWriter::new(f);
-    serde_json::to_writer_pretty(&mut w, v)?;
-    w.write_all(b"\n")?;
-    w.flush()
-        .with_context(|| format!("writing '{}'", path.display()))
+/// Writes `path` whole or not at all: into `path.tmp`, then renamed over it. On failure the
+/// temporary file is removed and the error names `path`.
+pub fn write_json(path: &Path, v: &impl Serialize) -> anyhow::Result<()> {
+    write_atomically(path, |w| {
+        serde_json::to_writer_pretty(&mut *w, v)?;
+        w.write_all(b"\n")?;
+        Ok(())
+    })
 }
 
-/// Writes LLMPerf's two files and the run metadata.
+/// Writes `path` through `fill` into a temporary file beside it, then renames it into place.
+pub fn write_atomically(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<File>) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    let result = (|| {
+        let f = File::create(&tmp)?;
+        let mut w = BufWriter::new(f);
+        fill(&mut w)?;
+        w.into_inner().map_err(|e| e.into_error())?.sync_data()?;
+        std::fs::rename(&tmp, path)?;
+        Ok::<_, anyhow::Error>(())
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(e.context(format!("writing '{}'", path.display())));
+    }
+    Ok(())
+}
+
+/// Writes LLMPerf's two files and the run metadata. Every file is tried, each whole or not at all;
+/// the first failure is returned.
 pub fn write_final(
     files: &OutputFiles,
     stem: &str,
@@ -178,12 +211,52 @@ pub fn write_final(
         .filter(|r| r.sent_at_us.is_some())
         .map(|r| r.llmperf_metrics(defs))
         .collect();
-    write_json(&files.individual_responses, &individual)?;
     let mut json = summary.llmperf_summary_json(info, stem);
     for (k, v) in extra {
         json["tokenperf"][*k] = v.clone();
     }
-    write_json(&files.summary, &json)?;
-    write_json(&files.run, info)?;
+    let results = [
+        write_json(&files.individual_responses, &individual),
+        write_json(&files.summary, &json),
+        write_json(&files.run, info),
+    ];
+    results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[cfg(unix)]
+    #[test]
+    fn a_full_disk_keeps_whole_lines_and_names_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        // /dev/full behind a symlink fails every write with ENOSPC, as a full disk does.
+        let jsonl = dir.path().join("r_requests.jsonl");
+        std::os::unix::fs::symlink("/dev/full", &jsonl).unwrap();
+        let mut sink = JsonlSink::create(&jsonl).unwrap();
+        let e = sink.record(&RequestRecord::new(0, 0)).unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(msg.contains("r_requests.jsonl"), "{msg}");
+        assert!(msg.contains("No space left"), "{msg}");
+
+        // A real file: every line written is whole.
+        let ok = dir.path().join("ok.jsonl");
+        let mut sink = JsonlSink::create(&ok).unwrap();
+        for i in 0..3 {
+            sink.record(&RequestRecord::new(i, 0)).unwrap();
+        }
+        let text = std::fs::read_to_string(&ok).unwrap();
+        assert_eq!(text.lines().count(), 3);
+        assert!(text.ends_with('\n'));
+
+        // A whole-file write that fails leaves neither a truncated file nor its temporary.
+        let summary = dir.path().join("s_summary.json");
+        std::os::unix::fs::symlink("/dev/full", dir.path().join("s_summary.json.tmp")).unwrap();
+        let e = write_json(&summary, &serde_json::json!({"a": 1})).unwrap_err();
+        assert!(format!("{e:#}").contains("s_summary.json"), "{e:#}");
+        assert!(!summary.exists());
+        assert!(!dir.path().join("s_summary.json.tmp").exists());
+    }
 }

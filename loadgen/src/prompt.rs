@@ -21,6 +21,31 @@ pub struct PromptSpec {
     pub max_tokens: u64,
 }
 
+/// `--cache-bust`: puts a marker unique to each request, and to the run through `salt`, at the very
+/// start of its prompt (of its first message, for datasets of messages), so that no two prompts share
+/// a prefix a server could serve from its cache. The marker costs a few tokens, and the recorded
+/// prompt length counts them. A chat template's own preamble stays shared; no client can change it.
+pub fn bust_cache(
+    specs: &mut [PromptSpec],
+    salt: u64,
+    tokenizer: &tokenperf_core::tokenizer::TokenCounter,
+) -> anyhow::Result<()> {
+    let mut rng = Rng::new(salt);
+    for spec in specs {
+        let marker = format!("[{:016x}] ", rng.next_u64());
+        match spec.messages.as_mut().and_then(|m| m.first_mut()) {
+            Some(first) => {
+                if let Some(text) = first.get("content").and_then(|c| c.as_str()) {
+                    first["content"] = serde_json::Value::String(format!("{marker}{text}"));
+                }
+            }
+            None => spec.prompt.insert_str(0, &marker),
+        }
+        spec.prompt_tokens += tokenizer.count(&marker, false)? as u64;
+    }
+    Ok(())
+}
+
 /// LLMPerf's `sample_random_positive_int`: `int(gauss(mean, stddev))`, redrawn while ≤ 0.
 pub fn sample_positive(rng: &mut Rng, mean: f64, stddev: f64) -> u64 {
     for _ in 0..10_000 {

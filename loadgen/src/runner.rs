@@ -65,17 +65,17 @@ impl Control {
 }
 
 /// The record of an arrival that was never sent.
-fn dropped(id: u64, intended_us: u64, spec: &PromptSpec, why: String) -> RequestRecord {
+fn unsent(id: u64, intended_us: u64, spec: &PromptSpec, outcome: Outcome) -> RequestRecord {
     let mut r = RequestRecord::new(id, intended_us);
     r.max_tokens = Some(spec.max_tokens);
     r.input_tokens = TokenCount::new(None, Some(spec.prompt_tokens));
-    r.outcome = Outcome::Dropped { message: why };
+    r.outcome = outcome;
     r
 }
 
 /// Runs an open loop: request `i` is due at `schedule[i]` µs after the run start, whatever the
 /// server's speed. With `max_concurrency`, an arrival that finds every slot busy is recorded as
-/// dropped; arrivals after `stop_at` or after a stop are recorded as dropped too.
+/// dropped; arrivals after `stop_at` or after a stop are recorded as `not_due`.
 pub async fn open_loop(
     ctx: Arc<Context>,
     specs: Arc<Vec<PromptSpec>>,
@@ -98,13 +98,19 @@ pub async fn open_loop(
             }
         }
         if control.is_stopped() || at > stop_at {
+            // Arrivals not yet due were never part of the offered load: recorded, but not as drops.
+            let now = ctx.now_us();
             for (j, &tj) in schedule.iter().enumerate().skip(i) {
-                let _ = tx.send(dropped(
-                    j as u64,
-                    tj,
-                    spec_of(j),
-                    "the run ended before its scheduled time".into(),
-                ));
+                let outcome = if tj <= now {
+                    Outcome::Dropped {
+                        message: "due, but the run was stopping".into(),
+                    }
+                } else {
+                    Outcome::NotDue {
+                        message: "the run stopped before its scheduled time".into(),
+                    }
+                };
+                let _ = tx.send(unsent(j as u64, tj, spec_of(j), outcome));
             }
             break;
         }
@@ -116,7 +122,12 @@ pub async fn open_loop(
                         "all {} slots were busy at its scheduled time (--max-concurrency)",
                         max_concurrency.unwrap_or(0)
                     );
-                    let _ = tx.send(dropped(i as u64, t, spec_of(i), why));
+                    let _ = tx.send(unsent(
+                        i as u64,
+                        t,
+                        spec_of(i),
+                        Outcome::Dropped { message: why },
+                    ));
                     continue;
                 }
             },

@@ -5,9 +5,19 @@
 //! read, and one event split across reads. Multi-line data is joined with `\n` as the SSE spec says.
 //! Allocation-free per event in the common case (one `data:` line per event).
 
-/// Feeds bytes and hands each complete event's data to a callback.
-#[derive(Debug, Default)]
+/// A line (or the data of one event) longer than the parser's cap.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("an SSE line or event passed {limit} bytes without ending (--max-sse-line-bytes)")]
+pub struct LineTooLong {
+    pub limit: usize,
+}
+
+/// Feeds bytes and hands each complete event's data to a callback. Every byte is scanned once
+/// (a line split over many reads is not rescanned), and no line or event may pass `max_line` bytes,
+/// so a peer that never sends a newline costs bounded memory.
+#[derive(Debug)]
 pub struct SseParser {
+    /// The unfinished line carried over from earlier reads (it has no line ending yet).
     buf: Vec<u8>,
     /// Data of the event being assembled, when it has more than one `data:` line.
     data: Vec<u8>,
@@ -15,49 +25,104 @@ pub struct SseParser {
     has_data: bool,
     /// The last byte seen was a CR, so a following LF belongs to the same line ending.
     after_cr: bool,
+    max_line: usize,
 }
+
+impl Default for SseParser {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Default cap on one line or event: far above any real chunk (logprobs included).
+pub const DEFAULT_MAX_LINE: usize = 1 << 20;
 
 impl SseParser {
     pub fn new() -> Self {
-        Self::default()
+        Self::with_limit(DEFAULT_MAX_LINE)
+    }
+
+    /// A parser that refuses lines and events longer than `max_line` bytes.
+    pub fn with_limit(max_line: usize) -> Self {
+        Self {
+            buf: Vec::new(),
+            data: Vec::new(),
+            has_data: false,
+            after_cr: false,
+            max_line: max_line.max(1),
+        }
     }
 
     /// Appends `bytes` and calls `on_event` with the data of every event completed by them.
-    pub fn feed(&mut self, mut bytes: &[u8], on_event: &mut impl FnMut(&[u8])) {
+    pub fn feed(
+        &mut self,
+        mut bytes: &[u8],
+        on_event: &mut impl FnMut(&[u8]),
+    ) -> Result<(), LineTooLong> {
         if self.after_cr && bytes.first() == Some(&b'\n') {
             bytes = &bytes[1..];
         }
         self.after_cr = false;
-        if self.buf.is_empty() {
-            // Fast path: parse straight from the caller's bytes, keep only the unfinished tail.
-            let used = self.lines(bytes, on_event);
-            self.buf.extend_from_slice(&bytes[used..]);
+        if !self.buf.is_empty() {
+            // Only the new bytes are scanned for the end of the carried-over line.
+            let Some(k) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') else {
+                self.buf.extend_from_slice(bytes);
+                return self.check(self.buf.len());
+            };
+            self.buf.extend_from_slice(&bytes[..k]);
+            self.check(self.buf.len())?;
+            let line = std::mem::take(&mut self.buf);
+            self.line(&line, on_event)?;
+            self.buf = line;
+            self.buf.clear();
+            let mut i = k + 1;
+            if bytes[k] == b'\r' {
+                if i == bytes.len() {
+                    self.after_cr = true;
+                } else if bytes[i] == b'\n' {
+                    i += 1;
+                }
+            }
+            bytes = &bytes[i..];
+        }
+        let used = self.lines(bytes, on_event)?;
+        self.buf.extend_from_slice(&bytes[used..]);
+        self.check(self.buf.len())
+    }
+
+    fn check(&self, len: usize) -> Result<(), LineTooLong> {
+        if len > self.max_line {
+            Err(LineTooLong {
+                limit: self.max_line,
+            })
         } else {
-            self.buf.extend_from_slice(bytes);
-            let buf = std::mem::take(&mut self.buf);
-            let used = self.lines(&buf, on_event);
-            self.buf = buf;
-            self.buf.drain(..used);
+            Ok(())
         }
     }
 
     /// Ends the stream: an event left without its blank line is still delivered (lenient).
-    pub fn finish(&mut self, on_event: &mut impl FnMut(&[u8])) {
+    pub fn finish(&mut self, on_event: &mut impl FnMut(&[u8])) -> Result<(), LineTooLong> {
         if !self.buf.is_empty() {
             let buf = std::mem::take(&mut self.buf);
-            self.line(&buf, on_event);
+            self.line(&buf, on_event)?;
         }
         self.dispatch(on_event);
+        Ok(())
     }
 
     /// Processes complete lines of `input`; returns how many bytes were consumed.
-    fn lines(&mut self, input: &[u8], on_event: &mut impl FnMut(&[u8])) -> usize {
+    fn lines(
+        &mut self,
+        input: &[u8],
+        on_event: &mut impl FnMut(&[u8]),
+    ) -> Result<usize, LineTooLong> {
         let mut start = 0;
         let mut i = 0;
         while i < input.len() {
             let b = input[i];
             if b == b'\n' || b == b'\r' {
-                self.line(&input[start..i], on_event);
+                self.check(i - start)?;
+                self.line(&input[start..i], on_event)?;
                 i += 1;
                 if b == b'\r' {
                     if i == input.len() {
@@ -71,16 +136,16 @@ impl SseParser {
                 i += 1;
             }
         }
-        start
+        Ok(start)
     }
 
-    fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(&[u8])) {
+    fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(&[u8])) -> Result<(), LineTooLong> {
         if line.is_empty() {
             self.dispatch(on_event);
-            return;
+            return Ok(());
         }
         if line[0] == b':' {
-            return; // comment / ping
+            return Ok(()); // comment / ping
         }
         let (field, value) = match line.iter().position(|&c| c == b':') {
             Some(p) => {
@@ -95,7 +160,9 @@ impl SseParser {
             }
             self.data.extend_from_slice(value);
             self.has_data = true;
+            self.check(self.data.len())?;
         }
+        Ok(())
     }
 
     fn dispatch(&mut self, on_event: &mut impl FnMut(&[u8])) {
@@ -119,11 +186,11 @@ mod tests {
         let mut k = 0;
         while !rest.is_empty() {
             let n = sizes[k % sizes.len()].min(rest.len()).max(1);
-            p.feed(&rest[..n], &mut cb);
+            p.feed(&rest[..n], &mut cb).unwrap();
             rest = &rest[n..];
             k += 1;
         }
-        p.finish(&mut cb);
+        p.finish(&mut cb).unwrap();
         out
     }
 
@@ -147,5 +214,36 @@ mod tests {
             vec!["a\nb", "tail"]
         );
         assert!(parse_in_pieces(b": only a comment\n\n", &[100]).is_empty());
+    }
+
+    #[test]
+    fn a_line_without_end_is_refused_at_the_cap_and_scanned_once() {
+        let mut p = SseParser::with_limit(1000);
+        let mut n = 0;
+        let mut cb = |_: &[u8]| n += 1;
+        p.feed(b"data: ", &mut cb).unwrap();
+        let piece = [b'x'; 100];
+        for _ in 0..9 {
+            p.feed(&piece, &mut cb).unwrap();
+        }
+        assert_eq!(
+            p.feed(&piece, &mut cb),
+            Err(LineTooLong { limit: 1000 }),
+            "the 11th piece passes the cap"
+        );
+        // Multi-line data counts toward the cap too.
+        let mut p = SseParser::with_limit(10);
+        let r = p.feed(b"data: 123456\ndata: 123456\n", &mut |_| {});
+        assert!(r.is_err());
+        // A long line fed one byte at a time: each read scans only its own byte (the carried-over
+        // line is never rescanned, which made this 2·10^10 comparisons before).
+        let mut p = SseParser::with_limit(1 << 20);
+        p.feed(b"data: ", &mut |_| {}).unwrap();
+        for _ in 0..200_000 {
+            p.feed(b"y", &mut |_| {}).unwrap();
+        }
+        let mut got = 0;
+        p.feed(b"\n\n", &mut |d| got = d.len()).unwrap();
+        assert_eq!(got, 200_000);
     }
 }

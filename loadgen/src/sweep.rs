@@ -221,94 +221,140 @@ fn point_plan(base: &Plan, index: usize, name: &str, load: Load) -> Plan {
     p
 }
 
-/// Runs a sweep over `plan` (whose `sweep` is set).
+/// A sweep under way: its points so far, why it stopped, and the worst exit code of its points.
+struct Sweep<'a> {
+    plan: &'a Plan,
+    spec: SweepSpec,
+    stop: SweepStop,
+    control: Control,
+    rows: Vec<PointRow>,
+    stopped: Option<String>,
+    exit: Exit,
+}
+
+/// Which of two exit codes a sweep reports: an interrupt first, then the most serious failure.
+fn worse(a: Exit, b: Exit) -> Exit {
+    let rank = |e: Exit| match e {
+        Exit::Ok => 0,
+        Exit::ErrorRate => 1,
+        Exit::NoSuccess => 2,
+        Exit::Fatal => 3,
+        Exit::Interrupted => 4,
+    };
+    if rank(b) > rank(a) { b } else { a }
+}
+
+impl Sweep<'_> {
+    /// Runs one point, records it, and rewrites `sweep_summary.json`. Returns the point's completed
+    /// requests per second, or `None` when the sweep must end here (a limit passed, a signal, a
+    /// point that failed).
+    async fn point(&mut self, name: String, load: Load) -> anyhow::Result<Option<f64>> {
+        let out = Box::pin(run_plan(
+            point_plan(self.plan, self.rows.len(), &name, load.clone()),
+            self.control.clone(),
+        ))
+        .await?;
+        self.exit = worse(self.exit, out.exit);
+        let rate = out.summary.num_completed_requests_per_min.unwrap_or(0.0) / 60.0;
+        self.rows.push(PointRow::new(name, load, &out));
+        if let Some(why) = self.stop.passed(&out) {
+            self.stopped = Some(why);
+        } else if self.control.is_stopped() {
+            self.stopped = Some("interrupted".into());
+        } else if let Some(e) = &out.file_error {
+            self.stopped = Some(format!("{e:#}"));
+        }
+        self.write_summary()?;
+        Ok(self.stopped.is_none().then_some(rate))
+    }
+
+    /// `sweep_summary.json`, rewritten whole after every point so a stopped sweep keeps its points.
+    fn write_summary(&self) -> anyhow::Result<()> {
+        let Some(dir) = &self.plan.results_dir else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(dir)?;
+        let doc = json!({
+            "schema_version": tokenperf_core::SCHEMA_VERSION,
+            "sweep": self.spec,
+            "stop": self.stop,
+            "result": { "rows": self.rows, "stopped": self.stopped },
+        });
+        crate::output::write_json(&dir.join("sweep_summary.json"), &doc)
+    }
+}
+
+/// Runs a sweep over `plan` (whose `sweep` is set). The exit code is the most serious of its points'.
 pub async fn run_sweep(plan: Plan, control: Control) -> anyhow::Result<(SweepResult, Exit)> {
     let spec = plan.sweep.clone().expect("a sweep plan");
-    let stop = plan.sweep_stop.unwrap_or_default();
-    let mut points: Vec<(String, Load)> = match &spec {
+    let mut sweep = Sweep {
+        plan: &plan,
+        spec: spec.clone(),
+        stop: plan.sweep_stop.unwrap_or_default(),
+        control,
+        rows: Vec::new(),
+        stopped: None,
+        exit: Exit::Ok,
+    };
+    let points: Vec<(String, Load)> = match &spec {
         SweepSpec::Concurrency(cs) => cs
             .iter()
             .map(|&c| (format!("concurrency-{c}"), Load::Closed { concurrency: c }))
             .collect(),
         SweepSpec::Rate(rs) => rs.iter().map(|&r| (format!("rate-{r}"), open(r))).collect(),
-        SweepSpec::Auto => Vec::new(),
+        SweepSpec::Auto => auto_points(&mut sweep).await?.unwrap_or_default(),
     };
-    let mut rows = Vec::new();
-    let mut stopped = None;
-    let mut exit = Exit::Ok;
-    if spec == SweepSpec::Auto {
-        // The two ends: one stream at a time, and as many streams as the plan's concurrency allows
-        // (at least 16), both closed loops.
-        let ends = [
-            ("synchronous".to_string(), Load::Closed { concurrency: 1 }),
-            (
-                "throughput".to_string(),
-                Load::Closed {
-                    concurrency: plan.concurrency().max(16),
-                },
-            ),
-        ];
-        let mut rates = Vec::new();
-        for (name, load) in ends {
-            let out = Box::pin(run_plan(
-                point_plan(&plan, rows.len(), &name, load.clone()),
-                control.clone(),
-            ))
-            .await?;
-            let rate = out.summary.num_completed_requests_per_min.unwrap_or(0.0) / 60.0;
-            rows.push(PointRow::new(name, load, &out));
-            rates.push(rate);
-            if let Some(why) = stop.passed(&out) {
-                stopped = Some(why);
-                break;
-            }
+    for (name, load) in points {
+        if sweep.point(name, load).await?.is_none() {
+            break;
         }
-        if stopped.is_none() && rates.len() == 2 && rates[0] > 0.0 && rates[1] > rates[0] {
-            let n = plan.sweep_points.max(1);
-            for k in 1..=n {
+    }
+    let exit = sweep.exit;
+    Ok((
+        SweepResult {
+            rows: sweep.rows,
+            stopped: sweep.stopped,
+        },
+        exit,
+    ))
+}
+
+/// `--sweep auto`: runs the two ends (one stream at a time, then as many streams as the plan's
+/// concurrency allows, at least 16) and returns the rates between them, or `None` when it ended.
+async fn auto_points(sweep: &mut Sweep<'_>) -> anyhow::Result<Option<Vec<(String, Load)>>> {
+    let ends = [
+        ("synchronous".to_string(), Load::Closed { concurrency: 1 }),
+        (
+            "throughput".to_string(),
+            Load::Closed {
+                concurrency: sweep.plan.concurrency().max(16),
+            },
+        ),
+    ];
+    let mut rates = Vec::new();
+    for (name, load) in ends {
+        match sweep.point(name, load).await? {
+            Some(r) => rates.push(r),
+            None => return Ok(None),
+        }
+    }
+    if !(rates[0] > 0.0 && rates[1] > rates[0]) {
+        sweep.stopped = Some(format!(
+            "no rates to sweep: {:.3} requests/s at one stream, {:.3} at full concurrency",
+            rates[0], rates[1]
+        ));
+        sweep.write_summary()?;
+        return Ok(None);
+    }
+    let n = sweep.plan.sweep_points.max(1);
+    Ok(Some(
+        (1..=n)
+            .map(|k| {
                 let r = rates[0] + (rates[1] - rates[0]) * k as f64 / (n + 1) as f64;
-                points.push((format!("rate-{r:.3}"), open(r)));
-            }
-        }
-    }
-    if stopped.is_none() {
-        for (name, load) in points {
-            let out = Box::pin(run_plan(
-                point_plan(&plan, rows.len(), &name, load.clone()),
-                control.clone(),
-            ))
-            .await?;
-            if out.exit != Exit::Ok {
-                exit = out.exit;
-            }
-            let why = stop.passed(&out);
-            rows.push(PointRow::new(name, load, &out));
-            if let Some(why) = why {
-                stopped = Some(why);
-                break;
-            }
-            if control.is_stopped() {
-                stopped = Some("interrupted".into());
-                exit = Exit::Interrupted;
-                break;
-            }
-        }
-    }
-    let result = SweepResult { rows, stopped };
-    if let Some(dir) = &plan.results_dir {
-        std::fs::create_dir_all(dir)?;
-        let doc = json!({
-            "schema_version": tokenperf_core::SCHEMA_VERSION,
-            "sweep": spec,
-            "stop": stop,
-            "result": result,
-        });
-        std::fs::write(
-            dir.join("sweep_summary.json"),
-            serde_json::to_string_pretty(&doc)? + "\n",
-        )?;
-    }
-    Ok((result, exit))
+                (format!("rate-{r:.3}"), open(r))
+            })
+            .collect(),
+    ))
 }
 
 fn open(rate: f64) -> Load {

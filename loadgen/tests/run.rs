@@ -307,8 +307,20 @@ async fn mock_server_faults_become_records_and_the_run_goes_on() {
     assert!(out.records.iter().all(|r| !r.outcome.is_ok()));
     assert_eq!(
         out.exit,
-        Exit::ErrorRate,
-        "every request failed, above --max-error-rate 0.5"
+        Exit::NoSuccess,
+        "every request failed: no request succeeded outranks --max-error-rate"
+    );
+    let kinds_listed: Vec<&str> = out
+        .summary
+        .error_breakdown
+        .iter()
+        .map(|g| g.kind.as_str())
+        .collect();
+    assert!(kinds_listed.contains(&"http_status"), "{kinds_listed:?}");
+    assert!(
+        out.summary
+            .error_breakdown_text()
+            .contains("30 requests did not succeed")
     );
     assert!(out.summary.error_code_frequency.contains_key("429"));
 }

@@ -1,0 +1,466 @@
+//! loadgen's HTTP/1.1 client: one origin, a connection pool we can see into, and no redirects.
+//!
+//! We keep our own pool over hyper's connection API instead of reqwest's because a measurement needs
+//! three facts reqwest hides:
+//! * whether a request went out on a new or a reused connection (recorded; a reused connection that a
+//!   server closed after its last response is the commonest spurious failure in the field: llama.cpp's
+//!   server advertises keep-alive and closes after every stream);
+//! * whether any response byte came back before a failure: only a request that failed on a *reused*
+//!   connection with nothing read can be retried honestly (the server never saw it), and it is retried
+//!   once, on a fresh connection;
+//! * that a 3xx is an answer to record, not a hop to follow.
+//!
+//! Every connection counts the bytes it reads, which is how "nothing read" is known exactly.
+
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
+use hyper::{Request, Response};
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+
+/// Why a request got no response head.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// No connection could be made (DNS, refused, TLS handshake …).
+    #[error("{0}")]
+    Connect(String),
+    /// The connection failed before a response head arrived.
+    #[error("{0}")]
+    Request(String),
+}
+
+/// Where the API lives: scheme, host and port, and the path prefix requests are appended to.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub tls: bool,
+    /// `host:port` for connecting (IPv6 literals keep their brackets).
+    pub addr: String,
+    /// Host name for TLS (no brackets, no port).
+    pub host: String,
+    /// The `Host` header.
+    pub authority: String,
+    /// Path prefix without its trailing slash, e.g. `/v1`.
+    pub base_path: String,
+}
+
+impl Origin {
+    /// Parses `http(s)://host[:port][/path]`.
+    pub fn parse(base: &str) -> Result<Self, String> {
+        let uri: hyper::Uri = base
+            .parse()
+            .map_err(|e| format!("'{base}' is not a URL: {e}"))?;
+        let tls = match uri.scheme_str() {
+            Some("http") => false,
+            Some("https") => true,
+            _ => return Err(format!("'{base}' must start with http:// or https://")),
+        };
+        let authority = uri
+            .authority()
+            .ok_or_else(|| format!("'{base}' has no host"))?;
+        if authority.as_str().contains('@') {
+            return Err(format!(
+                "'{base}': credentials in the URL are not supported; use --api-key"
+            ));
+        }
+        let host = authority.host().to_string();
+        let port = authority.port_u16().unwrap_or(if tls { 443 } else { 80 });
+        let base_path = uri.path().trim_end_matches('/').to_string();
+        Ok(Self {
+            tls,
+            addr: format!("{host}:{port}"),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            authority: authority.as_str().to_string(),
+            base_path,
+        })
+    }
+}
+
+/// A live connection: its request sender and the count of bytes read from it so far.
+struct Conn {
+    sender: SendRequest<Full<Bytes>>,
+    read_bytes: Arc<AtomicU64>,
+}
+
+/// What a successful send produced.
+pub struct Sent {
+    pub response: Response<Incoming>,
+    /// Hand back with [`Lease::release`] once the body has been read to its end.
+    pub lease: Lease,
+    /// Whether the request went out on a connection opened for it.
+    pub new_connection: bool,
+    /// µs spent opening that connection (TCP, and TLS for https), outside the request's timing.
+    pub connect_us: Option<u64>,
+    /// When the request went out a second time: why the first try failed.
+    pub retried_after: Option<String>,
+    /// When the request was handed to the connection that answered.
+    pub sent_at: Instant,
+}
+
+/// A connection lent to one request; back in the pool only when released after a clean end.
+pub struct Lease {
+    conn: Option<Conn>,
+    pool: Arc<Pool>,
+    reusable: bool,
+}
+
+impl Lease {
+    /// Returns the connection for reuse (when the server did not ask to close it).
+    pub fn release(mut self) {
+        if let Some(c) = self.conn.take()
+            && self.reusable
+            && !c.sender.is_closed()
+        {
+            let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < self.pool.max_idle {
+                idle.push(c);
+            }
+        }
+    }
+}
+
+struct Pool {
+    idle: Mutex<Vec<Conn>>,
+    max_idle: usize,
+}
+
+/// The client: one origin, a pool of up to `max_idle` idle connections.
+#[derive(Clone)]
+pub struct HttpClient {
+    origin: Arc<Origin>,
+    tls: Option<tokio_rustls::TlsConnector>,
+    pool: Arc<Pool>,
+    connect_timeout: Duration,
+}
+
+/// Counts the bytes read through it, so a failure can tell whether any response byte arrived.
+struct Counted<T> {
+    inner: T,
+    read: Arc<AtomicU64>,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        let n = buf.filled().len() - before;
+        if n > 0 {
+            self.read.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut TaskContext<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+/// The whole error chain on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let next = inner.to_string();
+        if !s.ends_with(&next) {
+            s.push_str(": ");
+            s.push_str(&next);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
+    use rustls_platform_verifier::BuilderVerifierExt;
+    crate::client::install_crypto_provider();
+    let mut cfg = rustls::ClientConfig::builder()
+        .with_platform_verifier()
+        .map_err(|e| format!("setting up TLS certificate verification: {e}"))?
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+}
+
+impl HttpClient {
+    /// A client for `base` (e.g. `http://localhost:5543/v1`) keeping up to `max_idle` connections.
+    pub fn new(base: &str, max_idle: usize, connect_timeout: Duration) -> Result<Self, String> {
+        let origin = Origin::parse(base)?;
+        let tls = if origin.tls {
+            Some(tls_connector()?)
+        } else {
+            None
+        };
+        Ok(Self {
+            origin: Arc::new(origin),
+            tls,
+            pool: Arc::new(Pool {
+                idle: Mutex::new(Vec::new()),
+                max_idle: max_idle.max(1),
+            }),
+            connect_timeout,
+        })
+    }
+
+    pub fn origin(&self) -> &Origin {
+        &self.origin
+    }
+
+    /// Opens up to `n` connections ahead of the measured requests, so their set-up stays out of the
+    /// first requests' timing. Failures are ignored here: each request then reports its own.
+    pub async fn warm(&self, n: usize) {
+        let n = n.min(self.pool.max_idle);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..n {
+            let me = self.clone();
+            set.spawn(async move { me.connect().await.ok() });
+        }
+        while let Some(r) = set.join_next().await {
+            if let Ok(Some(c)) = r {
+                let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+                if idle.len() < self.pool.max_idle {
+                    idle.push(c);
+                }
+            }
+        }
+    }
+
+    /// Idle connections in the pool (for tests and diagnostics).
+    pub fn idle_connections(&self) -> usize {
+        self.pool.idle.lock().map_or(0, |i| i.len())
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
+        let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(c) = idle.pop() {
+            if c.sender.is_ready() && !c.sender.is_closed() {
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    async fn connect(&self) -> Result<Conn, SendError> {
+        let fut = async {
+            let tcp = TcpStream::connect(&self.origin.addr)
+                .await
+                .map_err(|e| format!("connecting to {}: {}", self.origin.addr, error_chain(&e)))?;
+            let _ = tcp.set_nodelay(true);
+            let read = Arc::new(AtomicU64::new(0));
+            let builder = hyper::client::conn::http1::Builder::new();
+            let sender = match &self.tls {
+                None => {
+                    let io = TokioIo::new(Counted {
+                        inner: tcp,
+                        read: read.clone(),
+                    });
+                    let (sender, conn) =
+                        builder.handshake(io).await.map_err(|e| error_chain(&e))?;
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    sender
+                }
+                Some(tls) => {
+                    let name = rustls::pki_types::ServerName::try_from(self.origin.host.clone())
+                        .map_err(|e| format!("'{}' as a TLS name: {e}", self.origin.host))?;
+                    let stream = tls.connect(name, tcp).await.map_err(|e| {
+                        format!(
+                            "TLS handshake with {}: {}",
+                            self.origin.addr,
+                            error_chain(&e)
+                        )
+                    })?;
+                    let io = TokioIo::new(Counted {
+                        inner: stream,
+                        read: read.clone(),
+                    });
+                    let (sender, conn) =
+                        builder.handshake(io).await.map_err(|e| error_chain(&e))?;
+                    tokio::spawn(async move {
+                        let _ = conn.await;
+                    });
+                    sender
+                }
+            };
+            Ok::<_, String>(Conn {
+                sender,
+                read_bytes: read,
+            })
+        };
+        match tokio::time::timeout(self.connect_timeout, fut).await {
+            Ok(r) => r.map_err(SendError::Connect),
+            Err(_) => Err(SendError::Connect(format!(
+                "connecting to {}: no connection within {:?}",
+                self.origin.addr, self.connect_timeout
+            ))),
+        }
+    }
+
+    /// The request for `path` (appended to the base path) with `body` and extra `headers`.
+    fn request(&self, path: &str, body: &Bytes, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
+        let mut b = Request::post(format!("{}{path}", self.origin.base_path))
+            .header(hyper::header::HOST, &self.origin.authority)
+            .header(hyper::header::CONTENT_TYPE, "application/json")
+            .header(hyper::header::ACCEPT, "text/event-stream, application/json")
+            .header(
+                hyper::header::USER_AGENT,
+                concat!("tokenperf-loadgen/", env!("CARGO_PKG_VERSION")),
+            );
+        for (k, v) in headers {
+            b = b.header(*k, *v);
+        }
+        b.body(Full::new(body.clone()))
+            .expect("method, path and headers are valid")
+    }
+
+    /// A connection: an idle one if any, else a new one (with the µs it took to open).
+    async fn checkout(&self) -> Result<(Conn, Option<u64>), SendError> {
+        if let Some(c) = self.take_idle() {
+            return Ok((c, None));
+        }
+        let t = Instant::now();
+        let c = self.connect().await?;
+        Ok((c, Some(t.elapsed().as_micros() as u64)))
+    }
+
+    /// POSTs `body` to `path` and returns once the response head is in. A request that fails on a
+    /// reused connection before any response byte is retried once on a new connection. `on_send`
+    /// is called each time the request is handed to a connection, with whether it is a new one (the
+    /// caller stamps its send time).
+    pub async fn post(
+        &self,
+        path: &str,
+        body: &Bytes,
+        headers: &[(&str, &str)],
+        on_send: &mut (dyn FnMut(bool) + Send),
+    ) -> Result<Sent, SendError> {
+        let (mut conn, mut connect_us) = self.checkout().await?;
+        let mut retried_after = None;
+        loop {
+            let new_connection = connect_us.is_some();
+            let read_before = conn.read_bytes.load(Ordering::Relaxed);
+            let sent_at = Instant::now();
+            on_send(new_connection);
+            let result = conn
+                .sender
+                .send_request(self.request(path, body, headers))
+                .await;
+            match result {
+                Ok(response) => {
+                    let reusable = !closes(&response);
+                    return Ok(Sent {
+                        response,
+                        lease: Lease {
+                            conn: Some(conn),
+                            pool: self.pool.clone(),
+                            reusable,
+                        },
+                        new_connection,
+                        connect_us,
+                        retried_after,
+                        sent_at,
+                    });
+                }
+                Err(e) => {
+                    let nothing_read = conn.read_bytes.load(Ordering::Relaxed) == read_before;
+                    let why = error_chain(&e);
+                    if !new_connection && nothing_read && retried_after.is_none() {
+                        // The server closed this connection after its last response; it never saw
+                        // this request. One more try, on a connection opened for it.
+                        retried_after = Some(format!("on a reused connection: {why}"));
+                        let t = Instant::now();
+                        conn = self.connect().await?;
+                        connect_us = Some(t.elapsed().as_micros() as u64);
+                        continue;
+                    }
+                    let place = if new_connection { "new" } else { "reused" };
+                    let read = if nothing_read {
+                        "before any response byte"
+                    } else {
+                        "during the response head"
+                    };
+                    return Err(SendError::Request(format!(
+                        "the {place} connection failed {read}: {why}"
+                    )));
+                }
+            }
+        }
+    }
+}
+
+/// Whether the response asks to close the connection after it (or is HTTP/1.0 without keep-alive).
+fn closes(r: &Response<Incoming>) -> bool {
+    let conn = r
+        .headers()
+        .get_all(hyper::header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|t| t.trim().to_ascii_lowercase())
+        .collect::<Vec<_>>();
+    if conn.iter().any(|t| t == "close") {
+        return true;
+    }
+    r.version() == hyper::Version::HTTP_10 && !conn.iter().any(|t| t == "keep-alive")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins() {
+        let o = Origin::parse("http://localhost:5543/v1/").unwrap();
+        assert_eq!(
+            (o.tls, o.addr.as_str(), o.base_path.as_str()),
+            (false, "localhost:5543", "/v1")
+        );
+        let o = Origin::parse("https://api.example.com").unwrap();
+        assert_eq!(
+            (o.tls, o.addr.as_str(), o.base_path.as_str()),
+            (true, "api.example.com:443", "")
+        );
+        let o = Origin::parse("http://[::1]:8000/v1").unwrap();
+        assert_eq!((o.addr.as_str(), o.host.as_str()), ("[::1]:8000", "::1"));
+        assert!(Origin::parse("ftp://x/v1").is_err());
+        assert!(Origin::parse("http://u:p@x/v1").is_err());
+    }
+}
