@@ -100,6 +100,8 @@ mod tests {
         let (tx, rx) = channel();
         f.submit(|| panic!("a job panics"));
         f.submit(move || tx.send(42).unwrap());
-        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(10)), Ok(42));
+        // A nice-19 thread gets ~0.15 % of a core against ten busy nice-0 processes (load 10), and
+        // unwinding a panic in a debug build costs real CPU: the bound only catches a dead pool.
+        assert_eq!(rx.recv_timeout(std::time::Duration::from_secs(300)), Ok(42));
     }
 }

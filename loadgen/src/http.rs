@@ -28,6 +28,9 @@ use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 
+/// Longest wait for a pooled connection to become ready before it is given up for a new one.
+const IDLE_READY_WAIT: Duration = Duration::from_millis(100);
+
 /// Why a request got no response head.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
@@ -267,10 +270,23 @@ impl HttpClient {
         self.pool.idle.lock().map_or(0, |i| i.len())
     }
 
-    fn take_idle(&self) -> Option<Conn> {
-        let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-        while let Some(c) = idle.pop() {
-            if c.sender.is_ready() && !c.sender.is_closed() {
+    fn pop_idle(&self) -> Option<Conn> {
+        self.pool
+            .idle
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop()
+    }
+
+    /// An idle connection that is open and ready for a request. A connection released a moment ago
+    /// may still be finishing its last response in its task: wait for it (briefly) rather than drop
+    /// a good connection.
+    async fn take_idle(&self) -> Option<Conn> {
+        while let Some(mut c) = self.pop_idle() {
+            if c.sender.is_closed() {
+                continue;
+            }
+            if let Ok(Ok(())) = tokio::time::timeout(IDLE_READY_WAIT, c.sender.ready()).await {
                 return Some(c);
             }
         }
@@ -353,7 +369,7 @@ impl HttpClient {
 
     /// A connection: an idle one if any, else a new one (with the µs it took to open).
     async fn checkout(&self) -> Result<(Conn, Option<u64>), SendError> {
-        if let Some(c) = self.take_idle() {
+        if let Some(c) = self.take_idle().await {
             return Ok((c, None));
         }
         let t = Instant::now();

@@ -9,29 +9,8 @@ use tokenperf_core::record::{Outcome, RequestRecord};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-fn flags(base: &str, extra: &[&str]) -> loadgen::Plan {
-    let mut v = vec![
-        "--model",
-        "m",
-        "--api-base",
-        base,
-        "--api-key",
-        "k",
-        "--tokenizer",
-        "tokenperf",
-        "--mean-input-tokens",
-        "60",
-        "--stddev-input-tokens",
-        "10",
-        "--mean-output-tokens",
-        "8",
-        "--stddev-output-tokens",
-        "0",
-        "--quiet",
-    ];
-    v.extend_from_slice(extra);
-    Args::from_flags(&v).unwrap().into_plan().unwrap()
-}
+mod common;
+use common::{FIN, ROLE, TOK, flags, sse};
 
 /// A mock-server with fixed timing: `ttft_ms` to the first token, `itl_ms` between tokens.
 async fn mock(ttft_ms: u64, itl_ms: u64) -> mock_server::Running {
@@ -62,17 +41,6 @@ async fn faulty_mock(itl_ms: u64, rate: f64, faults: &[&str], seed: u64) -> mock
 async fn run(plan: loadgen::Plan) -> RunOutput {
     loadgen::run_plan(plan, Control::new()).await.unwrap()
 }
-
-fn sse(events: &[&str], sep: &str) -> String {
-    events
-        .iter()
-        .map(|e| format!("data: {e}{sep}{sep}"))
-        .collect()
-}
-
-const ROLE: &str = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null}}]}"#;
-const TOK: &str = r#"{"choices":[{"index":0,"delta":{"content":" the"},"finish_reason":null}]}"#;
-const FIN: &str = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#;
 
 async fn wiremock_one(body: String, status: u16) -> RequestRecord {
     let server = MockServer::start().await;

@@ -1,0 +1,159 @@
+//! Helpers shared by loadgen's integration tests: a plan from flags, SSE bodies, and a raw TCP
+//! server on port 0 whose connections a test scripts byte by byte (for peers no HTTP framework
+//! would let us imitate: lying keep-alive, half-written heads, endless lines).
+#![allow(dead_code)]
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use loadgen::Args;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+pub fn flags(base: &str, extra: &[&str]) -> loadgen::Plan {
+    let mut v = vec![
+        "--model",
+        "m",
+        "--api-base",
+        base,
+        "--api-key",
+        "k",
+        "--tokenizer",
+        "tokenperf",
+        "--mean-input-tokens",
+        "60",
+        "--stddev-input-tokens",
+        "10",
+        "--mean-output-tokens",
+        "8",
+        "--stddev-output-tokens",
+        "0",
+        "--quiet",
+    ];
+    v.extend_from_slice(extra);
+    Args::from_flags(&v).unwrap().into_plan().unwrap()
+}
+
+pub fn sse(events: &[&str], sep: &str) -> String {
+    events
+        .iter()
+        .map(|e| format!("data: {e}{sep}{sep}"))
+        .collect()
+}
+
+pub const ROLE: &str = r#"{"choices":[{"index":0,"delta":{"role":"assistant","content":null}}]}"#;
+pub const TOK: &str =
+    r#"{"choices":[{"index":0,"delta":{"content":" the"},"finish_reason":null}]}"#;
+pub const FIN: &str = r#"{"choices":[{"index":0,"delta":{},"finish_reason":"length"}]}"#;
+
+/// One HTTP/1.1 request as a raw server reads it.
+#[derive(Debug, Clone)]
+pub struct RawRequest {
+    pub method: String,
+    pub path: String,
+    pub head: String,
+    pub body: Vec<u8>,
+}
+
+/// Reads one request (head, then a Content-Length body); `None` when the peer closed first.
+pub async fn read_request(s: &mut TcpStream) -> Option<RawRequest> {
+    let mut buf = Vec::new();
+    let mut byte = [0u8; 4096];
+    let head_end = loop {
+        if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break p + 4;
+        }
+        if buf.len() > 1 << 20 {
+            return None;
+        }
+        let n = s.read(&mut byte).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&byte[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse::<usize>().ok())?
+        })
+        .unwrap_or(0);
+    let mut body = buf[head_end..].to_vec();
+    while body.len() < len {
+        let n = s.read(&mut byte).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        body.extend_from_slice(&byte[..n]);
+    }
+    let mut first = head.split_whitespace();
+    Some(RawRequest {
+        method: first.next().unwrap_or("").to_string(),
+        path: first.next().unwrap_or("").to_string(),
+        head,
+        body,
+    })
+}
+
+/// A 200 event-stream head, chunked, with the keep-alive headers llama.cpp's server sends.
+pub const STREAM_HEAD: &str = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+Transfer-Encoding: chunked\r\nKeep-Alive: timeout=5, max=100\r\n\r\n";
+
+/// `data` as one HTTP chunk.
+pub fn chunk(data: &[u8]) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", data.len()).into_bytes();
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A whole streamed response: the head, each event in its own chunk, then the last chunk.
+pub fn stream_response(events: &[&str]) -> Vec<u8> {
+    let mut out = STREAM_HEAD.as_bytes().to_vec();
+    for e in events {
+        out.extend(chunk(format!("data: {e}\n\n").as_bytes()));
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out
+}
+
+/// A complete non-streamed response with `status` and a body.
+pub fn plain_response(status: &str, headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Length: {}\r\n{headers}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A raw server on 127.0.0.1, port 0: each connection runs `serve(stream, connection number)`.
+/// Returns its `/v1` base URL and how many connections it accepted. The accept loop ends with the
+/// test's runtime.
+pub async fn raw_server<F, Fut>(serve: F) -> (String, Arc<AtomicU64>)
+where
+    F: Fn(TcpStream, u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let count = accepted.clone();
+    let serve = Arc::new(serve);
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            let n = count.fetch_add(1, Ordering::Relaxed);
+            let serve = serve.clone();
+            tokio::spawn(async move { serve(s, n).await });
+        }
+    });
+    (format!("http://{addr}/v1"), accepted)
+}
+
+/// Writes `bytes`, ignoring a peer that has gone.
+pub async fn send(s: &mut TcpStream, bytes: &[u8]) {
+    let _ = s.write_all(bytes).await;
+}

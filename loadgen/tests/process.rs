@@ -1,0 +1,186 @@
+//! The loadgen binary as a user runs it: signals (SIGTERM from `timeout` or `docker stop`, SIGINT
+//! from Ctrl-C) still write every file and exit 130; a full disk stops the run, names the file and
+//! still prints the summary (exit 2); out-of-range flags exit 2 naming the flag, before any work.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use tokenperf_core::llmperf::file_stem;
+
+const BIN: &str = env!("CARGO_BIN_EXE_loadgen");
+
+/// A mock-server in this process: `ttft_ms` to the first token, `itl_ms` between tokens.
+async fn mock(ttft_ms: u64, itl_ms: u64) -> mock_server::Running {
+    mock_server::spawn(mock_server::Config {
+        ttft: Duration::from_millis(ttft_ms),
+        itl: Duration::from_millis(itl_ms),
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap()
+}
+
+fn loadgen(base: &str, dir: &Path, extra: &[&str]) -> Command {
+    let mut c = Command::new(BIN);
+    c.args([
+        "--model",
+        "m",
+        "--api-base",
+        base,
+        "--api-key",
+        "k",
+        "--tokenizer",
+        "tokenperf",
+        "--mean-input-tokens",
+        "60",
+        "--stddev-input-tokens",
+        "10",
+        "--mean-output-tokens",
+        "8",
+        "--stddev-output-tokens",
+        "0",
+        "--results-dir",
+    ])
+    .arg(dir)
+    .args(extra)
+    .env("HF_HUB_OFFLINE", "1")
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
+    c
+}
+
+/// Waits (without blocking the runtime the mock runs on) for the child to exit, at most `limit`.
+async fn wait(mut child: Child, limit: Duration) -> Output {
+    let t = Instant::now();
+    loop {
+        if child.try_wait().unwrap().is_some() {
+            return child.wait_with_output().unwrap();
+        }
+        if t.elapsed() > limit {
+            let _ = child.kill();
+            panic!("loadgen did not exit within {limit:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Waits until `path` holds at least one line.
+async fn until_lines(path: &Path, limit: Duration) {
+    let t = Instant::now();
+    while std::fs::read_to_string(path).map_or(0, |s| s.lines().count()) == 0 {
+        assert!(t.elapsed() < limit, "no record in {} yet", path.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_and_sigint_keep_every_file_and_exit_130() {
+    let server = mock(50, 20).await;
+    let stem = file_stem("m", 60, 8);
+    for signal in ["TERM", "INT", "HUP"] {
+        let dir = tempfile::tempdir().unwrap();
+        let child = loadgen(
+            &server.base_url(),
+            dir.path(),
+            &["--duration", "600", "--num-concurrent-requests", "2"],
+        )
+        .spawn()
+        .unwrap();
+        let jsonl = dir.path().join(format!("{stem}_requests.jsonl"));
+        until_lines(&jsonl, Duration::from_secs(60)).await;
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let out = wait(child, Duration::from_secs(60)).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "SIG{signal}: {stderr}");
+        assert!(stderr.contains(&format!("SIG{signal}")), "{stderr}");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("Results for token benchmark"), "{stdout}");
+        let individual: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.path().join(format!("{stem}_individual_responses.json"))).unwrap(),
+        )
+        .unwrap();
+        let lines = std::fs::read_to_string(&jsonl).unwrap();
+        for l in lines.lines() {
+            serde_json::from_str::<serde_json::Value>(l).expect("whole JSONL lines");
+        }
+        assert_eq!(individual.as_array().unwrap().len(), lines.lines().count());
+        assert!(dir.path().join(format!("{stem}_summary.json")).exists());
+        assert!(dir.path().join(format!("{stem}_run.json")).exists());
+    }
+    server.stop().await.unwrap();
+}
+
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_the_run_names_the_file_and_still_prints_the_summary() {
+    let server = mock(1, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let stem = file_stem("m", 60, 8);
+    // Every write into /dev/full fails with ENOSPC, as on a full disk.
+    std::os::unix::fs::symlink(
+        "/dev/full",
+        dir.path().join(format!("{stem}_requests.jsonl")),
+    )
+    .unwrap();
+    let child = loadgen(
+        &server.base_url(),
+        dir.path(),
+        &["--duration", "600", "--num-concurrent-requests", "2"],
+    )
+    .spawn()
+    .unwrap();
+    let out = wait(child, Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{stem}_requests.jsonl")) && stderr.contains("No space left"),
+        "{stderr}"
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("Results for token benchmark"), "{stdout}");
+    server.stop().await.unwrap();
+}
+
+#[test]
+fn out_of_range_flags_exit_2_and_name_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    for (flag, value) in [
+        ("--timeout", "1e20"),
+        ("--idle-timeout", "1e300"),
+        ("--request-timeout", "inf"),
+        ("--duration", "-1"),
+        ("--warmup-seconds", "NaN"),
+        ("--ramp-up", "1e10"),
+        ("--mean-output-tokens", "100000000000"),
+        ("--mean-input-tokens", "0"),
+        ("--num-concurrent-requests", "0"),
+        ("--max-num-completed-requests", "100000000000000"),
+        ("--max-sse-line-bytes", "1"),
+        ("--max-error-rate", "1.5"),
+        ("--shared-prefix", "1:100000000000"),
+        ("--burstiness", "0"),
+        ("--api-base", "localhost:8000"),
+    ] {
+        let out = loadgen("http://127.0.0.1:9/v1", dir.path(), &[flag, value])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag), "{flag} {value}: {stderr}");
+    }
+    let out = loadgen(
+        "http://127.0.0.1:9/v1",
+        dir.path(),
+        &["--request-rate", "1e12"],
+    )
+    .output()
+    .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--request-rate"));
+}
