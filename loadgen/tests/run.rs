@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use loadgen::{Args, Control, Exit, RunOutput};
+use loadgen::{Control, Exit, RunOutput};
 use tokenperf_core::record::{Outcome, RequestRecord};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
