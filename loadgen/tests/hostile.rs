@@ -408,3 +408,35 @@ async fn stopping_an_open_loop_does_not_count_future_arrivals_as_drops() {
             .all(|g| g.kind != "not_due")
     );
 }
+
+/// `--sweep auto` against nothing: its end runs' exit code reaches the caller, and
+/// `sweep_summary.json` holds every point that ran.
+#[tokio::test]
+async fn a_failed_auto_sweep_exits_non_zero_and_keeps_its_summary() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let plan = flags(
+        &format!("http://127.0.0.1:{port}/v1"),
+        &[
+            "--sweep",
+            "auto",
+            "--max-num-completed-requests",
+            "2",
+            "--results-dir",
+            dir.path().to_str().unwrap(),
+        ],
+    );
+    let (result, exit) = loadgen::sweep::run_sweep(plan, Control::new())
+        .await
+        .unwrap();
+    assert_eq!(exit, Exit::NoSuccess);
+    assert_eq!(result.rows.len(), 2, "both ends ran");
+    assert!(result.stopped.as_deref().unwrap().contains("no rates"));
+    let doc: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("sweep_summary.json")).unwrap())
+            .unwrap();
+    assert_eq!(doc["result"]["rows"].as_array().unwrap().len(), 2);
+}

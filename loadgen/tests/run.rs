@@ -819,3 +819,25 @@ async fn warmup_and_cooldown_seconds_trim_the_results_but_keep_the_records() {
     .unwrap();
     assert_eq!(individual.as_array().unwrap().len(), out.records.len());
 }
+
+/// A healthy run: the records and the live in-flight counter measure the same interval of every
+/// request, so Little's law agrees (it once flagged 22 % on exactly such a run).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn littles_law_holds_on_a_healthy_run() {
+    let server = mock(5, 2).await;
+    let out = run(flags(
+        &server.base_url(),
+        &[
+            "--max-num-completed-requests",
+            "3000",
+            "--num-concurrent-requests",
+            "50",
+        ],
+    ))
+    .await;
+    server.stop().await.unwrap();
+    assert_eq!(out.summary.number_errors, 0);
+    let l = out.littles_law.expect("a run of over a second is checked");
+    assert!(!l.flagged, "{l:?}");
+    assert!(out.warnings.iter().all(|w| !w.contains("Little")));
+}
