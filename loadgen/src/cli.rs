@@ -119,7 +119,8 @@ pub enum Metrics {
 ///
 /// Runs LLMPerf's command lines unchanged and writes LLMPerf's files, with its metric flaws fixed
 /// (see README, "LLMPerf compatibility"). Exit codes: 0 success, 1 error rate above
-/// --max-error-rate, 2 usage or fatal error, 130 interrupted.
+/// --max-error-rate, 2 bad flags or a fatal error (a file that could not be read or written), 3 no
+/// request succeeded, 130 stopped by SIGINT, SIGTERM or SIGHUP (every file still written).
 #[derive(Debug, Clone, Parser)]
 #[command(
     name = "loadgen",

@@ -440,3 +440,25 @@ async fn a_failed_auto_sweep_exits_non_zero_and_keeps_its_summary() {
             .unwrap();
     assert_eq!(doc["result"]["rows"].as_array().unwrap().len(), 2);
 }
+
+/// `https://` against a port that speaks plain HTTP: the TLS handshake fails, and the record says so.
+#[tokio::test]
+async fn a_tls_handshake_that_fails_is_a_connect_error_naming_tls() {
+    // It answers at once in plain text: the client's hello gets bytes that are no TLS record.
+    let (base, _) = raw_server(|mut s, _| async move {
+        send(&mut s, &plain_response("400 Bad Request", "", "plain http")).await;
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    })
+    .await;
+    let out = run(
+        &base.replacen("http://", "https://", 1),
+        &[&n_c("1", "1")[..], &["--idle-timeout", "5"]].concat(),
+    )
+    .await;
+    let o = &out.records[0].outcome;
+    assert!(
+        matches!(o, Outcome::Connect { message } if message.contains("TLS handshake")),
+        "{o:?}"
+    );
+    assert_eq!(out.exit, Exit::NoSuccess);
+}
