@@ -18,19 +18,19 @@ use crate::{Args, Control, run_plan};
 #[derive(Debug, Clone, Parser)]
 pub struct SelfCheckArgs {
     /// Concurrent streams (closed loop).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = 64, value_parser = clap::value_parser!(u64).range(1..=crate::cli::MAX_STREAMS))]
     pub concurrency: u64,
     /// Requests in all [default: 4 × concurrency, at least 20].
-    #[arg(long)]
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     pub requests: Option<u64>,
     /// The mock's time to first token, ms.
-    #[arg(long, default_value_t = 50.0)]
+    #[arg(long, default_value_t = 50.0, value_parser = milliseconds)]
     pub ttft_ms: f64,
     /// The mock's time between tokens, ms.
-    #[arg(long, default_value_t = 10.0)]
+    #[arg(long, default_value_t = 10.0, value_parser = milliseconds)]
     pub itl_ms: f64,
     /// Output tokens per request.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub tokens: u64,
     /// Use a running mock-server at this base URL instead of one in this process.
     #[arg(long)]
@@ -38,6 +38,19 @@ pub struct SelfCheckArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+}
+
+/// A mock timing in milliseconds: 0 to an hour.
+fn milliseconds(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number of milliseconds"))?;
+    if v.is_finite() && (0.0..=3_600_000.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be from 0 to 3600000 ms, got {s}"))
+    }
 }
 
 /// What a self-check measured.
