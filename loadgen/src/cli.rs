@@ -19,47 +19,37 @@ use crate::sweep::{SweepSpec, SweepStop};
 /// where `Duration` and `Instant` arithmetic overflows.
 pub const MAX_SECONDS: f64 = 1e7;
 
-/// `--flag SECS` with `0 < SECS ≤ MAX_SECONDS`.
-fn positive_seconds(s: &str) -> Result<f64, String> {
+/// A finite number in `lo..=hi` (`lo` itself excluded when `open_lo`), naming `unit` in errors.
+/// The one range check behind every numeric flag that is not an integer.
+pub fn number_in(s: &str, lo: f64, open_lo: bool, hi: f64, unit: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
         .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if v.is_finite() && v > 0.0 && v <= MAX_SECONDS {
+        .map_err(|_| format!("'{s}' is not a number{unit}"))?;
+    let above = if open_lo { v > lo } else { v >= lo };
+    if v.is_finite() && above && v <= hi {
         Ok(v)
     } else {
+        let from = if open_lo { "above" } else { "from" };
         Err(format!(
-            "must be a number of seconds above 0 and at most {MAX_SECONDS:e}, got {s}"
+            "must be {from} {lo} and at most {hi:e}{unit}, got {s}"
         ))
     }
+}
+
+/// `--flag SECS` with `0 < SECS ≤ MAX_SECONDS`.
+fn positive_seconds(s: &str) -> Result<f64, String> {
+    number_in(s, 0.0, true, MAX_SECONDS, " seconds")
 }
 
 /// `--flag SECS` with `0 ≤ SECS ≤ MAX_SECONDS`.
 fn non_negative_seconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of seconds"))?;
-    if v.is_finite() && (0.0..=MAX_SECONDS).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!(
-            "must be a number of seconds from 0 to {MAX_SECONDS:e}, got {s}"
-        ))
-    }
+    number_in(s, 0.0, false, MAX_SECONDS, " seconds")
 }
 
 /// A positive finite number up to `max`, for rates and scales.
 fn positive_up_to(s: &str, max: f64) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number"))?;
-    if v.is_finite() && v > 0.0 && v <= max {
-        Ok(v)
-    } else {
-        Err(format!("must be above 0 and at most {max:e}, got {s}"))
-    }
+    number_in(s, 0.0, true, max, "")
 }
 
 fn request_rate(s: &str) -> Result<f64, String> {
@@ -75,15 +65,7 @@ fn time_scale(s: &str) -> Result<f64, String> {
 }
 
 fn fraction(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number"))?;
-    if (0.0..=1.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("must be between 0 and 1, got {s}"))
-    }
+    number_in(s, 0.0, false, 1.0, "")
 }
 
 /// Most tokens any length flag accepts (a million-token context is the largest served today).

@@ -300,20 +300,8 @@ impl HttpClient {
                 .map_err(|e| format!("connecting to {}: {}", self.origin.addr, error_chain(&e)))?;
             let _ = tcp.set_nodelay(true);
             let read = Arc::new(AtomicU64::new(0));
-            let builder = hyper::client::conn::http1::Builder::new();
             let sender = match &self.tls {
-                None => {
-                    let io = TokioIo::new(Counted {
-                        inner: tcp,
-                        read: read.clone(),
-                    });
-                    let (sender, conn) =
-                        builder.handshake(io).await.map_err(|e| error_chain(&e))?;
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    sender
-                }
+                None => handshake(tcp, read.clone()).await?,
                 Some(tls) => {
                     let name = rustls::pki_types::ServerName::try_from(self.origin.host.clone())
                         .map_err(|e| format!("'{}' as a TLS name: {e}", self.origin.host))?;
@@ -324,16 +312,7 @@ impl HttpClient {
                             error_chain(&e)
                         )
                     })?;
-                    let io = TokioIo::new(Counted {
-                        inner: stream,
-                        read: read.clone(),
-                    });
-                    let (sender, conn) =
-                        builder.handshake(io).await.map_err(|e| error_chain(&e))?;
-                    tokio::spawn(async move {
-                        let _ = conn.await;
-                    });
-                    sender
+                    handshake(stream, read.clone()).await?
                 }
             };
             Ok::<_, String>(Conn {
@@ -440,6 +419,22 @@ impl HttpClient {
             }
         }
     }
+}
+
+/// HTTP/1.1 over `io`, counting the bytes read into `read`; the connection runs on its own task.
+async fn handshake<T>(io: T, read: Arc<AtomicU64>) -> Result<SendRequest<Full<Bytes>>, String>
+where
+    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let io = TokioIo::new(Counted { inner: io, read });
+    let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        .handshake(io)
+        .await
+        .map_err(|e| error_chain(&e))?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// Whether the response asks to close the connection after it (or is HTTP/1.0 without keep-alive).

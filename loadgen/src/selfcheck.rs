@@ -42,15 +42,7 @@ pub struct SelfCheckArgs {
 
 /// A mock timing in milliseconds: 0 to an hour.
 fn milliseconds(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .trim()
-        .parse()
-        .map_err(|_| format!("'{s}' is not a number of milliseconds"))?;
-    if v.is_finite() && (0.0..=3_600_000.0).contains(&v) {
-        Ok(v)
-    } else {
-        Err(format!("must be from 0 to 3600000 ms, got {s}"))
-    }
+    crate::cli::number_in(s, 0.0, false, 3_600_000.0, " ms")
 }
 
 /// What a self-check measured.

@@ -8,47 +8,35 @@ use std::time::{Duration, Instant};
 
 use tokenperf_core::llmperf::file_stem;
 
-const BIN: &str = env!("CARGO_BIN_EXE_loadgen");
+mod common;
+use common::{BASE_FLAGS, mock};
 
-/// A mock-server in this process: `ttft_ms` to the first token, `itl_ms` between tokens.
-async fn mock(ttft_ms: u64, itl_ms: u64) -> mock_server::Running {
-    mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(ttft_ms),
-        itl: Duration::from_millis(itl_ms),
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap()
-}
+const BIN: &str = env!("CARGO_BIN_EXE_loadgen");
 
 fn loadgen(base: &str, dir: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new(BIN);
-    c.args([
-        "--model",
-        "m",
-        "--api-base",
-        base,
-        "--api-key",
-        "k",
-        "--tokenizer",
-        "tokenperf",
-        "--mean-input-tokens",
-        "60",
-        "--stddev-input-tokens",
-        "10",
-        "--mean-output-tokens",
-        "8",
-        "--stddev-output-tokens",
-        "0",
-        "--results-dir",
-    ])
-    .arg(dir)
-    .args(extra)
-    .env("HF_HUB_OFFLINE", "1")
-    .stdin(Stdio::null())
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
+    c.args(["--api-base", base])
+        .args(BASE_FLAGS)
+        .arg("--results-dir")
+        .arg(dir)
+        .args(extra)
+        .env("HF_HUB_OFFLINE", "1")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
     c
+}
+
+/// loadgen for ten minutes at two streams, writing into `dir`: a run that only a signal or a
+/// failure ends.
+fn long_run(base: &str, dir: &Path) -> Child {
+    loadgen(
+        base,
+        dir,
+        &["--duration", "600", "--num-concurrent-requests", "2"],
+    )
+    .spawn()
+    .unwrap()
 }
 
 /// Waits (without blocking the runtime the mock runs on) for the child to exit, at most `limit`.
@@ -81,13 +69,7 @@ async fn sigterm_and_sigint_keep_every_file_and_exit_130() {
     let stem = file_stem("m", 60, 8);
     for signal in ["TERM", "INT", "HUP"] {
         let dir = tempfile::tempdir().unwrap();
-        let child = loadgen(
-            &server.base_url(),
-            dir.path(),
-            &["--duration", "600", "--num-concurrent-requests", "2"],
-        )
-        .spawn()
-        .unwrap();
+        let child = long_run(&server.base_url(), dir.path());
         let jsonl = dir.path().join(format!("{stem}_requests.jsonl"));
         until_lines(&jsonl, Duration::from_secs(60)).await;
         let status = Command::new("kill")
@@ -128,13 +110,7 @@ async fn a_full_disk_stops_the_run_names_the_file_and_still_prints_the_summary()
         dir.path().join(format!("{stem}_requests.jsonl")),
     )
     .unwrap();
-    let child = loadgen(
-        &server.base_url(),
-        dir.path(),
-        &["--duration", "600", "--num-concurrent-requests", "2"],
-    )
-    .spawn()
-    .unwrap();
+    let child = long_run(&server.base_url(), dir.path());
     let out = wait(child, Duration::from_secs(60)).await;
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");

@@ -10,18 +10,7 @@ use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
 mod common;
-use common::{FIN, ROLE, TOK, flags, sse};
-
-/// A mock-server with fixed timing: `ttft_ms` to the first token, `itl_ms` between tokens.
-async fn mock(ttft_ms: u64, itl_ms: u64) -> mock_server::Running {
-    mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(ttft_ms),
-        itl: Duration::from_millis(itl_ms),
-        ..mock_server::Config::default()
-    })
-    .await
-    .unwrap()
-}
+use common::{FIN, ROLE, TOK, flags, mock, sse};
 
 /// A mock (5 ms to first token, `itl_ms` per token) that applies `faults` to a seeded `rate` of
 /// requests.

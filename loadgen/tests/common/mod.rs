@@ -11,28 +11,42 @@ use loadgen::Args;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+/// What every test run shares after `--api-base`: a small, fixed workload and the built-in
+/// tokenizer (no network).
+pub const BASE_FLAGS: [&str; 14] = [
+    "--api-key",
+    "k",
+    "--tokenizer",
+    "tokenperf",
+    "--mean-input-tokens",
+    "60",
+    "--stddev-input-tokens",
+    "10",
+    "--mean-output-tokens",
+    "8",
+    "--stddev-output-tokens",
+    "0",
+    "--model",
+    "m",
+];
+
+/// A validated plan for `base` with [`BASE_FLAGS`], `--quiet`, then `extra`.
 pub fn flags(base: &str, extra: &[&str]) -> loadgen::Plan {
-    let mut v = vec![
-        "--model",
-        "m",
-        "--api-base",
-        base,
-        "--api-key",
-        "k",
-        "--tokenizer",
-        "tokenperf",
-        "--mean-input-tokens",
-        "60",
-        "--stddev-input-tokens",
-        "10",
-        "--mean-output-tokens",
-        "8",
-        "--stddev-output-tokens",
-        "0",
-        "--quiet",
-    ];
+    let mut v = vec!["--api-base", base, "--quiet"];
+    v.extend_from_slice(&BASE_FLAGS);
     v.extend_from_slice(extra);
     Args::from_flags(&v).unwrap().into_plan().unwrap()
+}
+
+/// A mock-server with fixed timing: `ttft_ms` to the first token, `itl_ms` between tokens.
+pub async fn mock(ttft_ms: u64, itl_ms: u64) -> mock_server::Running {
+    mock_server::spawn(mock_server::Config {
+        ttft: std::time::Duration::from_millis(ttft_ms),
+        itl: std::time::Duration::from_millis(itl_ms),
+        ..mock_server::Config::default()
+    })
+    .await
+    .unwrap()
 }
 
 pub fn sse(events: &[&str], sep: &str) -> String {
