@@ -4,7 +4,7 @@
 //! The mock runs in this process on its own runtime, whose threads are named `mock-*`, so the CPU the
 //! client used can be told apart from the mock's; or a running mock-server is used (`--api-base`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::Parser;
@@ -108,7 +108,7 @@ struct InProcessMock {
 }
 
 impl InProcessMock {
-    fn start(config: mock_server::Config) -> anyhow::Result<Self> {
+    fn start(config: mock_server::Settings) -> anyhow::Result<Self> {
         let (url_tx, url_rx) = std::sync::mpsc::channel::<anyhow::Result<String>>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
@@ -170,11 +170,11 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
     let requests = a.requests.unwrap_or((a.concurrency * 4).max(20));
     let mock = match &a.api_base {
         Some(_) => None,
-        None => Some(InProcessMock::start(mock_server::Config {
-            ttft: Duration::from_secs_f64(a.ttft_ms / 1e3),
-            itl: Duration::from_secs_f64(a.itl_ms / 1e3),
+        None => Some(InProcessMock::start(mock_server::Settings {
+            ttft_ms: a.ttft_ms,
+            itl_ms: a.itl_ms,
             max_waiting: usize::MAX,
-            ..mock_server::Config::default()
+            ..mock_server::Settings::default()
         })?),
     };
     let base = a

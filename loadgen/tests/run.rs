@@ -15,13 +15,13 @@ use common::{FIN, ROLE, TOK, flags, mock, sse};
 /// A mock (5 ms to first token, `itl_ms` per token) that applies `faults` to a seeded `rate` of
 /// requests.
 async fn faulty_mock(itl_ms: u64, rate: f64, faults: &[&str], seed: u64) -> mock_server::Running {
-    mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(itl_ms),
+    mock_server::spawn(mock_server::Settings {
+        ttft_ms: 5.0,
+        itl_ms: itl_ms as f64,
         fault_rate: rate,
-        faults: faults.iter().map(|f| f.parse().unwrap()).collect(),
+        fault: faults.iter().map(|f| f.parse().unwrap()).collect(),
         seed,
-        ..mock_server::Config::default()
+        ..mock_server::Settings::default()
     })
     .await
     .unwrap()
@@ -732,10 +732,10 @@ async fn sweep_points_summary_and_early_stop() {
     assert!(result.table().contains("concurrency-4"));
 
     // Every request fails: the sweep stops after its first point.
-    let failing = mock_server::spawn(mock_server::Config {
+    let failing = mock_server::spawn(mock_server::Settings {
         fault_rate: 1.0,
-        faults: vec!["status=500".parse().unwrap()],
-        ..mock_server::Config::default()
+        fault: vec!["status=500".parse().unwrap()],
+        ..mock_server::Settings::default()
     })
     .await
     .unwrap();

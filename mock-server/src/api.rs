@@ -182,7 +182,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, state: &State) -> Result<Request, 
             ));
         }
     };
-    let models = &state.config.models;
+    let models = &state.config.model;
     if !models.is_empty() && !models.contains(&model) {
         return Err(ApiError {
             status: StatusCode::NOT_FOUND,
@@ -308,8 +308,8 @@ fn faults_for(state: &State, headers: &HeaderMap, rng: &mut Rng) -> Result<Fault
         return Ok(FaultPlan::from_faults(&list));
     }
     let cfg = &state.config;
-    if cfg.fault_rate > 0.0 && !cfg.faults.is_empty() && rng.next_f64() < cfg.fault_rate {
-        let f = cfg.faults[rng.below(cfg.faults.len())];
+    if cfg.fault_rate > 0.0 && !cfg.fault.is_empty() && rng.next_f64() < cfg.fault_rate {
+        let f = cfg.fault[rng.below(cfg.fault.len())];
         return Ok(FaultPlan::from_faults(&[f]));
     }
     Ok(FaultPlan::default())
@@ -450,10 +450,10 @@ pub async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
 }
 
 pub async fn models(AxState(state): AxState<Arc<State>>) -> Json<Value> {
-    let names: Vec<String> = if state.config.models.is_empty() {
+    let names: Vec<String> = if state.config.model.is_empty() {
         vec!["mock".to_string()]
     } else {
-        state.config.models.clone()
+        state.config.model.clone()
     };
     Json(json!({
         "object": "list",

@@ -1,13 +1,16 @@
-//! Command line and configuration of `mock-server`: every setting has a default, can come from a preset,
-//! a TOML config file (same names as the flags, e.g. `itl-ms = 5`), or a flag, in that order of
-//! precedence (flags win). [`Args::config`] folds them into one validated [`Config`].
+//! Command line and configuration of `mock-server`. Every setting is defined once, in [`Settings`]: its
+//! flag, its TOML key (the flag's name, e.g. `itl-ms = 5`), its default and its range. A setting's
+//! value comes from its default, a preset, a config file, or a flag, in that order of precedence
+//! (flags win); [`Args::settings`] folds them, and [`Config::from_settings`] validates the result
+//! whichever way it was built (flags, file, or code).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 use tokenperf_core::tokenizer::TokenCounter;
 use tokio::net::TcpListener;
@@ -16,68 +19,164 @@ use crate::dist::{Dist, Jitter};
 use crate::faults::Fault;
 use crate::{Config, State};
 
-/// Every setting, with its default. Field names are the flag names (kebab-case in TOML).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// Longest mock timing in milliseconds: an hour, far past any client's timeout.
+pub const MAX_MS: f64 = 3_600_000.0;
+
+/// A timing in milliseconds, from 0 to [`MAX_MS`].
+fn millis(s: &str) -> Result<f64, String> {
+    number(s, 0.0, MAX_MS, " ms")
+}
+
+/// A factor from 0 to 1000.
+fn factor(s: &str) -> Result<f64, String> {
+    number(s, 0.0, 1000.0, "")
+}
+
+/// A fraction from 0 to 1.
+fn fraction(s: &str) -> Result<f64, String> {
+    number(s, 0.0, 1.0, "")
+}
+
+/// A timeout in seconds, from 0.001 to a day.
+fn timeout_secs(s: &str) -> Result<f64, String> {
+    number(s, 0.001, 86_400.0, " seconds")
+}
+
+fn number(s: &str, lo: f64, hi: f64, unit: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .trim()
+        .parse()
+        .map_err(|_| format!("'{s}' is not a number{unit}"))?;
+    check(v, lo, hi, unit)
+}
+
+fn check(v: f64, lo: f64, hi: f64, unit: &str) -> Result<f64, String> {
+    if v.is_finite() && (lo..=hi).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("must be from {lo} to {hi}{unit}, got {v}"))
+    }
+}
+
+/// Every setting of the server, with its flag, TOML key, default and range. Field names are the
+/// flag names (kebab-case in TOML and on the command line).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, clap::Args)]
 #[serde(default, deny_unknown_fields, rename_all = "kebab-case")]
 pub struct Settings {
+    /// Address to bind: localhost binds both 127.0.0.1 and ::1.
+    #[arg(long, default_value = "localhost")]
     pub host: String,
+    /// Port (the DeepSparse server's by default); 0 lets the OS choose (the URL is printed).
+    #[arg(long, default_value_t = 5543)]
     pub port: u16,
+    /// Fixed part of the time to first token, ms.
+    #[arg(long, default_value_t = 50.0, value_parser = millis, allow_negative_numbers = true)]
     pub ttft_ms: f64,
+    /// Prefill cost per prompt token, ms, added to the TTFT.
+    #[arg(long, default_value_t = 0.0, value_parser = millis, allow_negative_numbers = true)]
     pub prefill_per_token_ms: f64,
+    /// Time between tokens with one sequence running, ms.
+    #[arg(long, default_value_t = 5.0, value_parser = millis, allow_negative_numbers = true)]
     pub itl_ms: f64,
+    /// Decode slowdown per extra running sequence: step = itl × (1 + factor × (running − 1)).
+    #[arg(long, default_value_t = 0.0, value_parser = factor, allow_negative_numbers = true)]
     pub itl_load_factor: f64,
+    /// TTFT jitter: none, normal:CV, lognormal:CV or exponential.
+    #[arg(long, default_value = "none")]
     pub ttft_jitter: Jitter,
+    /// Per-token jitter: none, normal:CV, lognormal:CV or exponential.
+    #[arg(long, default_value = "none")]
     pub itl_jitter: Jitter,
+    /// Most sequences running at once (continuous batching); more wait in a queue. 0: no limit.
+    #[arg(long, default_value_t = 0)]
     pub max_num_seqs: usize,
+    /// Most requests waiting for a running slot; beyond it, 429.
+    #[arg(long, default_value_t = 1000)]
     pub max_waiting: usize,
+    /// A new request's prefill stalls the running sequences' decoding, as real servers do.
+    #[arg(long)]
     pub prefill_stalls_decode: bool,
+    /// Output tokens when a request gives no max_tokens.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u64).range(1..))]
     pub default_max_tokens: u64,
+    /// Largest max_tokens (and min_tokens) a request may ask for; above it, 400 naming the field.
+    /// Nothing is allocated in proportion to it.
+    #[arg(long, default_value_t = 131_072, value_parser = clap::value_parser!(u64).range(1..=(1 << 32)))]
+    pub max_tokens_limit: u64,
+    /// Output length distribution (capped by max_tokens, raised to min_tokens) for requests without
+    /// ignore_eos, e.g. normal:100,30. Default: always max_tokens.
+    #[arg(long)]
     pub output_len: Option<Dist>,
+    /// Tokens per streamed chunk: a number or a distribution such as uniform:1,4.
+    #[arg(long, default_value = "1")]
     pub tokens_per_chunk: Dist,
+    /// Model name to serve (repeatable); unknown names get 404. Default: any name is accepted.
+    #[arg(long)]
     pub model: Vec<String>,
+    /// tokenizer.json (or a folder with one) to count tokens with. Default: the project's own.
+    #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Require this key as `Authorization: Bearer KEY` (401 otherwise).
+    #[arg(long, hide_env_values = true)]
     pub api_key: Option<String>,
+    /// Seed for output text, lengths, jitter and rate-based faults.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    pub body_limit: usize,
+    /// Request body limit in bytes; larger bodies get 413.
+    #[arg(long, default_value_t = 4 << 20, value_parser = clap::value_parser!(u64).range(1024..=(1 << 30)))]
+    pub body_limit: u64,
+    /// Most connections open at once; more wait in the accept queue until one closes. 0: the
+    /// process's open-file limit less a reserve, so the server can always answer.
+    #[arg(long, default_value_t = 0)]
     pub max_connections: usize,
+    /// Context length: prompt + max_tokens above it gets a 400 context-length error. 0: no limit.
+    #[arg(long, default_value_t = 0)]
     pub max_context: u64,
+    /// Fraction of requests (0–1) that get one of the --fault kinds, chosen with the seed.
+    #[arg(long, default_value_t = 0.0, value_parser = fraction, allow_negative_numbers = true)]
     pub fault_rate: f64,
+    /// Fault kinds for --fault-rate (repeatable): status=CODE, error-after=K, drop-after=K,
+    /// malformed-after=K, stall=SECS@K, slow-first-byte=SECS. Tests pick per request with the
+    /// `x-mock-fault` header instead.
+    #[arg(long)]
     pub fault: Vec<Fault>,
+    /// Put ground truth (due and actual send time) in every chunk, for every request. Per request:
+    /// the `x-tokenperf-ground-truth: 1` header.
+    #[arg(long)]
     pub ground_truth: bool,
+    /// Write one JSON line per request with every chunk's due time, send time and token count.
+    #[arg(long)]
     pub ground_truth_log: Option<PathBuf>,
+    /// Serve the timing recorded in a run's records (a *_requests.jsonl or LLMPerf
+    /// *_individual_responses.json): each request takes a recorded TTFT and gap sequence.
+    #[arg(long)]
     pub replay: Option<PathBuf>,
+    /// Seconds a client may take to send a request's head, and to start the next one on a kept-alive
+    /// connection; then the connection is closed.
+    #[arg(long, default_value_t = 30.0, value_parser = timeout_secs)]
+    pub header_timeout_s: f64,
+    /// Seconds a client may pause while sending a request body; then 408.
+    #[arg(long, default_value_t = 30.0, value_parser = timeout_secs)]
+    pub body_timeout_s: f64,
+    /// Pending connections the kernel may queue before the server accepts them (the listen
+    /// backlog; the kernel also caps it at net.core.somaxconn).
+    #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub listen_backlog: u32,
+    /// Close the connection after every streamed response while answering `Connection: keep-alive`
+    /// and `Keep-Alive: timeout=5, max=100`, as llama.cpp's server does, to test clients against it.
+    #[arg(long)]
+    pub close_after_stream: bool,
 }
 
 impl Default for Settings {
+    /// The defaults written in the flags' attributes above: the one place they are defined.
     fn default() -> Self {
-        Self {
-            host: "localhost".into(),
-            port: 5543,
-            ttft_ms: 50.0,
-            prefill_per_token_ms: 0.0,
-            itl_ms: 5.0,
-            itl_load_factor: 0.0,
-            ttft_jitter: Jitter::None,
-            itl_jitter: Jitter::None,
-            max_num_seqs: 0,
-            max_waiting: 1000,
-            prefill_stalls_decode: false,
-            default_max_tokens: 16,
-            output_len: None,
-            tokens_per_chunk: Dist::Fixed(1),
-            model: Vec::new(),
-            tokenizer: None,
-            api_key: None,
-            seed: 0,
-            body_limit: 4 << 20,
-            max_connections: 0,
-            max_context: 0,
-            fault_rate: 0.0,
-            fault: Vec::new(),
-            ground_truth: false,
-            ground_truth_log: None,
-            replay: None,
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            s: Settings,
         }
+        Only::parse_from(["mock-server"]).s
     }
 }
 
@@ -122,7 +221,7 @@ impl Preset {
 ///
 /// The simplest use: `mock-server --port 8000 --ttft-ms 50 --itl-ms 5` (fixed timing, no jitter,
 /// `max_tokens` tokens per request). Exit codes: 0 clean shutdown, 2 error.
-#[derive(Debug, Clone, Default, Parser)]
+#[derive(Debug, Clone, Parser)]
 #[command(name = "mock-server", version)]
 pub struct Args {
     /// TOML file with any of the settings below (same names, e.g. `itl-ms = 5`); flags override it.
@@ -131,93 +230,42 @@ pub struct Args {
     /// Start from a profile of one of the seed document's servers; other settings override it.
     #[arg(long, value_enum)]
     pub preset: Option<Preset>,
-    /// Address to bind [default: localhost, which binds both 127.0.0.1 and ::1].
-    #[arg(long)]
-    pub host: Option<String>,
-    /// Port [default: 5543, the DeepSparse server's]; 0 lets the OS choose (the URL is printed).
-    #[arg(long)]
-    pub port: Option<u16>,
-    /// Fixed part of the time to first token, ms [default: 50].
-    #[arg(long, allow_negative_numbers = true)]
-    pub ttft_ms: Option<f64>,
-    /// Prefill cost per prompt token, ms, added to the TTFT [default: 0].
-    #[arg(long, allow_negative_numbers = true)]
-    pub prefill_per_token_ms: Option<f64>,
-    /// Time between tokens with one sequence running, ms [default: 5].
-    #[arg(long, allow_negative_numbers = true)]
-    pub itl_ms: Option<f64>,
-    /// Decode slowdown per extra running sequence: step = itl × (1 + factor × (running − 1)) [default: 0].
-    #[arg(long, allow_negative_numbers = true)]
-    pub itl_load_factor: Option<f64>,
-    /// TTFT jitter: none, normal:CV, lognormal:CV or exponential [default: none].
-    #[arg(long)]
-    pub ttft_jitter: Option<Jitter>,
-    /// Per-token jitter: none, normal:CV, lognormal:CV or exponential [default: none].
-    #[arg(long)]
-    pub itl_jitter: Option<Jitter>,
-    /// Most sequences running at once (continuous batching); more wait in a queue. 0: no limit [default: 0].
-    #[arg(long)]
-    pub max_num_seqs: Option<usize>,
-    /// Most requests waiting for a running slot; beyond it, 429 [default: 1000].
-    #[arg(long)]
-    pub max_waiting: Option<usize>,
-    /// A new request's prefill stalls the running sequences' decoding, as real servers do.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub prefill_stalls_decode: Option<bool>,
-    /// Output tokens when a request gives no max_tokens [default: 16].
-    #[arg(long)]
-    pub default_max_tokens: Option<u64>,
-    /// Output length distribution (capped by max_tokens, raised to min_tokens) for requests without
-    /// ignore_eos, e.g. normal:100,30. Default: always max_tokens.
-    #[arg(long)]
-    pub output_len: Option<Dist>,
-    /// Tokens per streamed chunk: a number or a distribution such as uniform:1,4 [default: 1].
-    #[arg(long)]
-    pub tokens_per_chunk: Option<Dist>,
-    /// Model name to serve (repeatable); unknown names get 404. Default: any name is accepted.
-    #[arg(long)]
-    pub model: Vec<String>,
-    /// tokenizer.json (or a folder with one) to count tokens with [default: the project's own].
-    #[arg(long)]
-    pub tokenizer: Option<PathBuf>,
-    /// Require this key as `Authorization: Bearer KEY` (401 otherwise).
-    #[arg(long, hide_env_values = true)]
-    pub api_key: Option<String>,
-    /// Seed for output text, lengths, jitter and rate-based faults [default: 0].
-    #[arg(long)]
-    pub seed: Option<u64>,
-    /// Request body limit in bytes; larger bodies get 413 [default: 4 MiB].
-    #[arg(long)]
-    pub body_limit: Option<usize>,
-    /// Most connections open at once; more wait in the accept queue until one closes. 0: no limit.
-    #[arg(long)]
-    pub max_connections: Option<usize>,
-    /// Context length: prompt + max_tokens above it gets a 400 context-length error. 0: no limit.
-    #[arg(long)]
-    pub max_context: Option<u64>,
-    /// Fraction of requests (0–1) that get one of the --fault kinds, chosen with the seed.
-    #[arg(long, allow_negative_numbers = true)]
-    pub fault_rate: Option<f64>,
-    /// Fault kinds for --fault-rate (repeatable): status=CODE, error-after=K, drop-after=K,
-    /// malformed-after=K, stall=SECS@K, slow-first-byte=SECS. Tests pick per request with the
-    /// `x-mock-fault` header instead.
-    #[arg(long)]
-    pub fault: Vec<Fault>,
-    /// Put ground truth (due and actual send time) in every chunk, for every request. Per request:
-    /// the `x-tokenperf-ground-truth: 1` header.
-    #[arg(long, num_args = 0..=1, default_missing_value = "true")]
-    pub ground_truth: Option<bool>,
-    /// Write one JSON line per request with every chunk's due time, send time and token count.
-    #[arg(long)]
-    pub ground_truth_log: Option<PathBuf>,
-    /// Serve the timing recorded in a run's records (a *_requests.jsonl or LLMPerf
-    /// *_individual_responses.json): each request takes a recorded TTFT and gap sequence.
-    #[arg(long)]
-    pub replay: Option<PathBuf>,
     /// Log level on stderr: error, warn (quiet: only problems), info (start-up, shutdown), debug (every
     /// request), trace.
     #[arg(long, value_enum, default_value = "warn")]
     pub log_level: LogLevel,
+    #[command(flatten)]
+    pub flags: Settings,
+    /// The settings given on the command line (their TOML keys), so that only they override a
+    /// preset or a config file.
+    #[arg(skip)]
+    pub given: Vec<String>,
+}
+
+impl Args {
+    /// Parses the process's command line (exits with clap's message on bad flags).
+    pub fn from_env() -> Self {
+        Self::from_matches(&Self::command().get_matches()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `args` (the first is the program name), for tests and library callers.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Self::from_matches(&Self::command().try_get_matches_from(args)?)
+    }
+
+    fn from_matches(m: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut a = <Self as FromArgMatches>::from_arg_matches(m)?;
+        a.given = m
+            .ids()
+            .filter(|id| m.value_source(id.as_str()) == Some(ValueSource::CommandLine))
+            .map(|id| id.as_str().replace('_', "-"))
+            .collect();
+        Ok(a)
+    }
 }
 
 /// Log levels.
@@ -243,73 +291,53 @@ impl LogLevel {
     }
 }
 
-/// Reads a config file: the settings it holds, and which keys it set.
-fn read_config(path: &Path) -> anyhow::Result<(Settings, Vec<String>)> {
+/// Reads a config file: the settings it holds, as a table of TOML keys.
+fn read_config(path: &Path) -> anyhow::Result<serde_json::Map<String, serde_json::Value>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading the config file '{}' (--config)", path.display()))?;
+    // Parsed as settings first, so an unknown key or a bad value names itself and the file.
     let settings: Settings =
         toml::from_str(&text).with_context(|| format!("config file '{}'", path.display()))?;
     let table: toml::Table =
         toml::from_str(&text).with_context(|| format!("config file '{}'", path.display()))?;
-    Ok((settings, table.keys().cloned().collect()))
-}
-
-fn millis(name: &str, v: f64) -> anyhow::Result<Duration> {
-    if !v.is_finite() || v < 0.0 {
-        bail!("--{name} must be a non-negative number of milliseconds, got {v}");
-    }
-    Ok(Duration::from_secs_f64(v / 1e3))
-}
-
-macro_rules! override_fields {
-    ($s:ident, $a:ident; $($f:ident),* $(,)?) => {
-        $( if let Some(v) = &$a.$f { $s.$f = v.clone(); } )*
+    let all = match serde_json::to_value(&settings)? {
+        serde_json::Value::Object(m) => m,
+        _ => unreachable!("settings serialize to a map"),
     };
+    Ok(all
+        .into_iter()
+        .filter(|(k, _)| table.contains_key(k))
+        .collect())
+}
+
+/// Overwrites in `base` the `keys` of `top` (both serialized settings).
+fn overlay(base: &Settings, top: &Settings, keys: &[String]) -> anyhow::Result<Settings> {
+    let top = serde_json::to_value(top)?;
+    let mut merged = serde_json::to_value(base)?;
+    for k in keys {
+        if let Some(v) = top.get(k) {
+            merged[k] = v.clone();
+        }
+    }
+    Ok(serde_json::from_value(merged)?)
 }
 
 impl Args {
-    /// Defaults, then the preset, then the config file, then flags.
+    /// Defaults, then the preset, then the config file, then the flags given.
     pub fn settings(&self) -> anyhow::Result<Settings> {
         let mut s = Settings::default();
         if let Some(p) = self.preset {
             p.apply(&mut s);
         }
         if let Some(path) = &self.config {
-            // Only the keys the file sets override the preset; the rest of `file` is defaults.
-            let (file, keys) = read_config(path)?;
-            let from_file = serde_json::to_value(&file)?;
+            // Only the keys the file sets override the preset.
             let mut merged = serde_json::to_value(&s)?;
-            for key in keys {
-                merged[&key] = from_file[&key].clone();
+            for (k, v) in read_config(path)? {
+                merged[&k] = v;
             }
             s = serde_json::from_value(merged)?;
         }
-        override_fields!(s, self;
-            host, port, ttft_ms, prefill_per_token_ms, itl_ms, itl_load_factor, ttft_jitter,
-            itl_jitter, max_num_seqs, max_waiting, prefill_stalls_decode, default_max_tokens,
-            tokens_per_chunk, seed, body_limit, max_connections, max_context, fault_rate, ground_truth);
-        if self.output_len.is_some() {
-            s.output_len = self.output_len;
-        }
-        if self.api_key.is_some() {
-            s.api_key = self.api_key.clone();
-        }
-        if self.tokenizer.is_some() {
-            s.tokenizer = self.tokenizer.clone();
-        }
-        if self.ground_truth_log.is_some() {
-            s.ground_truth_log = self.ground_truth_log.clone();
-        }
-        if self.replay.is_some() {
-            s.replay = self.replay.clone();
-        }
-        if !self.model.is_empty() {
-            s.model = self.model.clone();
-        }
-        if !self.fault.is_empty() {
-            s.fault = self.fault.clone();
-        }
-        Ok(s)
+        overlay(&s, &self.flags, &self.given)
     }
 
     /// The validated configuration.
@@ -318,21 +346,57 @@ impl Args {
     }
 }
 
+impl Settings {
+    /// Checks what a config file or code could set outside the flags' ranges, and the rules between
+    /// settings; names the setting.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        for (name, v) in [
+            ("ttft-ms", self.ttft_ms),
+            ("prefill-per-token-ms", self.prefill_per_token_ms),
+            ("itl-ms", self.itl_ms),
+        ] {
+            check(v, 0.0, MAX_MS, " ms").map_err(|e| anyhow::anyhow!("--{name} {e}"))?;
+        }
+        check(self.itl_load_factor, 0.0, 1000.0, "")
+            .map_err(|e| anyhow::anyhow!("--itl-load-factor {e}"))?;
+        check(self.fault_rate, 0.0, 1.0, "").map_err(|e| anyhow::anyhow!("--fault-rate {e}"))?;
+        for (name, v) in [
+            ("header-timeout-s", self.header_timeout_s),
+            ("body-timeout-s", self.body_timeout_s),
+        ] {
+            check(v, 0.001, 86_400.0, " seconds").map_err(|e| anyhow::anyhow!("--{name} {e}"))?;
+        }
+        if self.fault_rate > 0.0 && self.fault.is_empty() {
+            bail!("--fault-rate needs at least one --fault kind to inject");
+        }
+        if let Dist::Fixed(0) = self.tokens_per_chunk {
+            bail!("--tokens-per-chunk must be at least 1");
+        }
+        if self.default_max_tokens == 0 || self.default_max_tokens > self.max_tokens_limit {
+            bail!(
+                "--default-max-tokens must be from 1 to --max-tokens-limit ({}), got {}",
+                self.max_tokens_limit,
+                self.default_max_tokens
+            );
+        }
+        if !(1024..=1 << 30).contains(&self.body_limit) {
+            bail!(
+                "--body-limit must be from 1024 to 2^30 bytes, got {}",
+                self.body_limit
+            );
+        }
+        Ok(())
+    }
+
+    fn ms(v: f64) -> Duration {
+        Duration::from_secs_f64(v / 1e3)
+    }
+}
+
 impl Config {
     /// Validates settings into a runtime configuration (reads the replay file, if any).
     pub fn from_settings(s: &Settings) -> anyhow::Result<Config> {
-        if s.itl_load_factor < 0.0 || !s.itl_load_factor.is_finite() {
-            bail!("--itl-load-factor must be ≥ 0, got {}", s.itl_load_factor);
-        }
-        if !(0.0..=1.0).contains(&s.fault_rate) {
-            bail!("--fault-rate must be between 0 and 1, got {}", s.fault_rate);
-        }
-        if s.fault_rate > 0.0 && s.fault.is_empty() {
-            bail!("--fault-rate needs at least one --fault kind to inject");
-        }
-        if let Dist::Fixed(0) = s.tokens_per_chunk {
-            bail!("--tokens-per-chunk must be at least 1");
-        }
+        s.validate()?;
         let replay = match &s.replay {
             Some(p) => Some(std::sync::Arc::new(
                 crate::replay::Profile::load(p)
@@ -341,30 +405,24 @@ impl Config {
             None => None,
         };
         Ok(Config {
-            ttft: millis("ttft-ms", s.ttft_ms)?,
-            prefill_per_token: millis("prefill-per-token-ms", s.prefill_per_token_ms)?,
-            itl: millis("itl-ms", s.itl_ms)?,
-            itl_load_factor: s.itl_load_factor,
-            ttft_jitter: s.ttft_jitter,
-            itl_jitter: s.itl_jitter,
-            max_num_seqs: s.max_num_seqs,
-            max_waiting: s.max_waiting,
-            prefill_stalls_decode: s.prefill_stalls_decode,
-            default_max_tokens: s.default_max_tokens.max(1),
-            output_len: s.output_len,
-            tokens_per_chunk: s.tokens_per_chunk,
-            models: s.model.clone(),
-            api_key: s.api_key.clone(),
-            body_limit: s.body_limit,
-            max_connections: s.max_connections,
-            max_context: s.max_context,
-            seed: s.seed,
-            fault_rate: s.fault_rate,
-            faults: s.fault.clone(),
-            ground_truth: s.ground_truth,
-            ground_truth_log: s.ground_truth_log.clone(),
+            settings: s.clone(),
             replay,
         })
+    }
+
+    /// Fixed part of the time from admission to the first token (prefill).
+    pub fn ttft(&self) -> Duration {
+        Settings::ms(self.ttft_ms)
+    }
+
+    /// Prefill cost per prompt token.
+    pub fn prefill_per_token(&self) -> Duration {
+        Settings::ms(self.prefill_per_token_ms)
+    }
+
+    /// Decode step with one sequence running.
+    pub fn itl(&self) -> Duration {
+        Settings::ms(self.itl_ms)
     }
 }
 
@@ -474,7 +532,7 @@ mod tests {
 
     #[test]
     fn simplest_use_parses() {
-        let a = Args::parse_from([
+        let a = Args::try_parse_args([
             "mock-server",
             "--port",
             "8000",
@@ -482,22 +540,68 @@ mod tests {
             "50",
             "--itl-ms",
             "5",
-        ]);
+        ])
+        .unwrap();
         let s = a.settings().unwrap();
         let c = a.config().unwrap();
         assert_eq!(
-            (s.port, c.ttft, c.itl),
+            (s.port, c.ttft(), c.itl()),
             (8000, Duration::from_millis(50), Duration::from_millis(5))
         );
         assert_eq!(c.ttft_jitter, Jitter::None);
         assert_eq!(
-            Args::parse_from(["mock-server"]).settings().unwrap().port,
+            Args::try_parse_args(["mock-server"])
+                .unwrap()
+                .settings()
+                .unwrap()
+                .port,
             5543
         );
-        let bad = Args::parse_from(["mock-server", "--itl-ms", "-1"])
-            .config()
-            .unwrap_err();
+        // A bad value is refused where it comes in: by the flag's parser, by validation for code and
+        // config files alike.
+        let bad = Args::try_parse_args(["mock-server", "--itl-ms", "-1"]).unwrap_err();
         assert!(bad.to_string().contains("--itl-ms"), "{bad}");
+        for (s, name) in [
+            (
+                Settings {
+                    itl_ms: -1.0,
+                    ..Settings::default()
+                },
+                "--itl-ms",
+            ),
+            (
+                Settings {
+                    ttft_ms: f64::INFINITY,
+                    ..Settings::default()
+                },
+                "--ttft-ms",
+            ),
+            (
+                Settings {
+                    fault_rate: 2.0,
+                    ..Settings::default()
+                },
+                "--fault-rate",
+            ),
+            (
+                Settings {
+                    default_max_tokens: 1 << 40,
+                    ..Settings::default()
+                },
+                "--default-max-tokens",
+            ),
+            (
+                Settings {
+                    body_limit: 0,
+                    ..Settings::default()
+                },
+                "--body-limit",
+            ),
+        ] {
+            let e = Config::from_settings(&s).unwrap_err().to_string();
+            assert!(e.contains(name), "{name}: {e}");
+        }
+        assert_eq!(Settings::default().max_tokens_limit, 131_072);
     }
 
     #[test]
@@ -510,7 +614,7 @@ mod tests {
             "itl-ms = 7.5\nmax-num-seqs = 8\nfault = [\"status=503\"]\n",
         )
         .unwrap();
-        let a = Args::parse_from([
+        let a = Args::try_parse_args([
             "mock-server",
             "--preset",
             "minichat3b-batch4",
@@ -518,7 +622,8 @@ mod tests {
             f.to_str().unwrap(),
             "--max-num-seqs",
             "2",
-        ]);
+        ])
+        .unwrap();
         let s = a.settings().unwrap();
         assert_eq!(s.itl_ms, 7.5, "file over preset");
         assert_eq!(s.max_num_seqs, 2, "flag over file");
@@ -527,7 +632,8 @@ mod tests {
         std::fs::write(&f, "itl_ms = 7.5\n").unwrap();
         let e = format!(
             "{:#}",
-            Args::parse_from(["mock-server", "--config", f.to_str().unwrap()])
+            Args::try_parse_args(["mock-server", "--config", f.to_str().unwrap()])
+                .unwrap()
                 .settings()
                 .unwrap_err()
         );
@@ -537,14 +643,16 @@ mod tests {
 
     #[test]
     fn invalid_combinations_are_named() {
-        let e = Args::parse_from(["mock-server", "--fault-rate", "0.5"])
+        let e = Args::try_parse_args(["mock-server", "--fault-rate", "0.5"])
+            .unwrap()
             .config()
             .unwrap_err();
         assert!(e.to_string().contains("--fault"), "{e}");
-        let e = Args::parse_from(["mock-server", "--tokens-per-chunk", "0"])
+        let e = Args::try_parse_args(["mock-server", "--tokens-per-chunk", "0"])
+            .unwrap()
             .config()
             .unwrap_err();
         assert!(e.to_string().contains("--tokens-per-chunk"), "{e}");
-        assert!(Args::try_parse_from(["mock-server", "--ttft-jitter", "wobbly"]).is_err());
+        assert!(Args::try_parse_args(["mock-server", "--ttft-jitter", "wobbly"]).is_err());
     }
 }

@@ -27,7 +27,10 @@ impl Dist {
     pub fn sample(&self, rng: &mut Rng) -> u64 {
         let v = match *self {
             Dist::Fixed(n) => return n.max(1),
-            Dist::Uniform(lo, hi) => return lo + rng.below((hi - lo + 1) as usize) as u64,
+            Dist::Uniform(lo, hi) => {
+                let span = (hi - lo).saturating_add(1).min(usize::MAX as u64) as usize;
+                return lo.saturating_add(rng.below(span) as u64);
+            }
             Dist::Normal(m, s) => m + s * rng.normal(),
             Dist::LogNormal(m, s) => {
                 // Parameters of the underlying normal that give this mean and standard deviation.

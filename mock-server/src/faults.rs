@@ -15,6 +15,10 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+/// Longest stall or slow first byte a fault may ask for: an hour is past any client's timeout, and
+/// far from where `Duration` arithmetic overflows.
+pub const MAX_FAULT_SECS: f64 = 3600.0;
+
 /// Header that selects faults for one request.
 pub const FAULT_HEADER: &str = "x-mock-fault";
 
@@ -43,8 +47,12 @@ impl FromStr for Fault {
             v.trim()
                 .parse::<f64>()
                 .ok()
-                .filter(|x| x.is_finite() && *x >= 0.0)
-                .ok_or_else(|| format!("fault '{s}': '{v}' is not a number of seconds"))
+                .filter(|x| x.is_finite() && (0.0..=MAX_FAULT_SECS).contains(x))
+                .ok_or_else(|| {
+                    format!(
+                        "fault '{s}': '{v}' is not a number of seconds from 0 to {MAX_FAULT_SECS}"
+                    )
+                })
         };
         Ok(match k.trim() {
             "status" => {
@@ -181,6 +189,15 @@ mod tests {
                 .unwrap_err()
                 .contains("SECS@TOKENS")
         );
+        for huge in [
+            "slow-first-byte=1e300",
+            "stall=1e300@1",
+            "stall=-1@1",
+            "slow-first-byte=inf",
+        ] {
+            let e = huge.parse::<Fault>().unwrap_err();
+            assert!(e.contains("seconds from 0 to 3600"), "{huge}: {e}");
+        }
         assert!(
             "explode=1"
                 .parse::<Fault>()

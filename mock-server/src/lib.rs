@@ -31,9 +31,8 @@ pub mod words;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
@@ -43,65 +42,32 @@ use tokenperf_core::tokenizer::TokenCounter;
 use tokio::net::TcpListener;
 
 use crate::admission::Admission;
-use crate::dist::{Dist, Jitter};
-use crate::faults::Fault;
 use crate::gtlog::GroundTruthLog;
 use crate::metrics::Metrics;
 use crate::pacer::Pacer;
 use crate::replay::Profile;
 use crate::words::Vocabulary;
 
-/// Everything the server needs to know, validated (see [`cli::Settings`] for the user-facing names).
+/// The validated configuration: the [`Settings`] as given (read through `Deref`), and what was
+/// loaded from them. Built only by [`Config::from_settings`], so code, flags and files are checked
+/// alike.
 #[derive(Debug, Clone)]
 pub struct Config {
-    /// Fixed part of the time from admission to the first token (prefill).
-    pub ttft: Duration,
-    /// Prefill cost per prompt token.
-    pub prefill_per_token: Duration,
-    /// Decode step with one sequence running.
-    pub itl: Duration,
-    /// Decode step = itl × (1 + factor × (running − 1)).
-    pub itl_load_factor: f64,
-    pub ttft_jitter: Jitter,
-    pub itl_jitter: Jitter,
-    /// Most sequences running at once; 0 for no limit.
-    pub max_num_seqs: usize,
-    /// Most requests waiting for a slot; beyond it, 429.
-    pub max_waiting: usize,
-    /// A prefill holds back running sequences' next tokens until it ends.
-    pub prefill_stalls_decode: bool,
-    /// Tokens streamed when the request gives no `max_tokens`.
-    pub default_max_tokens: u64,
-    /// Output length for requests without `ignore_eos`; `None`: always `max_tokens`.
-    pub output_len: Option<Dist>,
-    pub tokens_per_chunk: Dist,
-    /// Model names served; empty means any name is accepted and echoed back.
-    pub models: Vec<String>,
-    /// Required bearer token, if any.
-    pub api_key: Option<String>,
-    /// Request body limit in bytes.
-    pub body_limit: usize,
-    /// Most connections open at once; 0 for no limit.
-    pub max_connections: usize,
-    /// Context length (prompt + max_tokens); 0 for no limit.
-    pub max_context: u64,
-    /// Seed for output text, lengths, jitter and faults.
-    pub seed: u64,
-    pub fault_rate: f64,
-    pub faults: Vec<Fault>,
-    /// Ground truth in every chunk (otherwise per request, by header).
-    pub ground_truth: bool,
-    pub ground_truth_log: Option<PathBuf>,
+    pub settings: Settings,
+    /// The recorded timing of `--replay`.
     pub replay: Option<Arc<Profile>>,
+}
+
+impl std::ops::Deref for Config {
+    type Target = Settings;
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Self::from_settings(&cli::Settings {
-            default_max_tokens: 16,
-            ..cli::Settings::default()
-        })
-        .expect("default settings are valid")
+        Self::from_settings(&Settings::default()).expect("default settings are valid")
     }
 }
 
@@ -168,7 +134,7 @@ impl State {
 
 /// The HTTP routes.
 pub fn app(state: Arc<State>) -> Router {
-    let limit = state.config.body_limit;
+    let limit = state.config.body_limit as usize;
     Router::new()
         .route("/v1/chat/completions", post(api::chat_completions))
         .route("/v1/completions", post(api::completions))
@@ -213,9 +179,9 @@ impl Running {
     }
 }
 
-/// Starts the server on 127.0.0.1 and an OS-chosen port.
-pub async fn spawn(config: Config) -> anyhow::Result<Running> {
-    let state = State::new(config, TokenCounter::project())?;
+/// Starts the server with `settings` (validated) on 127.0.0.1 and an OS-chosen port.
+pub async fn spawn(settings: Settings) -> anyhow::Result<Running> {
+    let state = State::new(Config::from_settings(&settings)?, TokenCounter::project())?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -229,4 +195,4 @@ pub async fn spawn(config: Config) -> anyhow::Result<Running> {
     })
 }
 
-pub use cli::{Args, run};
+pub use cli::{Args, Settings, run};

@@ -2,10 +2,8 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
 fn main() -> ExitCode {
-    let args = mock_server::Args::parse();
+    let args = mock_server::Args::from_env();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

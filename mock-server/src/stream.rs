@@ -323,8 +323,8 @@ impl Plan {
         let cfg = &state.config;
         match timing {
             Some(t) => t.ttft,
-            None => (cfg.ttft
-                + cfg.prefill_per_token * u32::try_from(prompt_tokens).unwrap_or(u32::MAX))
+            None => (cfg.ttft()
+                + cfg.prefill_per_token() * u32::try_from(prompt_tokens).unwrap_or(u32::MAX))
             .mul_f64(cfg.ttft_jitter.factor(&mut self.rng)),
         }
     }
@@ -339,8 +339,8 @@ impl Plan {
     ) -> Instant {
         let cfg = &state.config;
         let base = match timing {
-            Some(t) => t.gap(i, cfg.itl),
-            None => cfg.itl,
+            Some(t) => t.gap(i, cfg.itl()),
+            None => cfg.itl(),
         };
         let running = state.metrics.running.load(Ordering::Relaxed);
         let step = decode_step(base, cfg.itl_load_factor, running)
@@ -593,7 +593,7 @@ mod schedule_tests {
     //! The schedule, checked exactly with a fake pacer that records each deadline instead of sleeping.
     use super::*;
     use crate::dist::Dist;
-    use crate::{Config, State};
+    use crate::{Config, Settings, State};
     use futures_util::StreamExt;
     use tokenperf_core::tokenizer::TokenCounter;
 
@@ -609,7 +609,8 @@ mod schedule_tests {
         }
     }
 
-    async fn deadlines(config: Config, max_tokens: u64) -> (Instant, Vec<Instant>, String) {
+    async fn deadlines(settings: Settings, max_tokens: u64) -> (Instant, Vec<Instant>, String) {
+        let config = Config::from_settings(&settings).unwrap();
         let pacer = crate::pacer::Pacer::fake();
         let state = State::with_pacer(config, TokenCounter::project(), pacer.clone()).unwrap();
         let start = Instant::now();
@@ -633,10 +634,10 @@ mod schedule_tests {
 
     #[tokio::test]
     async fn fixed_timing_is_start_plus_ttft_plus_i_itl() {
-        let cfg = Config {
-            ttft: Duration::from_millis(50),
-            itl: Duration::from_micros(5_500),
-            ..Config::default()
+        let cfg = Settings {
+            ttft_ms: 50.0,
+            itl_ms: 5.5,
+            ..Settings::default()
         };
         let (start, d, body) = deadlines(cfg, 6).await;
         let want: Vec<Instant> = (0..6)
@@ -663,11 +664,11 @@ mod schedule_tests {
 
     #[tokio::test]
     async fn multi_token_chunks_are_due_with_their_last_token() {
-        let cfg = Config {
-            ttft: Duration::from_millis(20),
-            itl: Duration::from_millis(10),
+        let cfg = Settings {
+            ttft_ms: 20.0,
+            itl_ms: 10.0,
             tokens_per_chunk: Dist::Fixed(2),
-            ..Config::default()
+            ..Settings::default()
         };
         let (start, d, _) = deadlines(cfg, 5).await;
         let ms = |m: u64| start + Duration::from_millis(m);
@@ -677,11 +678,11 @@ mod schedule_tests {
 
     #[tokio::test]
     async fn prefill_cost_scales_with_prompt_tokens() {
-        let cfg = Config {
-            ttft: Duration::from_millis(10),
-            prefill_per_token: Duration::from_millis(1),
-            itl: Duration::from_millis(5),
-            ..Config::default()
+        let cfg = Settings {
+            ttft_ms: 10.0,
+            prefill_per_token_ms: 1.0,
+            itl_ms: 5.0,
+            ..Settings::default()
         };
         let (start, d, _) = deadlines(cfg, 2).await;
         // 7 prompt tokens (the stubbed count): 10 + 7 ms, then one 5 ms step.

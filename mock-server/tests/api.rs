@@ -6,7 +6,7 @@ use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use mock_server::dist::Dist;
-use mock_server::{Config, Running, spawn};
+use mock_server::{Running, Settings, spawn};
 use serde_json::{Value, json};
 use tokenperf_core::tokenizer::TokenCounter;
 
@@ -18,15 +18,15 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
-async fn server(cfg: Config) -> Running {
+async fn server(cfg: Settings) -> Running {
     spawn(cfg).await.expect("server starts")
 }
 
-fn fast() -> Config {
-    Config {
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(1),
-        ..Config::default()
+fn fast() -> Settings {
+    Settings {
+        ttft_ms: 5.0,
+        itl_ms: 1.0,
+        ..Settings::default()
     }
 }
 
@@ -209,8 +209,8 @@ async fn completions_stream_and_non_streaming_bodies() {
 
 #[tokio::test]
 async fn models_health_and_metrics() {
-    let s = server(Config {
-        models: vec!["a".into(), "b".into()],
+    let s = server(Settings {
+        model: vec!["a".into(), "b".into()],
         ..fast()
     })
     .await;
@@ -261,8 +261,8 @@ async fn models_health_and_metrics() {
 
 #[tokio::test]
 async fn every_error_status_is_openai_shaped() {
-    let s = server(Config {
-        models: vec!["m".into()],
+    let s = server(Settings {
+        model: vec!["m".into()],
         api_key: Some("sekret".into()),
         body_limit: 2048,
         ..fast()
@@ -358,11 +358,11 @@ async fn every_error_status_is_openai_shaped() {
 
 #[tokio::test]
 async fn context_length_and_queue_full() {
-    let s = server(Config {
+    let s = server(Settings {
         max_context: 20,
         max_num_seqs: 1,
         max_waiting: 0,
-        ttft: Duration::from_millis(300),
+        ttft_ms: 300.0,
         ..fast()
     })
     .await;
@@ -390,11 +390,11 @@ async fn context_length_and_queue_full() {
 #[tokio::test]
 async fn the_cap_plus_first_request_waits_for_a_slot() {
     let ttft = Duration::from_millis(100);
-    let s = server(Config {
+    let s = server(Settings {
         max_num_seqs: 2,
-        ttft,
-        itl: Duration::from_millis(20),
-        ..Config::default()
+        ttft_ms: ttft.as_secs_f64() * 1e3,
+        itl_ms: 20.0,
+        ..Settings::default()
     })
     .await;
     let t0 = Instant::now();
@@ -542,9 +542,9 @@ async fn mid_stream_faults_by_header() {
 
 #[tokio::test]
 async fn faults_at_a_seeded_rate() {
-    let s = server(Config {
+    let s = server(Settings {
         fault_rate: 0.5,
-        faults: vec!["status=503".parse().unwrap()],
+        fault: vec!["status=503".parse().unwrap()],
         seed: 42,
         ..fast()
     })
@@ -573,7 +573,7 @@ async fn faults_at_a_seeded_rate() {
 
 #[tokio::test]
 async fn tokens_per_chunk_and_output_length_distribution() {
-    let s = server(Config {
+    let s = server(Settings {
         tokens_per_chunk: Dist::Fixed(3),
         ..fast()
     })
@@ -597,7 +597,7 @@ async fn tokens_per_chunk_and_output_length_distribution() {
     );
     s.stop().await.unwrap();
 
-    let s = server(Config {
+    let s = server(Settings {
         output_len: Some(Dist::Fixed(4)),
         ..fast()
     })
@@ -629,11 +629,11 @@ async fn ground_truth_in_chunks_and_in_the_log() {
     let dir = std::env::temp_dir().join(format!("mock-gt-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("gt.jsonl");
-    let s = server(Config {
+    let s = server(Settings {
         ground_truth_log: Some(log.clone()),
-        ttft: Duration::from_millis(20),
-        itl: Duration::from_millis(5),
-        ..Config::default()
+        ttft_ms: 20.0,
+        itl_ms: 5.0,
+        ..Settings::default()
     })
     .await;
     let r = stream(
@@ -687,10 +687,10 @@ async fn ground_truth_in_chunks_and_in_the_log() {
 #[tokio::test]
 async fn timing_is_within_tolerance() {
     let (ttft, itl) = (Duration::from_millis(50), Duration::from_millis(10));
-    let s = server(Config {
-        ttft,
-        itl,
-        ..Config::default()
+    let s = server(Settings {
+        ttft_ms: ttft.as_secs_f64() * 1e3,
+        itl_ms: itl.as_secs_f64() * 1e3,
+        ..Settings::default()
     })
     .await;
     let t0 = Instant::now();
@@ -726,7 +726,7 @@ async fn timing_is_within_tolerance() {
 
 #[tokio::test]
 async fn connections_beyond_the_limit_wait_until_one_closes() {
-    let s = server(Config {
+    let s = server(Settings {
         max_connections: 1,
         ..fast()
     })

@@ -16,9 +16,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mock_loadgen_analyze() {
-    let server = mock_server::spawn(mock_server::Config {
-        ttft: TTFT,
-        itl: ITL,
+    let server = mock_server::spawn(mock_server::Settings {
+        ttft_ms: TTFT.as_secs_f64() * 1e3,
+        itl_ms: ITL.as_secs_f64() * 1e3,
         ..Default::default()
     })
     .await
@@ -167,9 +167,9 @@ async fn mock_loadgen_analyze() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sweep_analyzed_as_its_points_in_order() {
-    let server = mock_server::spawn(mock_server::Config {
-        ttft: Duration::from_millis(5),
-        itl: Duration::from_millis(1),
+    let server = mock_server::spawn(mock_server::Settings {
+        ttft_ms: 5.0,
+        itl_ms: 1.0,
         ..Default::default()
     })
     .await

@@ -40,10 +40,10 @@ pub fn flags(base: &str, extra: &[&str]) -> loadgen::Plan {
 
 /// A mock-server with fixed timing: `ttft_ms` to the first token, `itl_ms` between tokens.
 pub async fn mock(ttft_ms: u64, itl_ms: u64) -> mock_server::Running {
-    mock_server::spawn(mock_server::Config {
-        ttft: std::time::Duration::from_millis(ttft_ms),
-        itl: std::time::Duration::from_millis(itl_ms),
-        ..mock_server::Config::default()
+    mock_server::spawn(mock_server::Settings {
+        ttft_ms: ttft_ms as f64,
+        itl_ms: itl_ms as f64,
+        ..mock_server::Settings::default()
     })
     .await
     .unwrap()
