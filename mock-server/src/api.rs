@@ -6,12 +6,14 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::State as AxState;
 use axum::extract::rejection::BytesRejection;
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Path, Request as HttpRequest, State as AxState};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tokenperf_core::openai::{ErrorBody, ErrorObject};
 
@@ -19,10 +21,33 @@ use tokenperf_core::rng::Rng;
 
 use crate::State;
 use crate::faults::{self, FAULT_HEADER, Plan as FaultPlan};
+use crate::listener::ConnHandle;
 use crate::stream::{self, Endpoint, Plan};
 
 /// Header that turns on ground truth in the chunks of one request.
 pub const GROUND_TRUTH_HEADER: &str = "x-tokenperf-ground-truth";
+
+/// Header naming a request in logs on both sides: the client's when it sent one, else ours.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Roles a chat message may have.
+const ROLES: [&str; 6] = [
+    "system",
+    "user",
+    "assistant",
+    "tool",
+    "developer",
+    "function",
+];
+
+/// A client's value in an error message, cut so that a huge value cannot make a huge answer.
+fn shown(v: &Value) -> String {
+    let s = v.to_string();
+    match s.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s,
+    }
+}
 
 /// An error answered as `{"error": {"message", "type", "code", "param"}}`.
 #[derive(Debug, Clone)]
@@ -127,7 +152,7 @@ fn opt_u64(v: &Value, field: &str) -> Result<Option<u64>, ApiError> {
         None | Some(Value::Null) => Ok(None),
         Some(x) => x.as_u64().map(Some).ok_or_else(|| {
             ApiError::bad_request(
-                format!("'{field}' must be a non-negative integer, got {x}"),
+                format!("'{field}' must be a non-negative integer, got {}", shown(x)),
                 Some(field),
             )
         }),
@@ -139,10 +164,48 @@ fn opt_bool(v: &Value, field: &str) -> Result<Option<bool>, ApiError> {
         None | Some(Value::Null) => Ok(None),
         Some(Value::Bool(b)) => Ok(Some(*b)),
         Some(x) => Err(ApiError::bad_request(
-            format!("'{field}' must be a boolean, got {x}"),
+            format!("'{field}' must be a boolean, got {}", shown(x)),
             Some(field),
         )),
     }
+}
+
+/// The text of `messages[i]`, which must be an object with a known `role` and a text `content`.
+fn message_text(m: &Value, i: usize) -> Result<String, ApiError> {
+    let at = format!("messages[{i}]");
+    let Some(obj) = m.as_object() else {
+        return Err(ApiError::bad_request(
+            format!(
+                "'{at}' must be an object with 'role' and 'content', got {}",
+                shown(m)
+            ),
+            Some(&at),
+        ));
+    };
+    let role_field = format!("{at}.role");
+    match obj.get("role") {
+        Some(Value::String(r)) if ROLES.contains(&r.as_str()) => {}
+        Some(r) => {
+            return Err(ApiError::bad_request(
+                format!(
+                    "'{role_field}' must be one of {}, got {}",
+                    ROLES.join(", "),
+                    shown(r)
+                ),
+                Some(&role_field),
+            ));
+        }
+        None => {
+            return Err(ApiError::bad_request(
+                format!("'{role_field}' is required"),
+                Some(&role_field),
+            ));
+        }
+    }
+    text_of(
+        obj.get("content").unwrap_or(&Value::Null),
+        &format!("{at}.content"),
+    )
 }
 
 fn text_of(content: &Value, field: &str) -> Result<String, ApiError> {
@@ -156,7 +219,10 @@ fn text_of(content: &Value, field: &str) -> Result<String, ApiError> {
             .collect::<Vec<_>>()
             .join("")),
         other => Err(ApiError::bad_request(
-            format!("'{field}' must be a string or a list of content parts, got {other}"),
+            format!(
+                "'{field}' must be a string or a list of content parts, got {}",
+                shown(other)
+            ),
             Some(field),
         )),
     }
@@ -177,7 +243,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, state: &State) -> Result<Request, 
         None => return Err(ApiError::bad_request("'model' is required", Some("model"))),
         Some(x) => {
             return Err(ApiError::bad_request(
-                format!("'model' must be a string, got {x}"),
+                format!("'model' must be a string, got {}", shown(x)),
                 Some("model"),
             ));
         }
@@ -201,8 +267,7 @@ pub fn parse(body: &[u8], endpoint: Endpoint, state: &State) -> Result<Request, 
             })?;
             let mut parts = Vec::with_capacity(arr.len());
             for (i, m) in arr.iter().enumerate() {
-                let field = format!("messages[{i}].content");
-                parts.push(text_of(m.get("content").unwrap_or(&Value::Null), &field)?);
+                parts.push(message_text(m, i)?);
             }
             parts.join("\n")
         }
@@ -231,15 +296,22 @@ pub fn parse(body: &[u8], endpoint: Endpoint, state: &State) -> Result<Request, 
             }
         },
     };
-    let max_tokens = match opt_u64(&v, "max_completion_tokens")? {
-        Some(n) => Some(n),
-        None => opt_u64(&v, "max_tokens")?,
-    }
-    .unwrap_or(state.config.default_max_tokens);
+    let (field, asked) = match opt_u64(&v, "max_completion_tokens")? {
+        Some(n) => ("max_completion_tokens", Some(n)),
+        None => ("max_tokens", opt_u64(&v, "max_tokens")?),
+    };
+    let max_tokens = asked.unwrap_or(state.config.default_max_tokens);
     if max_tokens == 0 {
         return Err(ApiError::bad_request(
-            "'max_tokens' must be at least 1",
-            Some("max_tokens"),
+            format!("'{field}' must be at least 1"),
+            Some(field),
+        ));
+    }
+    let limit = state.config.max_tokens_limit;
+    if max_tokens > limit {
+        return Err(ApiError::bad_request(
+            format!("'{field}' is {max_tokens}, above this server's limit of {limit} tokens"),
+            Some(field),
         ));
     }
     if let Some(n) = opt_u64(&v, "n")?
@@ -318,12 +390,13 @@ fn faults_for(state: &State, headers: &HeaderMap, rng: &mut Rng) -> Result<Fault
 async fn handle(
     state: Arc<State>,
     headers: HeaderMap,
+    conn: Option<ConnHandle>,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
 ) -> Result<Response, ApiError> {
     // The clock starts when the request has been read: TTFT and queue time count from here.
     let start = Instant::now();
-    let result = respond(&state, &headers, body, endpoint, start).await;
+    let result = respond(&state, &headers, conn, body, endpoint, start).await;
     if let Err(e) = &result {
         state
             .metrics
@@ -337,6 +410,7 @@ async fn handle(
 async fn respond(
     state: &Arc<State>,
     headers: &HeaderMap,
+    conn: Option<ConnHandle>,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
     start: Instant,
@@ -369,13 +443,13 @@ async fn respond(
     let prompt_tokens = if state.config.max_context > 0 {
         let n = prompt_tokens.await.unwrap_or(0);
         let limit = state.config.max_context;
-        if n + req.max_tokens > limit {
+        if n.saturating_add(req.max_tokens) > limit {
             return Err(ApiError {
                 status: StatusCode::BAD_REQUEST,
                 message: format!(
                     "This model's maximum context length is {limit} tokens. However, you requested \
                      {} tokens ({n} in the messages, {} in the completion).",
-                    n + req.max_tokens,
+                    n.saturating_add(req.max_tokens),
                     req.max_tokens
                 ),
                 kind: "invalid_request_error",
@@ -409,35 +483,142 @@ async fn respond(
         ground_truth,
     );
     if plan.request.stream {
-        Ok(Response::builder()
+        let mut response = Response::builder()
             .status(StatusCode::OK)
             .header(header::CONTENT_TYPE, "text/event-stream")
             .header(header::CACHE_CONTROL, "no-cache")
-            .header("x-accel-buffering", "no")
-            .body(Body::from_stream(
-                plan.into_sse(state.clone(), prompt_tokens),
-            ))
-            .expect("static headers are valid"))
+            .header("x-accel-buffering", "no");
+        let events = plan.into_sse(state.clone(), prompt_tokens);
+        let body = match conn.filter(|_| state.config.close_after_stream) {
+            // llama.cpp's server: keep-alive promised, the connection closed after the stream.
+            Some(conn) => {
+                response = response
+                    .header(header::CONNECTION, "keep-alive")
+                    .header("keep-alive", "timeout=5, max=100");
+                let closer = CloseWhenDone(conn);
+                Body::from_stream(futures_util::StreamExt::map(events, move |e| {
+                    let _ = &closer;
+                    e
+                }))
+            }
+            None => Body::from_stream(events),
+        };
+        Ok(response.body(body).expect("static headers are valid"))
     } else {
         let json = plan.into_json(state.clone(), prompt_tokens).await?;
         Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
     }
 }
 
+/// Closes its connection when the response body that holds it is dropped (hyper drops a body once
+/// it has written all of it).
+struct CloseWhenDone(ConnHandle);
+
+impl Drop for CloseWhenDone {
+    fn drop(&mut self) {
+        self.0.close_after_response();
+    }
+}
+
 pub async fn chat_completions(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
+    conn: Option<Extension<ConnHandle>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    handle(state, headers, body, Endpoint::Chat).await
+    handle(state, headers, conn.map(|c| c.0), body, Endpoint::Chat).await
 }
 
 pub async fn completions(
     AxState(state): AxState<Arc<State>>,
     headers: HeaderMap,
+    conn: Option<Extension<ConnHandle>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    handle(state, headers, body, Endpoint::Completions).await
+    handle(
+        state,
+        headers,
+        conn.map(|c| c.0),
+        body,
+        Endpoint::Completions,
+    )
+    .await
+}
+
+/// Any path the server does not serve: 404 in OpenAI's error shape.
+pub async fn not_found(uri: Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::NOT_FOUND,
+        message: format!(
+            "no route for '{}': this server serves /v1/chat/completions, /v1/completions, \
+             /v1/models, /health and /metrics",
+            uri.path()
+        ),
+        kind: "invalid_request_error",
+        param: None,
+    }
+}
+
+/// A served path with the wrong method: 405 in OpenAI's error shape.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> ApiError {
+    ApiError {
+        status: StatusCode::METHOD_NOT_ALLOWED,
+        message: format!("{method} is not allowed on '{}'", uri.path()),
+        kind: "invalid_request_error",
+        param: None,
+    }
+}
+
+/// Echoes the client's `x-request-id`, or gives the request a new one, on every response.
+pub async fn request_id(req: HttpRequest, next: Next) -> Response {
+    let id = req
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .filter(|v| !v.is_empty() && v.len() <= 200)
+        .cloned()
+        .unwrap_or_else(|| {
+            HeaderValue::from_str(&stream::new_id("req")).expect("hex is a valid header")
+        });
+    let mut response = next.run(req).await;
+    response.headers_mut().insert(REQUEST_ID_HEADER, id);
+    response
+}
+
+/// Reads the request body whole, within `--body-limit` bytes and `--body-timeout-s`, before any
+/// handler: a client that stops sending mid-body gets 408 instead of holding a task forever.
+pub async fn read_body_in_time(
+    AxState(state): AxState<Arc<State>>,
+    req: HttpRequest,
+    next: Next,
+) -> Response {
+    let (parts, body) = req.into_parts();
+    let limit = state.config.body_limit as usize;
+    let wait = Duration::from_secs_f64(state.config.body_timeout_s);
+    let read = http_body_util::Limited::new(body, limit).collect();
+    let error = match tokio::time::timeout(wait, read).await {
+        Ok(Ok(collected)) => {
+            let req = HttpRequest::from_parts(parts, Body::from(collected.to_bytes()));
+            return next.run(req).await;
+        }
+        Err(_) => ApiError {
+            status: StatusCode::REQUEST_TIMEOUT,
+            message: format!("the request body did not arrive within {wait:?}"),
+            kind: "invalid_request_error",
+            param: None,
+        },
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => ApiError {
+            status: StatusCode::PAYLOAD_TOO_LARGE,
+            message: format!("request body is larger than the server's limit of {limit} bytes"),
+            kind: "invalid_request_error",
+            param: None,
+        },
+        Ok(Err(e)) => ApiError::bad_request(format!("reading the request body: {e}"), None),
+    };
+    state
+        .metrics
+        .requests_rejected
+        .fetch_add(1, Ordering::Relaxed);
+    error.into_response()
 }
 
 /// Prometheus text exposition of the server's metrics.
@@ -449,6 +630,10 @@ pub async fn metrics(AxState(state): AxState<Arc<State>>) -> Response {
         .into_response()
 }
 
+fn model_object(id: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "tokenperf-mock"})
+}
+
 pub async fn models(AxState(state): AxState<Arc<State>>) -> Json<Value> {
     let names: Vec<String> = if state.config.model.is_empty() {
         vec!["mock".to_string()]
@@ -457,10 +642,26 @@ pub async fn models(AxState(state): AxState<Arc<State>>) -> Json<Value> {
     };
     Json(json!({
         "object": "list",
-        "data": names.iter().map(|m| json!({
-            "id": m, "object": "model", "created": 0, "owned_by": "tokenperf-mock"
-        })).collect::<Vec<_>>()
+        "data": names.iter().map(|m| model_object(m)).collect::<Vec<_>>()
     }))
+}
+
+/// `GET /v1/models/{id}` (the SDK's `models.retrieve`): any name when the server takes any name.
+pub async fn model(
+    AxState(state): AxState<Arc<State>>,
+    Path(id): Path<String>,
+) -> Result<Json<Value>, ApiError> {
+    let served = &state.config.model;
+    if served.is_empty() || served.contains(&id) {
+        Ok(Json(model_object(&id)))
+    } else {
+        Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("The model '{id}' does not exist"),
+            kind: "invalid_request_error",
+            param: Some("model".into()),
+        })
+    }
 }
 
 pub async fn health() -> Json<Value> {

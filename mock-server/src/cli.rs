@@ -13,7 +13,6 @@ use clap::parser::ValueSource;
 use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 use serde::{Deserialize, Serialize};
 use tokenperf_core::tokenizer::TokenCounter;
-use tokio::net::TcpListener;
 
 use crate::dist::{Dist, Jitter};
 use crate::faults::Fault;
@@ -474,7 +473,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let mut port = settings.port;
     let mut listeners = Vec::new();
     for (i, ip) in bind_addrs(&settings.host)?.iter().enumerate() {
-        match TcpListener::bind(SocketAddr::new(*ip, port)).await {
+        match crate::listener::bind(SocketAddr::new(*ip, port), settings.listen_backlog) {
             Ok(l) => {
                 port = l.local_addr()?.port();
                 listeners.push(l);

@@ -132,29 +132,95 @@ impl State {
     }
 }
 
-/// The HTTP routes.
+/// The HTTP routes. Unknown paths and methods answer in OpenAI's error shape like everything else;
+/// every response carries an `x-request-id` (the client's, else a new one); request bodies are read
+/// under the body limit and timeout before any handler sees them.
 pub fn app(state: Arc<State>) -> Router {
     let limit = state.config.body_limit as usize;
     Router::new()
         .route("/v1/chat/completions", post(api::chat_completions))
         .route("/v1/completions", post(api::completions))
         .route("/v1/models", get(api::models))
+        .route("/v1/models/{id}", get(api::model))
         .route("/health", get(api::health))
         .route("/metrics", get(api::metrics))
+        .fallback(api::not_found)
+        .method_not_allowed_fallback(api::method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            api::read_body_in_time,
+        ))
+        .layer(axum::middleware::from_fn(api::request_id))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }
 
-/// Serves `app` on `listener` until `shutdown` completes, with at most `max_connections` open.
+/// Serves `app` on `listener` until `shutdown` completes, then lets open connections finish their
+/// responses. Each connection runs hyper's HTTP/1.1 with a timer, so a client that is slow to send a
+/// request head, or idle between requests, is cut off after `--header-timeout-s`; at most
+/// [`listener::connection_limit`] connections are open, and the rest wait in the listen backlog.
 pub async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let limited = listener::LimitedListener::new(listener, state.config.max_connections);
-    axum::serve(limited, app(state))
-        .with_graceful_shutdown(shutdown)
-        .await
+    use tower::ServiceExt;
+    let router = app(state.clone());
+    let slots = Arc::new(tokio::sync::Semaphore::new(listener::connection_limit(
+        state.config.max_connections,
+    )));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(std::time::Duration::from_secs_f64(
+            state.config.header_timeout_s,
+        ));
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            s = slots.clone().acquire_owned() => s.expect("the semaphore is never closed"),
+            () = &mut shutdown => break,
+        };
+        let tcp = tokio::select! {
+            r = listener.accept() => match r {
+                Ok((tcp, _)) => tcp,
+                // Out of descriptors and the like: wait instead of spinning.
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Tokens are small writes that must leave at once.
+        let _ = tcp.set_nodelay(true);
+        let (io, handle) = listener::ConnIo::new(tcp, slot);
+        let router = router.clone();
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
+            req.extensions_mut().insert(handle.clone());
+            router.clone().oneshot(req)
+        });
+        let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
+        let mut stop = stop_rx.clone();
+        connections.spawn(async move {
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                // The flag only ever goes from false to true: any change is the stop.
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+        // Reap finished connections as we go, so a long run holds only the open ones.
+        while connections.try_join_next().is_some() {}
+    }
+    let _ = stop_tx.send(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
 }
 
 /// A server running in this process on a loopback port, for tests and the quick start.
@@ -182,7 +248,10 @@ impl Running {
 /// Starts the server with `settings` (validated) on 127.0.0.1 and an OS-chosen port.
 pub async fn spawn(settings: Settings) -> anyhow::Result<Running> {
     let state = State::new(Config::from_settings(&settings)?, TokenCounter::project())?;
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let listener = listener::bind(
+        SocketAddr::from(([127, 0, 0, 1], 0)),
+        settings.listen_backlog,
+    )?;
     let addr = listener.local_addr()?;
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(serve(listener, state, async move {

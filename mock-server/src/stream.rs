@@ -43,6 +43,26 @@ pub enum Endpoint {
     Completions,
 }
 
+/// A number drawn once per process (from the clock and the process id), so that ids stay unique
+/// across mock processes that count their requests from zero alike.
+fn process_nonce() -> u64 {
+    static NONCE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *NONCE.get_or_init(|| {
+        let t = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let mut rng = Rng::new(t ^ (u64::from(std::process::id()) << 32));
+        rng.next_u64()
+    })
+}
+
+/// An id unique across requests and processes: `{prefix}-{process nonce}{counter}`, in hex.
+pub fn new_id(prefix: &str) -> String {
+    static IDS: AtomicU64 = AtomicU64::new(0);
+    let n = IDS.fetch_add(1, Ordering::Relaxed);
+    format!("{prefix}-{:016x}{n:08x}", process_nonce())
+}
+
 /// The next request's number and its own random stream, derived from the server seed, so a run is
 /// reproducible for the same arrival order.
 pub fn next_request(seed: u64) -> (u64, Rng) {
@@ -191,7 +211,7 @@ impl Plan {
             Endpoint::Completions => "cmpl",
         };
         Self {
-            id: format!("{prefix}-mock{number:016x}"),
+            id: format!("{prefix}-{:016x}{number:08x}", process_nonce()),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -403,7 +423,7 @@ impl Plan {
                 let k = self
                     .state_chunk_size(&state)
                     .min(stream_tokens - emitted);
-                let mut text = String::with_capacity(8 * k as usize);
+                let mut text = String::with_capacity(8 * k.min(512) as usize);
                 for j in 0..k {
                     let i = emitted + j;
                     if i > 0 {
@@ -496,18 +516,21 @@ impl Plan {
         };
         let prefill = self.prefill(&state, prompt_tokens, timing.as_ref());
         Self::note_prefill(&state, admitted, prefill);
+        // The words get their own seeded stream and are written only once the last token is due, so
+        // a long request holds no text while it waits.
+        let mut words = Rng::new(self.rng.next_u64());
         let mut due = admitted + prefill;
-        let mut text = String::with_capacity(8 * total as usize);
-        for i in 0..total {
-            if i > 0 {
-                due = self.next_due(&state, due, i, timing.as_ref());
-            }
-            text.push_str(state.vocabulary.pick(&mut self.rng));
+        for i in 1..total {
+            due = self.next_due(&state, due, i, timing.as_ref());
         }
         if let Some((secs, _)) = self.faults.stall {
             due += Duration::from_secs_f64(secs);
         }
         let fired = state.pacer.sleep_until(due).await;
+        let mut text = String::with_capacity(8 * total.min(1 << 16) as usize);
+        for _ in 0..total {
+            text.push_str(state.vocabulary.pick(&mut words));
+        }
         if self.faults.ends_stream_at().is_some() {
             return Err(crate::api::ApiError::server_error(
                 "mock fault: the request failed mid-generation",
