@@ -104,13 +104,22 @@ impl State {
             Some(p) => Some(GroundTruthLog::create(p)?),
             None => None,
         };
+        // vLLM labels every series with the model it serves and sizes token buckets to its length.
+        let metrics = Metrics::new(
+            config.model.first().map_or("mock", String::as_str),
+            if config.max_context > 0 {
+                config.max_context
+            } else {
+                config.max_tokens_limit
+            },
+        );
         Ok(Arc::new(Self {
             admission: Admission::new(config.max_num_seqs, config.max_waiting),
             config,
             tokenizer,
             vocabulary,
             pacer,
-            metrics: Metrics::default(),
+            metrics,
             clock: MonoAnchor::now(),
             prefill_busy_until: std::sync::Mutex::new(Instant::now()),
             gt_log,

@@ -417,6 +417,7 @@ impl Plan {
             let mut due = admitted + prefill;
             let mut emitted = 0u64;
             let mut last_fired: Option<Instant> = None;
+            let mut first_fired: Option<Instant> = None;
             let mut shift = Duration::ZERO;
             while emitted < stream_tokens {
                 // Group the next chunk's tokens; its due time is its last token's.
@@ -446,6 +447,7 @@ impl Plan {
                     Some(l) => state.metrics.itl.observe((fired - l).as_secs_f64()),
                 }
                 last_fired = Some(fired);
+                first_fired.get_or_insert(fired);
                 emitted += k;
                 let mut out = String::with_capacity(512);
                 if emitted == k && self.endpoint == Endpoint::Chat {
@@ -467,8 +469,15 @@ impl Plan {
                         out.push_str("}\n\n");
                     }
                     out.push_str("data: [DONE]\n\n");
-                    state.metrics.e2e.observe((fired - self.start).as_secs_f64());
-                    state.metrics.requests_ok.fetch_add(1, Ordering::Relaxed);
+                    state.metrics.finished(&crate::metrics::Finished {
+                        reason: finish,
+                        prompt_tokens,
+                        output_tokens: total,
+                        e2e_s: (fired - self.start).as_secs_f64(),
+                        tpot_s: first_fired
+                            .filter(|_| total > 1)
+                            .map(|f| (fired - f).as_secs_f64() / (total - 1) as f64),
+                    });
                     truth.end = End::Ok;
                 }
                 yield Ok(Bytes::from(out));
@@ -519,10 +528,12 @@ impl Plan {
         // The words get their own seeded stream and are written only once the last token is due, so
         // a long request holds no text while it waits.
         let mut words = Rng::new(self.rng.next_u64());
-        let mut due = admitted + prefill;
+        let first_due = admitted + prefill;
+        let mut due = first_due;
         for i in 1..total {
             due = self.next_due(&state, due, i, timing.as_ref());
         }
+        let tpot_s = (total > 1).then(|| (due - first_due).as_secs_f64() / (total - 1) as f64);
         if let Some((secs, _)) = self.faults.stall {
             due += Duration::from_secs_f64(secs);
         }
@@ -542,13 +553,15 @@ impl Plan {
             .observe((fired - self.start).as_secs_f64());
         state
             .metrics
-            .e2e
-            .observe((fired - self.start).as_secs_f64());
-        state
-            .metrics
             .generation_tokens
             .fetch_add(total, Ordering::Relaxed);
-        state.metrics.requests_ok.fetch_add(1, Ordering::Relaxed);
+        state.metrics.finished(&crate::metrics::Finished {
+            reason: finish,
+            prompt_tokens,
+            output_tokens: total,
+            e2e_s: (fired - self.start).as_secs_f64(),
+            tpot_s,
+        });
         let choice = match self.endpoint {
             Endpoint::Chat => json!({
                 "index": 0,

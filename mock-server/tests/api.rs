@@ -244,18 +244,32 @@ async fn models_health_and_metrics() {
         .text()
         .await
         .unwrap();
+    // vLLM's labels on every series: the served model (the first one) and the engine.
+    let l = "{model_name=\"a\",engine=\"0\"}";
     for name in [
-        "vllm:num_requests_running 0",
-        "vllm:num_requests_waiting 0",
-        "vllm:generation_tokens_total 5",
-        "vllm:time_to_first_token_seconds_count 1",
-        "vllm:inter_token_latency_seconds_count 4",
-        "vllm:e2e_request_latency_seconds_count 1",
-        "vllm:request_queue_time_seconds_count 1",
-        "tokenperf_mock:emission_lateness_seconds_count 5",
-    ] {
-        assert!(text.contains(name), "missing '{name}' in\n{text}");
+        "vllm:num_requests_running",
+        "vllm:num_requests_waiting",
+        "vllm:generation_tokens_total",
+        "vllm:time_to_first_token_seconds_count",
+        "vllm:inter_token_latency_seconds_count",
+        "vllm:time_per_output_token_seconds_count",
+        "vllm:e2e_request_latency_seconds_count",
+        "vllm:request_queue_time_seconds_count",
+        "vllm:request_generation_tokens_count",
+        "tokenperf_mock:emission_lateness_seconds_count",
+    ]
+    .iter()
+    .zip(["0", "0", "5", "1", "4", "1", "1", "1", "1", "5"])
+    {
+        let line = format!("{}{l} {}", name.0, name.1);
+        assert!(text.contains(&line), "missing '{line}' in\n{text}");
     }
+    assert!(
+        text.contains(
+            "vllm:request_success_total{model_name=\"a\",engine=\"0\",finished_reason=\"length\"} 1"
+        ),
+        "{text}"
+    );
     s.stop().await.unwrap();
 }
 
