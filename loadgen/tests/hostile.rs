@@ -485,3 +485,39 @@ async fn the_mock_in_close_after_stream_mode_costs_no_request() {
     }
     server.stop().await.unwrap();
 }
+
+/// A re-run of the same seed meets a warm prefix cache (the mock models one); `--cache-bust` does not.
+#[tokio::test]
+async fn a_warm_prefix_cache_is_reported_and_cache_bust_avoids_it() {
+    let server = mock_server::spawn(mock_server::Settings {
+        ttft_ms: 1.0,
+        itl_ms: 0.5,
+        prefix_cache_blocks: 100_000,
+        ..mock_server::Settings::default()
+    })
+    .await
+    .unwrap();
+    let base = server.base_url();
+    // Even the first run hits: LLMPerf's prompts all open with the same instruction sentence.
+    let first = run(&base, &n_c("5", "1")).await.summary.cached_input;
+    assert!(
+        first.requests_with_hits <= 4,
+        "the very first prompt is cold: {first:?}"
+    );
+    // Every prompt of the re-run finds at least one more of its own blocks.
+    let again = run(&base, &n_c("5", "1")).await;
+    let c = again.summary.cached_input;
+    assert_eq!((c.requests_reporting, c.requests_with_hits), (5, 5));
+    assert!(
+        c.cached_tokens >= first.cached_tokens + 5 * 16,
+        "{c:?} after {first:?}"
+    );
+    assert!(again.warnings.iter().any(|w| w.contains("prefix cache")));
+    let busted = run(&base, &[&n_c("5", "1")[..], &["--cache-bust"]].concat()).await;
+    assert_eq!(
+        busted.summary.cached_input.cached_tokens, 0,
+        "{:?}",
+        busted.summary.cached_input
+    );
+    server.stop().await.unwrap();
+}

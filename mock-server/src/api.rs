@@ -437,11 +437,10 @@ async fn respond(
     // other streams' writes. It overlaps the prefill, as in a real server.
     let prompt = req.prompt.clone();
     let st = state.clone();
-    let prompt_tokens = tokio::task::spawn_blocking(move || {
-        st.tokenizer.count(&prompt, true).map_or(0, |n| n as u64)
-    });
+    let prompt_tokens = tokio::task::spawn_blocking(move || st.prompt_tokens(&prompt));
     let prompt_tokens = if state.config.max_context > 0 {
-        let n = prompt_tokens.await.unwrap_or(0);
+        let p = prompt_tokens.await.unwrap_or_default();
+        let n = p.count;
         let limit = state.config.max_context;
         if n.saturating_add(req.max_tokens) > limit {
             return Err(ApiError {
@@ -456,7 +455,7 @@ async fn respond(
                 param: Some("messages".into()),
             });
         }
-        tokio::spawn(async move { n })
+        tokio::spawn(async move { p })
     } else {
         prompt_tokens
     };

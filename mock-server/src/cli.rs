@@ -161,6 +161,11 @@ pub struct Settings {
     /// backlog; the kernel also caps it at net.core.somaxconn).
     #[arg(long, default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub listen_backlog: u32,
+    /// Model a prefix cache of this many 16-token blocks (0: off): a prompt's leading blocks that a
+    /// recent prompt shared are not prefilled again, and `usage.prompt_tokens_details.cached_tokens`
+    /// says how many tokens hit (vLLM's automatic prefix caching).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=(1 << 24)))]
+    pub prefix_cache_blocks: u64,
     /// Close the connection after every streamed response while answering `Connection: keep-alive`
     /// and `Keep-Alive: timeout=5, max=100`, as llama.cpp's server does, to test clients against it.
     #[arg(long)]

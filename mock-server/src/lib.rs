@@ -25,6 +25,7 @@ pub mod gtlog;
 pub mod listener;
 pub mod metrics;
 pub mod pacer;
+pub mod prefix_cache;
 pub mod replay;
 pub mod stream;
 pub mod words;
@@ -71,6 +72,20 @@ impl Default for Config {
     }
 }
 
+/// A prompt's token count, and how many of its tokens the prefix cache served (when there is one).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PromptTokens {
+    pub count: u64,
+    pub cached: Option<u64>,
+}
+
+impl PromptTokens {
+    /// Tokens that must be prefilled.
+    pub fn to_prefill(&self) -> u64 {
+        self.count - self.cached.unwrap_or(0).min(self.count)
+    }
+}
+
 /// Shared server state.
 pub struct State {
     pub config: Config,
@@ -81,6 +96,8 @@ pub struct State {
     pub admission: Admission,
     /// Maps instants to CLOCK_MONOTONIC µs for ground truth.
     pub clock: MonoAnchor,
+    /// `--prefix-cache-blocks`, when on.
+    pub prefix_cache: Option<prefix_cache::PrefixCache>,
     /// Until when a prefill holds back decoding (with `prefill_stalls_decode`).
     pub prefill_busy_until: std::sync::Mutex<Instant>,
     gt_log: Option<GroundTruthLog>,
@@ -113,7 +130,10 @@ impl State {
                 config.max_tokens_limit
             },
         );
+        let prefix_cache = (config.prefix_cache_blocks > 0)
+            .then(|| prefix_cache::PrefixCache::new(config.prefix_cache_blocks as usize));
         Ok(Arc::new(Self {
+            prefix_cache,
             admission: Admission::new(config.max_num_seqs, config.max_waiting),
             config,
             tokenizer,
@@ -124,6 +144,26 @@ impl State {
             prefill_busy_until: std::sync::Mutex::new(Instant::now()),
             gt_log,
         }))
+    }
+
+    /// Counts a prompt's tokens (special tokens included) and, with a prefix cache, how many of
+    /// them it served. CPU-bound: call it off the async workers.
+    pub fn prompt_tokens(&self, prompt: &str) -> PromptTokens {
+        match &self.prefix_cache {
+            None => PromptTokens {
+                count: self.tokenizer.count(prompt, true).map_or(0, |n| n as u64),
+                cached: None,
+            },
+            Some(cache) => {
+                let ids = self.tokenizer.encode(prompt, true).unwrap_or_default();
+                let cached = cache.lookup_and_insert(&ids);
+                self.metrics.prefix_cache(ids.len() as u64, cached);
+                PromptTokens {
+                    count: ids.len() as u64,
+                    cached: Some(cached),
+                }
+            }
+        }
     }
 
     /// Queues one ground-truth log line (no-op without `--ground-truth-log`).

@@ -120,6 +120,9 @@ pub struct Metrics {
     pub requests_stop: AtomicU64,
     pub requests_length: AtomicU64,
     pub requests_rejected: AtomicU64,
+    /// Prompt tokens looked up in the prefix cache, and those it served.
+    pub prefix_cache_queries: AtomicU64,
+    pub prefix_cache_hits: AtomicU64,
     pub ttft: Histogram,
     pub itl: Histogram,
     pub tpot: Histogram,
@@ -163,6 +166,8 @@ impl Metrics {
             requests_stop: AtomicU64::new(0),
             requests_length: AtomicU64::new(0),
             requests_rejected: AtomicU64::new(0),
+            prefix_cache_queries: AtomicU64::new(0),
+            prefix_cache_hits: AtomicU64::new(0),
             ttft: Histogram::seconds(
                 "vllm:time_to_first_token_seconds",
                 "Histogram of time to first token in seconds (arrival to first token written).",
@@ -221,6 +226,13 @@ impl Metrics {
         self.request_prompt_tokens.observe(f.prompt_tokens as f64);
         self.request_generation_tokens
             .observe(f.output_tokens as f64);
+    }
+
+    /// Records one prompt's prefix-cache lookup, in tokens.
+    pub fn prefix_cache(&self, queried: u64, hit: u64) {
+        self.prefix_cache_queries
+            .fetch_add(queried, Ordering::Relaxed);
+        self.prefix_cache_hits.fetch_add(hit, Ordering::Relaxed);
     }
 
     /// Requests that finished, whatever the reason.
@@ -283,6 +295,22 @@ impl Metrics {
             "counter",
             "Number of requests answered with an error status.",
             &plain(self.requests_rejected.load(Ordering::Relaxed).to_string()),
+        );
+        one(
+            "vllm:prefix_cache_queries_total",
+            "counter",
+            "Prefix cache queries, in terms of number of queried tokens.",
+            &plain(
+                self.prefix_cache_queries
+                    .load(Ordering::Relaxed)
+                    .to_string(),
+            ),
+        );
+        one(
+            "vllm:prefix_cache_hits_total",
+            "counter",
+            "Prefix cache hits, in terms of number of cached tokens.",
+            &plain(self.prefix_cache_hits.load(Ordering::Relaxed).to_string()),
         );
         if let (Some(start), Some(now)) =
             (self.overflows_at_start, crate::listener::listen_overflows())

@@ -29,11 +29,11 @@ use futures_util::Stream;
 use serde_json::json;
 use tokenperf_core::rng::Rng;
 
-use crate::State;
 use crate::admission::Ticket;
 use crate::api::Request;
 use crate::faults;
 use crate::replay::Timing;
+use crate::{PromptTokens, State};
 
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
 
@@ -294,12 +294,16 @@ impl Plan {
         out.push_str("\"}]}\n\n");
     }
 
-    fn usage(prompt_tokens: u64, completion: u64) -> serde_json::Value {
-        json!({
-            "prompt_tokens": prompt_tokens,
+    fn usage(prompt: PromptTokens, completion: u64) -> serde_json::Value {
+        let mut u = json!({
+            "prompt_tokens": prompt.count,
             "completion_tokens": completion,
-            "total_tokens": prompt_tokens + completion,
-        })
+            "total_tokens": prompt.count + completion,
+        });
+        if let Some(cached) = prompt.cached {
+            u["prompt_tokens_details"] = json!({"cached_tokens": cached});
+        }
+        u
     }
 
     /// How many tokens this request produces: `max_tokens` with `ignore_eos` or without an output
@@ -386,7 +390,7 @@ impl Plan {
     pub fn into_sse(
         mut self,
         state: Arc<State>,
-        prompt_tokens: tokio::task::JoinHandle<u64>,
+        prompt_tokens: tokio::task::JoinHandle<PromptTokens>,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
         async_stream::stream! {
             let mut truth = Truth {
@@ -403,7 +407,8 @@ impl Plan {
             let (_slot, admitted, timing) = self.admit(&state).await;
             let _running = Running::new(&state);
             truth.admitted = Some(admitted);
-            let prompt_tokens = prompt_tokens.await.unwrap_or(0);
+            let prompt = prompt_tokens.await.unwrap_or_default();
+            let prompt_tokens = prompt.count;
             truth.prompt_tokens = prompt_tokens;
             state.metrics.prompt_tokens.fetch_add(prompt_tokens, Ordering::Relaxed);
             let total = self.output_tokens(&state);
@@ -411,7 +416,7 @@ impl Plan {
             truth.finish_reason = finish;
             let fault_at = self.faults.ends_stream_at().filter(|k| *k <= total);
             let stream_tokens = fault_at.unwrap_or(total);
-            let prefill = self.prefill(&state, prompt_tokens, timing.as_ref());
+            let prefill = self.prefill(&state, prompt.to_prefill(), timing.as_ref());
             Self::note_prefill(&state, admitted, prefill);
             let head = self.head();
             let mut due = admitted + prefill;
@@ -465,7 +470,7 @@ impl Plan {
                     if self.request.include_usage {
                         out.push_str(&head);
                         out.push_str("],\"usage\":");
-                        out.push_str(&Self::usage(prompt_tokens, total).to_string());
+                        out.push_str(&Self::usage(prompt, total).to_string());
                         out.push_str("}\n\n");
                     }
                     out.push_str("data: [DONE]\n\n");
@@ -508,11 +513,12 @@ impl Plan {
     pub async fn into_json(
         mut self,
         state: Arc<State>,
-        prompt_tokens: tokio::task::JoinHandle<u64>,
+        prompt_tokens: tokio::task::JoinHandle<PromptTokens>,
     ) -> Result<String, crate::api::ApiError> {
         let (_slot, admitted, timing) = self.admit(&state).await;
         let _running = Running::new(&state);
-        let prompt_tokens = prompt_tokens.await.unwrap_or(0);
+        let prompt = prompt_tokens.await.unwrap_or_default();
+        let prompt_tokens = prompt.count;
         state
             .metrics
             .prompt_tokens
@@ -523,7 +529,7 @@ impl Plan {
         } else {
             "length"
         };
-        let prefill = self.prefill(&state, prompt_tokens, timing.as_ref());
+        let prefill = self.prefill(&state, prompt.to_prefill(), timing.as_ref());
         Self::note_prefill(&state, admitted, prefill);
         // The words get their own seeded stream and are written only once the last token is due, so
         // a long request holds no text while it waits.
@@ -582,7 +588,7 @@ impl Plan {
             "created": self.created,
             "model": self.request.model,
             "choices": [choice],
-            "usage": Self::usage(prompt_tokens, total),
+            "usage": Self::usage(prompt, total),
         })
         .to_string())
     }
@@ -661,7 +667,15 @@ mod schedule_tests {
             false,
         );
         let body: Vec<u8> = plan
-            .into_sse(state.clone(), tokio::spawn(async { 7 }))
+            .into_sse(
+                state.clone(),
+                tokio::spawn(async {
+                    crate::PromptTokens {
+                        count: 7,
+                        cached: None,
+                    }
+                }),
+            )
             .map(|b| b.unwrap().to_vec())
             .concat()
             .await;

@@ -356,6 +356,32 @@ async fn close_after_stream_answers_keep_alive_then_closes() {
     );
 }
 
+#[tokio::test]
+async fn the_prefix_cache_model_serves_shared_prefixes_and_says_so() {
+    let s = server(Settings {
+        ttft_ms: 1.0,
+        prefill_per_token_ms: 2.0,
+        prefix_cache_blocks: 1024,
+        ..fast()
+    })
+    .await;
+    let prompt = "the harbor tide ".repeat(40);
+    let body = json!({"model": "m", "prompt": prompt, "max_tokens": 1}).to_string();
+    let (_, cold) = post(&s, "/completions", &body, &[]).await;
+    let (_, warm) = post(&s, "/completions", &body, &[]).await;
+    let n = cold["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(cold["usage"]["prompt_tokens_details"]["cached_tokens"], 0);
+    let hit = warm["usage"]["prompt_tokens_details"]["cached_tokens"]
+        .as_u64()
+        .unwrap();
+    // Whole 16-token blocks, never the last token.
+    assert!(hit > 0 && hit % 16 == 0 && hit < n, "{hit} of {n}");
+    // Without the cache there is no such field (as vLLM without prompt-token details).
+    let plain = server(fast()).await;
+    let (_, v) = post(&plain, "/completions", &body, &[]).await;
+    assert!(v["usage"].get("prompt_tokens_details").is_none(), "{v}");
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
 
