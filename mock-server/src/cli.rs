@@ -112,7 +112,11 @@ pub struct Settings {
     /// Model name to serve (repeatable); unknown names get 404. Default: any name is accepted.
     #[arg(long)]
     pub model: Vec<String>,
-    /// tokenizer.json (or a folder with one) to count tokens with. Default: the project's own.
+    /// A Hugging Face tokenizer.json (or a folder with one) to count tokens with and to draw output
+    /// words from. Default: the project's own. Byte-level BPE (GPT-2, LLaMA-3) and SentencePiece-style
+    /// (LLaMA-2, Mistral) tokenizers both work: the output re-tokenizes, without special tokens, to
+    /// exactly usage.completion_tokens. A tokenizer with fewer than 16 alphabetic words that stay one
+    /// token in running text (one that merges across spaces) is refused at start-up.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
     /// Require this key as `Authorization: Bearer KEY` (401 otherwise).

@@ -435,7 +435,7 @@ impl Plan {
                     if i > 0 {
                         due = self.next_due(&state, due, i, timing.as_ref());
                     }
-                    text.push_str(state.vocabulary.pick(&mut self.rng));
+                    text.push_str(state.vocabulary.pick(&mut self.rng, i));
                 }
                 // A stall after K tokens delays token K+1 and everything after it.
                 if let Some((secs, after)) = self.faults.stall
@@ -545,8 +545,8 @@ impl Plan {
         }
         let fired = state.pacer.sleep_until(due).await;
         let mut text = String::with_capacity(8 * total.min(1 << 16) as usize);
-        for _ in 0..total {
-            text.push_str(state.vocabulary.pick(&mut words));
+        for i in 0..total {
+            text.push_str(state.vocabulary.pick(&mut words, i));
         }
         if self.faults.ends_stream_at().is_some() {
             return Err(crate::api::ApiError::server_error(
