@@ -6,7 +6,8 @@
 //!
 //! # Layout
 //! * [`cli`]: flags, presets and config files, folded into a validated [`Config`].
-//! * [`api`]: request parsing, authentication, OpenAI-shaped errors, `/metrics`.
+//! * [`api`]: the handlers: authentication, faults, admission, `/models`, `/metrics`, middleware.
+//! * [`request`]: request validation and OpenAI-shaped errors (shared by `api` and `stream`).
 //! * [`admission`]: continuous batching: running slots and the bounded waiting queue.
 //! * [`stream`]: the response: token schedule, faults, SSE and JSON bodies.
 //! * [`pacer`]: the sub-millisecond deadline timer.
@@ -27,6 +28,7 @@ pub mod metrics;
 pub mod pacer;
 pub mod prefix_cache;
 pub mod replay;
+pub mod request;
 pub mod stream;
 pub mod words;
 

@@ -30,18 +30,13 @@ use serde_json::json;
 use tokenperf_core::rng::Rng;
 
 use crate::admission::Ticket;
-use crate::api::Request;
 use crate::faults;
 use crate::replay::Timing;
+pub use crate::request::Endpoint;
+use crate::request::{ApiError, Request};
 use crate::{PromptTokens, State};
 
 static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Endpoint {
-    Chat,
-    Completions,
-}
 
 /// A number drawn once per process (from the clock and the process id), so that ids stay unique
 /// across mock processes that count their requests from zero alike.
@@ -514,7 +509,7 @@ impl Plan {
         mut self,
         state: Arc<State>,
         prompt_tokens: tokio::task::JoinHandle<PromptTokens>,
-    ) -> Result<String, crate::api::ApiError> {
+    ) -> Result<String, ApiError> {
         let (_slot, admitted, timing) = self.admit(&state).await;
         let _running = Running::new(&state);
         let prompt = prompt_tokens.await.unwrap_or_default();
@@ -549,7 +544,7 @@ impl Plan {
             text.push_str(state.vocabulary.pick(&mut words, i));
         }
         if self.faults.ends_stream_at().is_some() {
-            return Err(crate::api::ApiError::server_error(
+            return Err(ApiError::server_error(
                 "mock fault: the request failed mid-generation",
             ));
         }

@@ -23,13 +23,11 @@ impl Drop for Server {
     }
 }
 
+/// The soak's server: fast timing, short timeouts, a small body limit.
 fn start() -> Server {
-    let mut child = Command::new(BIN)
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
+    start_with(
+        None,
+        &[
             "--ttft-ms",
             "1",
             "--itl-ms",
@@ -40,7 +38,23 @@ fn start() -> Server {
             "0.5",
             "--body-limit",
             "65536",
-        ])
+        ],
+    )
+}
+
+/// mock-server on 127.0.0.1, port 0, with `args`, under an open-file limit of `fd_limit` if given.
+fn start_with(fd_limit: Option<u32>, args: &[&str]) -> Server {
+    let mut cmd = match fd_limit {
+        Some(n) => {
+            let mut c = Command::new("sh");
+            c.args(["-c", &format!("ulimit -n {n} && exec \"$0\" \"$@\""), BIN]);
+            c
+        }
+        None => Command::new(BIN),
+    };
+    let mut child = cmd
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -180,4 +194,42 @@ async fn mixed_hostile_traffic_leaves_descriptors_and_memory_at_baseline() {
         "RSS {rss:.1} MiB, baseline {rss0:.1} MiB"
     );
     assert!(health(addr).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_sockets_past_a_256_descriptor_limit_do_not_silence_the_server() {
+    let server = start_with(Some(256), &["--header-timeout-s", "1"]);
+    let addr = server.addr;
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await
+        {
+            idle.push(s);
+        }
+    }
+    // The idle ones are closed by the header timeout, so a new request is answered in seconds.
+    let t = Instant::now();
+    assert!(health(addr).await, "answered after {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_secs(15), "{:?}", t.elapsed());
+    drop(idle);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_mock_processes_never_reuse_a_response_id() {
+    let (a, b) = (start_with(None, &[]), start_with(None, &[]));
+    let mut ids = Vec::new();
+    for s in [&a, &b] {
+        let mut c = TcpStream::connect(s.addr).await.unwrap();
+        c.write_all(&post(&chat("2", false), "Connection: close\r\n"))
+            .await
+            .unwrap();
+        let mut out = String::new();
+        c.read_to_string(&mut out).await.unwrap();
+        let body: serde_json::Value =
+            serde_json::from_str(out.split_once("\r\n\r\n").unwrap().1).unwrap();
+        ids.push(body["id"].as_str().unwrap().to_string());
+    }
+    // Both processes answered their first request, number 0, yet the ids differ.
+    assert_ne!(ids[0], ids[1]);
 }
