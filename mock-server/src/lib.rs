@@ -24,6 +24,7 @@ pub mod dist;
 pub mod faults;
 pub mod gtlog;
 pub mod listener;
+pub mod memory;
 pub mod metrics;
 pub mod pacer;
 pub mod prefix_cache;
@@ -227,6 +228,10 @@ pub async fn serve(
         ));
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
+    // Open connections; when the last one closes, the server is idle and gives memory back.
+    let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let idle = Arc::new(tokio::sync::Notify::new());
+    let trimmer = tokio::spawn(memory::trim_when_idle(open.clone(), idle.clone()));
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -255,6 +260,8 @@ pub async fn serve(
         });
         let conn = http.serve_connection(hyper_util::rt::TokioIo::new(io), service);
         let mut stop = stop_rx.clone();
+        let (open, idle) = (open.clone(), idle.clone());
+        open.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         connections.spawn(async move {
             tokio::pin!(conn);
             tokio::select! {
@@ -265,12 +272,16 @@ pub async fn serve(
                     let _ = conn.await;
                 }
             }
+            if open.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) == 1 {
+                idle.notify_one();
+            }
         });
         // Reap finished connections as we go, so a long run holds only the open ones.
         while connections.try_join_next().is_some() {}
     }
     let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}
+    trimmer.abort();
     Ok(())
 }
 

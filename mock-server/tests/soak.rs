@@ -185,12 +185,17 @@ async fn mixed_hostile_traffic_leaves_descriptors_and_memory_at_baseline() {
         fds = open_fds(pid);
     }
     assert!(fds <= fds0 + 2, "open descriptors {fds}, baseline {fds0}");
-    let rss = rss_mib(pid);
+    // Idle for over a second, the server gives freed memory back (5,000 idle connections once held
+    // 136 MiB more, never returned). Allow a few MiB for what the allocator cannot release.
+    let t = Instant::now();
+    let mut rss = rss_mib(pid);
+    while rss > rss0 + 4.0 && t.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        rss = rss_mib(pid);
+    }
     eprintln!("soak: open descriptors {fds0} -> {fds}, RSS {rss0:.1} -> {rss:.1} MiB");
-    // The allocator keeps some freed memory for reuse; what may not happen is growth with the
-    // traffic (5,000 idle connections once held 136 MiB more, never returned).
     assert!(
-        rss <= rss0 + 24.0,
+        rss <= rss0 + 4.0,
         "RSS {rss:.1} MiB, baseline {rss0:.1} MiB"
     );
     assert!(health(addr).await);
