@@ -31,8 +31,21 @@ pub enum ResolveError {
         /// Why the download did not happen or failed.
         download: String,
     },
+    #[error(
+        "no such file: '{0}' (a Hugging Face repo id looks like org/name; `tokenperf` is the built-in tokenizer)"
+    )]
+    NoSuchFile(String),
     #[error(transparent)]
     Load(#[from] tokenperf_core::tokenizer::TokenizerError),
+}
+
+/// Whether `spec` reads as a file path rather than a Hugging Face repo id (`org/name`): it is
+/// absolute or relative with a dot, names a `.json` file, or has more than one `/`.
+pub fn looks_like_path(spec: &str) -> bool {
+    spec.starts_with(['/', '.', '~'])
+        || spec.contains('\\')
+        || spec.ends_with(".json")
+        || spec.matches('/').count() > 1
 }
 
 /// The Hugging Face hub cache folder, from the environment.
@@ -160,6 +173,9 @@ pub async fn resolve_with(spec: &str, hub: &Hub) -> Result<TokenCounter, Resolve
     if path.exists() {
         return Ok(TokenCounter::from_path(path)?);
     }
+    if looks_like_path(spec) {
+        return Err(ResolveError::NoSuchFile(spec.to_string()));
+    }
     if let Some(f) = find_in_cache(&hub.cache, spec) {
         return Ok(TokenCounter::from_path(&f)?);
     }
@@ -186,6 +202,27 @@ pub async fn resolve_with(spec: &str, hub: &Hub) -> Result<TokenCounter, Resolve
 mod tests {
     use super::*;
     use tokenperf_core::tokenizer::PROJECT_TOKENIZER_JSON;
+
+    #[tokio::test]
+    async fn a_path_that_does_not_exist_is_no_such_file_not_a_repo_id() {
+        let offline = Hub {
+            cache: std::env::temp_dir().join("no-such-hf-cache"),
+            endpoint: None,
+            token: None,
+        };
+        for typo in [
+            "./tokenizr.json",
+            "/tmp/nope/tokenizer.json",
+            "models/llama/tokenizer",
+            "tok.json",
+        ] {
+            let e = resolve_with(typo, &offline).await.unwrap_err().to_string();
+            assert!(e.starts_with("no such file"), "{typo}: {e}");
+        }
+        for repo in ["hf-internal-testing/llama-tokenizer", "gpt2"] {
+            assert!(!looks_like_path(repo), "{repo}");
+        }
+    }
 
     #[test]
     fn finds_a_tokenizer_in_a_fake_cache_layout() {
