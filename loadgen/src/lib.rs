@@ -569,8 +569,12 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             l.samples
         ));
     }
+    // A server that answers any name (and names it back) may list others: only a listed mismatch
+    // that the responses do not contradict is worth a warning.
+    let answered_as_asked = summary.response_models.contains_key(&plan.model);
     if let Some(models) = server_models.as_ref().filter(|m| !m.is_empty())
         && !models.iter().any(|m| m == &plan.model)
+        && !answered_as_asked
     {
         warnings.push(format!(
             "the server lists {} at /models, not '{}'; servers that ignore the name answer anyway \
