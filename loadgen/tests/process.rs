@@ -160,3 +160,26 @@ fn out_of_range_flags_exit_2_and_name_the_flag() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--request-rate"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_without_a_results_dir_says_it_wrote_nothing() {
+    let server = mock(1, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::task::block_in_place(|| {
+        Command::new(BIN)
+            .args(["--api-base", &server.base_url()])
+            .args(BASE_FLAGS)
+            .args(["--max-num-completed-requests", "2"])
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("no --results-dir given, so no files were written"),
+        "{stderr}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    server.stop().await.unwrap();
+}
