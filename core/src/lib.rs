@@ -16,6 +16,7 @@ pub mod background;
 pub mod clock;
 pub mod llmperf;
 pub mod openai;
+pub mod pyrandom;
 pub mod record;
 pub mod rng;
 pub mod selfcheck;
