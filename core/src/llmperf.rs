@@ -55,7 +55,13 @@ impl LlmperfMetrics {
     pub fn from_record(r: &RequestRecord, defs: MetricDefinitions) -> Self {
         let ok = r.outcome.is_ok();
         let out = r.output_token_count();
-        let inp = r.input_tokens.value();
+        // LLMPerf reports the prompt length it sampled, not the prompt it built.
+        let inp = match defs {
+            MetricDefinitions::Tokenperf => r.input_tokens.value(),
+            MetricDefinitions::Llmperf => r
+                .prompt_target_tokens
+                .unwrap_or_else(|| r.input_tokens.value()),
+        };
         let itl = match defs {
             MetricDefinitions::Tokenperf => r.tpot_s(),
             MetricDefinitions::Llmperf => r.llmperf_inter_token_latency_s(),

@@ -225,6 +225,10 @@ pub struct RequestRecord {
     /// Whether the request met every `--slo` objective (absent when none was stated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_met: Option<bool>,
+    /// The prompt length that was sampled, when the prompt built differs from it (LLMPerf's
+    /// sampling builds prompts a few % shorter and reports this).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt_target_tokens: Option<u64>,
     /// Which connection carried the request (absent when none could be made).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection: Option<ConnectionInfo>,
@@ -294,6 +298,7 @@ impl RequestRecord {
             finish_reason: None,
             slo_met: None,
             excluded: None,
+            prompt_target_tokens: None,
             connection: None,
             cached_input_tokens: None,
             model: None,

@@ -222,6 +222,11 @@ pub struct Args {
     /// folder holding one, or `tokenperf` for the project's built-in tokenizer.
     #[arg(long, default_value = crate::tokenizer::DEFAULT_TOKENIZER)]
     pub tokenizer: String,
+    /// How corpus prompts are built: `llmperf` runs LLMPerf's algorithm on CPython's random
+    /// generator, so the same flags and seed give LLMPerf's requests (with its corpus and tokenizer,
+    /// request for request); `exact` cuts each prompt to exactly the sampled token count.
+    #[arg(long, value_enum, default_value = "llmperf")]
+    pub prompt_sampling: crate::prompt::PromptSampling,
     /// Text file whose lines make the prompts (default: the project's own corpus).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
@@ -349,6 +354,7 @@ pub struct Plan {
     pub results_dir: Option<PathBuf>,
     pub seed: u64,
     pub tokenizer: String,
+    pub prompt_sampling: crate::prompt::PromptSampling,
     pub corpus: Option<PathBuf>,
     pub dataset: Option<(PathBuf, DatasetFormat, Sampling)>,
     /// (number of prefixes, tokens each).
@@ -452,6 +458,7 @@ impl Args {
             results_dir: (!self.results_dir.is_empty()).then(|| PathBuf::from(self.results_dir)),
             seed: self.seed,
             tokenizer: self.tokenizer,
+            prompt_sampling: self.prompt_sampling,
             corpus: self.corpus,
             dataset: self.dataset.map(|d| {
                 let f = self

@@ -221,6 +221,7 @@ pub async fn measure(
 ) -> Unfinished {
     let mut rec = RequestRecord::new(id, intended_us);
     rec.max_tokens = Some(spec.max_tokens);
+    rec.prompt_target_tokens = spec.target_tokens;
     let body = Bytes::from(serde_json::to_vec(&ctx.config.body(spec)).unwrap_or_default());
     let mut c = Collected::new(spec.max_tokens);
     let outcome = {
@@ -766,6 +767,7 @@ mod tests {
             messages: None,
             prompt_tokens: 1,
             max_tokens: 100,
+            target_tokens: None,
         });
         assert_eq!(b["max_tokens"], 7);
         assert_eq!(b["temperature"], 0.0);

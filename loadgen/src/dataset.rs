@@ -253,6 +253,7 @@ pub fn specs(
             max_tokens: item
                 .output_tokens
                 .unwrap_or_else(|| sample_positive(rng, mean_out, std_out)),
+            target_tokens: None,
         });
     }
     Ok(out)

@@ -148,18 +148,24 @@ pub fn build_prompts(
             out,
         );
     }
+    let input = (
+        plan.mean_input_tokens as f64,
+        plan.stddev_input_tokens as f64,
+    );
+    let mut llmperf = match plan.prompt_sampling {
+        prompt::PromptSampling::Llmperf => Some(
+            prompt::LlmperfSampler::new(builder.corpus(), tokenizer, plan.seed)
+                .context("reading the corpus (--corpus)")?,
+        ),
+        prompt::PromptSampling::Exact => None,
+    };
     (0..plan.prompt_pool())
         .map(|k| {
-            let mut spec = builder
-                .sample(
-                    &mut rng,
-                    (
-                        plan.mean_input_tokens as f64,
-                        plan.stddev_input_tokens as f64,
-                    ),
-                    out,
-                )
-                .context("building a prompt")?;
+            let mut spec = match &mut llmperf {
+                Some(s) => s.next(input, out),
+                None => builder.sample(&mut rng, input, out),
+            }
+            .context("building a prompt")?;
             if let Some(prefix) = prefixes.get(k as usize % prefixes.len().max(1)) {
                 spec.prompt = format!("{prefix}{}", spec.prompt);
                 spec.prompt_tokens = tokenizer.count(&spec.prompt, true)? as u64;

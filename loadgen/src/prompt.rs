@@ -1,14 +1,117 @@
-//! Prompt construction: LLMPerf's prompt shape and length sampling, made token-exact.
+//! Prompt construction, two ways (`--prompt-sampling`):
 //!
-//! Like LLMPerf: `max_tokens` and the prompt length are Gaussian draws truncated to integers and redrawn
-//! while ≤ 0 (the prompt length also while shorter than the instruction prefix); the prompt is the prefix
-//! "Randomly stream lines from the following text with N output tokens. Don't generate eos tokens:\n\n"
-//! followed by shuffled corpus lines, cycling when they run out. Unlike LLMPerf, the prompt is cut so
-//! that it tokenizes to exactly the sampled count (special tokens such as BOS included, as LLMPerf counts
-//! them); LLMPerf's prompts came out ~7 % short of the count it reported.
+//! * `llmperf` (the default), [`LlmperfSampler`]: LLMPerf's own algorithm, call for call, on CPython's
+//!   random generator ([`tokenperf_core::pyrandom`]) seeded the same way. Per request: `max_tokens` =
+//!   `int(gauss(mean_out, std_out))` redrawn while ≤ 0; the prompt length likewise, also redrawn while
+//!   shorter than the instruction prefix; the corpus lines (all of them, as `readlines`) shuffled; the
+//!   prefix "Randomly stream lines from the following text with N output tokens. Don't generate eos
+//!   tokens:\n\n" then whole lines, each charged its token count with BOS, cycling, the last line cut
+//!   by characters. With LLMPerf's corpus (`--corpus sonnet.txt`) and its LLaMA tokenizer the requests
+//!   are LLMPerf's, request for request; their prompts tokenize a few % shorter than the sampled
+//!   length, as LLMPerf's do.
+//! * `exact`, [`PromptBuilder::sample`]: the same shape, on our own generator, cut so that the prompt
+//!   tokenizes to exactly the sampled count (special tokens such as BOS included).
 
+use tokenperf_core::pyrandom::PyRandom;
 use tokenperf_core::rng::Rng;
 use tokenperf_core::tokenizer::{TokenCounter, TokenizerError};
+
+/// How corpus prompts are built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PromptSampling {
+    /// LLMPerf's algorithm and random sequence: the same flags and seed give LLMPerf's requests.
+    Llmperf,
+    /// Prompts that tokenize to exactly the sampled length (not LLMPerf's sequence).
+    Exact,
+}
+
+/// LLMPerf's `sample_random_positive_int` on CPython's generator: `int(gauss(mean, stddev))`,
+/// redrawn while ≤ 0.
+fn py_positive(rng: &mut PyRandom, mean: f64, stddev: f64) -> u64 {
+    for _ in 0..10_000 {
+        let v = rng.gauss(mean, stddev).trunc();
+        if v > 0.0 {
+            return v as u64;
+        }
+    }
+    1
+}
+
+/// LLMPerf's prompt sampler: its algorithm, call for call, on CPython's random generator.
+pub struct LlmperfSampler<'a> {
+    /// Every line of the corpus, each with its `\n` (as Python's `readlines`).
+    lines: Vec<&'a str>,
+    /// Each line's token count, BOS included (as LLMPerf's `len(tokenizer.encode(line))`).
+    line_tokens: Vec<u64>,
+    tokenizer: &'a TokenCounter,
+    rng: PyRandom,
+}
+
+impl<'a> LlmperfSampler<'a> {
+    /// `random.seed(seed)`, then ready to sample requests in order.
+    pub fn new(
+        corpus: &'a str,
+        tokenizer: &'a TokenCounter,
+        seed: u64,
+    ) -> Result<Self, TokenizerError> {
+        let lines: Vec<&str> = corpus.split_inclusive('\n').collect();
+        let line_tokens = lines
+            .iter()
+            .map(|l| tokenizer.count(l, true).map(|n| n as u64))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            lines,
+            line_tokens,
+            tokenizer,
+            rng: PyRandom::new(u128::from(seed)),
+        })
+    }
+
+    /// The next request: `max_tokens`, then its prompt. `prompt_tokens` is the built prompt's own
+    /// count (BOS included); `target_tokens` the sampled length LLMPerf reports.
+    pub fn next(
+        &mut self,
+        (mean_in, std_in): (f64, f64),
+        (mean_out, std_out): (f64, f64),
+    ) -> Result<PromptSpec, TokenizerError> {
+        let max_tokens = py_positive(&mut self.rng, mean_out, std_out);
+        let mut prompt = prefix(max_tokens);
+        let head_tokens = self.tokenizer.count(&prompt, true)? as u64;
+        let mut target = py_positive(&mut self.rng, mean_in, std_in);
+        let mut tries = 0;
+        while target < head_tokens && tries < 10_000 {
+            target = py_positive(&mut self.rng, mean_in, std_in);
+            tries += 1;
+        }
+        let mut remaining = target.saturating_sub(head_tokens);
+        let mut order: Vec<usize> = (0..self.lines.len()).collect();
+        self.rng.shuffle(&mut order);
+        // Whole lines while they fit, cycling; the first that does not is cut by characters. Every
+        // line costs at least its BOS, so this ends.
+        'fill: loop {
+            for &i in &order {
+                let (line, cost) = (self.lines[i], self.line_tokens[i]);
+                if cost > remaining {
+                    prompt.extend(line.chars().take(remaining as usize));
+                    break 'fill;
+                }
+                prompt.push_str(line);
+                remaining -= cost;
+            }
+            if order.is_empty() {
+                break;
+            }
+        }
+        Ok(PromptSpec {
+            prompt_tokens: self.tokenizer.count(&prompt, true)? as u64,
+            prompt,
+            messages: None,
+            max_tokens,
+            target_tokens: Some(target),
+        })
+    }
+}
 
 /// One planned request: its prompt and the output length asked for.
 #[derive(Debug, Clone, PartialEq)]
@@ -16,9 +119,12 @@ pub struct PromptSpec {
     pub prompt: String,
     /// Chat messages to send as they are (datasets with `messages`); `None`: LLMPerf's shape.
     pub messages: Option<Vec<serde_json::Value>>,
-    /// Tokens in `prompt` by our tokenizer, special tokens included (equals the sampled target).
+    /// Tokens in `prompt` by our tokenizer, special tokens included.
     pub prompt_tokens: u64,
     pub max_tokens: u64,
+    /// The prompt length that was sampled, when it differs in kind from the built prompt's count
+    /// (LLMPerf's sampling reports the target, not the prompt it built).
+    pub target_tokens: Option<u64>,
 }
 
 /// `--cache-bust`: puts a marker unique to each request, and to the run through `salt`, at the very
@@ -68,6 +174,7 @@ pub fn prefix(max_tokens: u64) -> String {
 
 /// Builds prompts from a corpus with a tokenizer.
 pub struct PromptBuilder<'a> {
+    corpus: &'a str,
     lines: Vec<&'a str>,
     line_tokens: Vec<usize>,
     tokenizer: &'a TokenCounter,
@@ -86,10 +193,16 @@ impl<'a> PromptBuilder<'a> {
             .map(|l| tokenizer.count(l, false))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
+            corpus,
             lines,
             line_tokens,
             tokenizer,
         })
+    }
+
+    /// The corpus text the builder was made from.
+    pub fn corpus(&self) -> &'a str {
+        self.corpus
     }
 
     pub fn is_empty(&self) -> bool {
@@ -120,6 +233,7 @@ impl<'a> PromptBuilder<'a> {
             messages: None,
             prompt_tokens: target,
             max_tokens,
+            target_tokens: None,
         })
     }
 
@@ -216,6 +330,36 @@ fn shuffle(rng: &mut Rng, v: &mut [usize]) {
 
 #[cfg(test)]
 mod tests {
+    /// LLMPerf's own first five requests with seed 11111 and its default flags (shared/reference
+    /// llmperf.md §2, reproduced by CPython): (`max_tokens`, sampled prompt length). They depend on
+    /// the corpus's line count (LLMPerf's sonnet.txt has 84), not on its text or the tokenizer.
+    #[test]
+    fn llmperf_sampling_gives_llmperfs_own_requests() {
+        let corpus: String = (0..84)
+            .map(|i| format!("line {i}: the harbor keeps its lanterns lit for the tide\n"))
+            .collect();
+        let t = TokenCounter::project();
+        let mut s = LlmperfSampler::new(&corpus, &t, 11111).unwrap();
+        let got: Vec<(u64, u64)> = (0..5)
+            .map(|_| {
+                let p = s.next((550.0, 150.0), (150.0, 80.0)).unwrap();
+                assert!(p.prompt.starts_with(&prefix(p.max_tokens)));
+                // Every line is charged its BOS too, so the prompt never runs past the target.
+                assert!(p.prompt_tokens <= p.target_tokens.unwrap(), "{p:?}");
+                (p.max_tokens, p.target_tokens.unwrap())
+            })
+            .collect();
+        assert_eq!(
+            got,
+            vec![(167, 538), (92, 581), (231, 601), (173, 531), (64, 483)]
+        );
+        // The same seed gives the same requests.
+        let mut again = LlmperfSampler::new(&corpus, &t, 11111).unwrap();
+        let first = again.next((550.0, 150.0), (150.0, 80.0)).unwrap();
+        let mut s2 = LlmperfSampler::new(&corpus, &t, 11111).unwrap();
+        assert_eq!(first, s2.next((550.0, 150.0), (150.0, 80.0)).unwrap());
+    }
+
     use super::*;
     use tokenperf_core::tokenizer::PROJECT_CORPUS;
 

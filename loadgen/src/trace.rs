@@ -131,6 +131,7 @@ pub fn plan(
                 prompt,
                 messages: None,
                 max_tokens: e.output_tokens,
+                target_tokens: None,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

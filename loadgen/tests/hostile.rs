@@ -504,12 +504,12 @@ async fn a_warm_prefix_cache_is_reported_and_cache_bust_avoids_it() {
         first.requests_with_hits <= 4,
         "the very first prompt is cold: {first:?}"
     );
-    // Every prompt of the re-run finds at least one more of its own blocks.
+    // The re-run finds the first run's prompts: every request hits, and more tokens hit.
     let again = run(&base, &n_c("5", "1")).await;
     let c = again.summary.cached_input;
     assert_eq!((c.requests_reporting, c.requests_with_hits), (5, 5));
     assert!(
-        c.cached_tokens >= first.cached_tokens + 5 * 16,
+        c.cached_tokens > first.cached_tokens,
         "{c:?} after {first:?}"
     );
     assert!(again.warnings.iter().any(|w| w.contains("prefix cache")));

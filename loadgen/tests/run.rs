@@ -830,3 +830,51 @@ async fn littles_law_holds_on_a_healthy_run() {
     assert!(!l.flagged, "{l:?}");
     assert!(out.warnings.iter().all(|w| !w.contains("Little")));
 }
+
+/// The same flags and seed send the same requests (LLMPerf's sampling, the default), and another
+/// seed does not.
+#[tokio::test]
+async fn the_same_flags_and_seed_send_identical_requests() {
+    use std::sync::{Arc, Mutex};
+    let bodies = Arc::new(Mutex::new(Vec::<String>::new()));
+    let seen = bodies.clone();
+    let (base, _) = common::raw_server(move |mut s, _| {
+        let seen = seen.clone();
+        async move {
+            while let Some(req) = common::read_request(&mut s).await {
+                if req.method == "POST" {
+                    seen.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&req.body).into_owned());
+                }
+                common::send(
+                    &mut s,
+                    &common::stream_response(&[ROLE, TOK, FIN, "[DONE]"]),
+                )
+                .await;
+            }
+        }
+    })
+    .await;
+    let mut runs = Vec::new();
+    for seed in ["7", "7", "8"] {
+        bodies.lock().unwrap().clear();
+        let out = run(flags(
+            &base,
+            &[
+                "--max-num-completed-requests",
+                "6",
+                "--num-concurrent-requests",
+                "1",
+                "--seed",
+                seed,
+            ],
+        ))
+        .await;
+        assert_eq!(out.summary.num_completed_requests, 6);
+        runs.push(bodies.lock().unwrap().clone());
+    }
+    assert_eq!(runs[0].len(), 6);
+    assert_eq!(runs[0], runs[1], "same seed, same requests, byte for byte");
+    assert_ne!(runs[0], runs[2], "another seed, other requests");
+}
