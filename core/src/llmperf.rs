@@ -54,7 +54,14 @@ pub struct LlmperfMetrics {
 impl LlmperfMetrics {
     pub fn from_record(r: &RequestRecord, defs: MetricDefinitions) -> Self {
         let ok = r.outcome.is_ok();
-        let out = r.output_token_count();
+        // LLMPerf re-tokenized the streamed text with BOS, whatever the server said.
+        let out = match defs {
+            MetricDefinitions::Tokenperf => r.output_token_count(),
+            MetricDefinitions::Llmperf => r
+                .output_tokens
+                .tokenizer_with_specials
+                .unwrap_or_else(|| r.output_token_count()),
+        };
         // LLMPerf reports the prompt length it sampled, not the prompt it built.
         let inp = match defs {
             MetricDefinitions::Tokenperf => r.input_tokens.value(),
@@ -73,7 +80,12 @@ impl LlmperfMetrics {
             ttft_s: r.ttft_s(),
             end_to_end_latency_s: if ok { r.e2e_s() } else { None },
             request_output_throughput_token_per_s: if ok {
-                r.output_throughput_tps()
+                match defs {
+                    MetricDefinitions::Tokenperf => r.output_throughput_tps(),
+                    MetricDefinitions::Llmperf => {
+                        r.e2e_s().filter(|e| *e > 0.0).map(|e| out as f64 / e)
+                    }
+                }
             } else {
                 None
             },
@@ -199,6 +211,59 @@ pub fn sanitize_nonstandard_json(input: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 
 #[cfg(test)]
 mod tests {
+
+    /// `--metrics llmperf` against LLMPerf's formulas as shared/reference/llmperf.md §4 documents
+    /// them, on a stream as a vLLM-style server sends it: a role chunk, three content chunks, a
+    /// finish chunk and a usage chunk.
+    #[test]
+    fn llmperf_definitions_match_its_documented_formulas() {
+        use crate::record::{Event, RequestRecord, TokenCount};
+        let mut r = RequestRecord::new(0, 0);
+        r.sent_at_us = Some(1_000);
+        r.events = vec![
+            Event(4_000, 0),  // role
+            Event(51_000, 1), // content
+            Event(61_000, 1),
+            Event(71_000, 1),
+            Event(72_000, 0), // finish
+            Event(72_500, 0), // usage
+        ];
+        r.done_at_us = Some(73_000);
+        r.output_tokens = TokenCount::new(Some(3), Some(3));
+        r.output_tokens.tokenizer_with_specials = Some(4);
+        r.input_tokens = TokenCount::new(Some(107), Some(93));
+        r.prompt_target_tokens = Some(100);
+
+        // The reference, term by term (seconds since the send, as LLMPerf's monotonic clock).
+        let start = 0.001;
+        let (first_content, last_content, closed) = (0.051, 0.071, 0.073);
+        let data_lines = 6.0; // every data event but [DONE]: role, content, finish and usage alike
+        let gen_tokens = 4.0; // len(llama.encode(generated_text)): 3 tokens and the BOS
+        let want_ttft = first_content - start;
+        let want_e2e = closed - start;
+        let want_itl = (last_content - start) / data_lines;
+        let want_tput = gen_tokens / want_e2e;
+
+        let m = LlmperfMetrics::from_record(&r, MetricDefinitions::Llmperf);
+        let near = |a: Option<f64>, b: f64| (a.unwrap() - b).abs() < 1e-12;
+        assert!(near(m.ttft_s, want_ttft), "{m:?}");
+        assert!(near(m.end_to_end_latency_s, want_e2e));
+        assert!(near(m.inter_token_latency_s, want_itl), "{m:?}");
+        assert!(near(m.request_output_throughput_token_per_s, want_tput));
+        assert_eq!(m.number_output_tokens, 4);
+        assert_eq!(
+            m.number_input_tokens, 100,
+            "the sampled length, not a count"
+        );
+        assert_eq!(m.number_total_tokens, 104);
+        // Our own definitions on the same record: TPOT, the server's counts.
+        let ours = LlmperfMetrics::from_record(&r, MetricDefinitions::Tokenperf);
+        assert_eq!(
+            (ours.number_output_tokens, ours.number_input_tokens),
+            (3, 107)
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -145,6 +145,10 @@ pub struct TokenCount {
     /// Which of the two the metrics use.
     #[serde(default)]
     pub used: TokenSource,
+    /// Our tokenizer's count with its special tokens added (BOS for LLaMA), as LLMPerf counted
+    /// output: `len(tokenizer.encode(text))`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tokenizer_with_specials: Option<u64>,
 }
 
 impl TokenCount {
@@ -159,6 +163,7 @@ impl TokenCount {
             server,
             tokenizer,
             used,
+            tokenizer_with_specials: None,
         }
     }
 

@@ -251,9 +251,13 @@ pub struct Args {
     /// Which definitions fill the LLMPerf-named fields.
     #[arg(long, value_enum, default_value = "tokenperf")]
     pub metrics: Metrics,
-    /// Do not ask for `stream_options.include_usage` (for servers that reject it).
-    #[arg(long)]
+    /// Do not ask for `stream_options.include_usage` (for servers that reject it). With
+    /// `--metrics llmperf` usage is not asked for unless `--usage` is given, as LLMPerf never asks.
+    #[arg(long, conflicts_with = "usage")]
     pub no_usage: bool,
+    /// Ask for `stream_options.include_usage` even with `--metrics llmperf`.
+    #[arg(long)]
+    pub usage: bool,
     /// Seconds a whole request may take (default: no limit).
     #[arg(long, allow_negative_numbers = true, value_parser = positive_seconds)]
     pub request_timeout: Option<f64>,
@@ -471,7 +475,9 @@ impl Args {
                 Metrics::Tokenperf => MetricDefinitions::Tokenperf,
                 Metrics::Llmperf => MetricDefinitions::Llmperf,
             },
-            request_usage: !self.no_usage,
+            // LLMPerf never asked for usage, and its ITL divides by every data event: a usage chunk
+            // would change its figure.
+            request_usage: self.usage || (!self.no_usage && self.metrics != Metrics::Llmperf),
             request_timeout_s: self.request_timeout,
             idle_timeout_s: self.idle_timeout,
             max_line_bytes: self.max_sse_line_bytes as usize,
@@ -691,6 +697,14 @@ mod tests {
         assert!(p.results_dir.is_none());
         assert!(p.additional_sampling_params.is_empty());
         assert!(p.request_usage);
+        // LLMPerf never asked for usage: its metrics mode does not either, unless told to.
+        assert!(!args(&["--metrics", "llmperf"]).unwrap().request_usage);
+        assert!(
+            args(&["--metrics", "llmperf", "--usage"])
+                .unwrap()
+                .request_usage
+        );
+        assert!(!args(&["--no-usage"]).unwrap().request_usage);
         assert_eq!(p.metric_definitions, MetricDefinitions::Tokenperf);
     }
 

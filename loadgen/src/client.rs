@@ -319,6 +319,9 @@ fn finish_tokens(
     let server_out = c.usage.map(|u| u.completion_tokens);
     let server_in = c.usage.map(|u| u.prompt_tokens).filter(|&n| n > 0);
     rec.output_tokens = TokenCount::new(server_out, Some(total));
+    // LLMPerf's count: the same text encoded with the tokenizer's special tokens (BOS).
+    let specials = tokenizer.count("", true).map_or(0, |n| n as u64);
+    rec.output_tokens.tokenizer_with_specials = Some(total + specials);
     rec.input_tokens = TokenCount::new(server_in, Some(prompt_tokens));
     rec.finish_reason = c.finish_reason;
     rec.cached_input_tokens = c.usage.and_then(|u| u.cached_tokens());
