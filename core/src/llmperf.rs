@@ -62,9 +62,14 @@ impl LlmperfMetrics {
                 .tokenizer_with_specials
                 .unwrap_or_else(|| r.output_token_count()),
         };
-        // LLMPerf reports the prompt length it sampled, not the prompt it built.
+        // The prompt loadgen built, by its tokenizer (what the flags asked for); the server's count,
+        // chat template included, stays beside it in the record. LLMPerf reports the prompt length
+        // it sampled, not the prompt it built.
         let inp = match defs {
-            MetricDefinitions::Tokenperf => r.input_tokens.value(),
+            MetricDefinitions::Tokenperf => r
+                .input_tokens
+                .tokenizer
+                .unwrap_or_else(|| r.input_tokens.value()),
             MetricDefinitions::Llmperf => r
                 .prompt_target_tokens
                 .unwrap_or_else(|| r.input_tokens.value()),
@@ -256,11 +261,11 @@ mod tests {
             "the sampled length, not a count"
         );
         assert_eq!(m.number_total_tokens, 104);
-        // Our own definitions on the same record: TPOT, the server's counts.
+        // Our own definitions on the same record: the server's output count, the built prompt's.
         let ours = LlmperfMetrics::from_record(&r, MetricDefinitions::Tokenperf);
         assert_eq!(
             (ours.number_output_tokens, ours.number_input_tokens),
-            (3, 107)
+            (3, 93)
         );
     }
 

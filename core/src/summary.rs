@@ -191,6 +191,14 @@ pub struct RunSummary {
     /// How requests reached the server.
     #[serde(default)]
     pub connections: Connections,
+    /// Prompt tokens as the server counted them (`usage.prompt_tokens`: its tokenizer and its chat
+    /// template), over successful requests that reported them; beside `number_input_tokens`, the
+    /// count of the prompts loadgen built.
+    #[serde(default)]
+    pub server_input_tokens: Stats,
+    /// Median of server count / built count over requests with both, when any.
+    #[serde(default)]
+    pub server_to_built_input_ratio: Option<f64>,
     /// Model named in the responses → requests (the server may answer with another model than asked).
     #[serde(default)]
     pub response_models: BTreeMap<String, u64>,
@@ -427,6 +435,15 @@ impl RunSummary {
             short_outputs: ShortOutputs::from_ok(&ok),
             cached_input: CachedInput::from_ok(&ok),
             connections: Connections::from_sent(&sent),
+            server_input_tokens: Stats::from_values(
+                ok.iter()
+                    .filter_map(|r| r.input_tokens.server.map(|n| n as f64)),
+            ),
+            server_to_built_input_ratio: Stats::from_values(ok.iter().filter_map(|r| {
+                let (s, b) = (r.input_tokens.server?, r.input_tokens.tokenizer?);
+                (b > 0).then(|| s as f64 / b as f64)
+            }))
+            .p50,
             response_models: ok.iter().filter_map(|r| r.model.clone()).fold(
                 BTreeMap::new(),
                 |mut m, name| {
@@ -486,6 +503,8 @@ impl RunSummary {
             short_outputs: ShortOutputs::default(),
             cached_input: CachedInput::default(),
             connections: Connections::default(),
+            server_input_tokens: Stats::default(),
+            server_to_built_input_ratio: None,
             response_models: BTreeMap::new(),
         }
     }
@@ -699,6 +718,14 @@ impl RunSummary {
                 String::new()
             }
         );
+        if let (Some(built), Some(server)) =
+            (self.number_input_tokens.p50, self.server_input_tokens.p50)
+        {
+            let _ = writeln!(
+                s,
+                "  prompt tokens p50: {built:.0} as built (loadgen's tokenizer), {server:.0} as the server counts them (its tokenizer and chat template)"
+            );
+        }
         let c = &self.connections;
         if c.new + c.reused > 0 {
             let _ = writeln!(
@@ -742,6 +769,22 @@ impl RunSummary {
                 so.of,
                 so.tokens_missing,
                 so.median_fraction.unwrap_or(0.0) * 100.0
+            ));
+        }
+        if let (Some(ratio), Some(server), Some(built)) = (
+            self.server_to_built_input_ratio,
+            self.server_input_tokens.p50,
+            self.number_input_tokens.p50,
+        ) && !(0.9..=1.1).contains(&ratio)
+            && (server - built).abs() > 16.0
+        {
+            // A chat template adds a handful of tokens; more than that, either way, means the
+            // server's tokenizer is not loadgen's, and prompts are not the length asked for.
+            w.push(format!(
+                "the server counts {server:.0} prompt tokens where loadgen built {built:.0} (medians, \
+                 {:.0} % apart): loadgen's tokenizer is not the server's, so prompts are not the \
+                 length asked for; pass --tokenizer with the model's tokenizer.json",
+                (ratio - 1.0).abs() * 100.0
             ));
         }
         let ci = &self.cached_input;
@@ -872,6 +915,35 @@ mod tests {
         assert_eq!(v["team"], "a");
         assert_eq!(v["timestamp"], 1_700_000_010);
         assert_eq!(keys[keys.len() - 1], "tokenperf");
+    }
+
+    #[test]
+    fn a_server_counting_prompts_differently_is_warned_about_but_a_template_is_not() {
+        let with = |server: u64| {
+            let recs: Vec<RequestRecord> = (0..5)
+                .map(|i| {
+                    let mut r = rec(i, 0, 50, 5, 10);
+                    r.input_tokens = TokenCount::new(Some(server), Some(100));
+                    r
+                })
+                .collect();
+            RunSummary::from_records(&recs, MetricDefinitions::Tokenperf)
+        };
+        let template = with(107);
+        assert_eq!(
+            template.number_input_tokens.p50,
+            Some(100.0),
+            "the built prompt's count"
+        );
+        assert_eq!(template.server_input_tokens.p50, Some(107.0));
+        assert!(template.health_warnings(None).is_empty());
+        let other_tokenizer = with(162);
+        let w = other_tokenizer.health_warnings(None).join("\n");
+        assert!(
+            w.contains("162 prompt tokens where loadgen built 100"),
+            "{w}"
+        );
+        assert!(other_tokenizer.tokenperf_block().contains("100 as built"));
     }
 
     #[test]
