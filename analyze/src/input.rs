@@ -28,6 +28,8 @@ pub struct Run {
     pub records: Option<Vec<RequestRecord>>,
     /// The run metadata, when a `*_run.json` sat beside the records.
     pub info: Option<RunInfo>,
+    /// The model the run measured, from its metadata or LLMPerf's summary, when either says.
+    pub model: Option<String>,
     /// The summary, computed with the shared statistics (equal to loadgen's for our runs).
     pub summary: RunSummary,
     /// The nine-key rows the frame was built from (sent requests only).
@@ -318,10 +320,17 @@ fn find_with_suffix(dir: &Path, suffix: &str) -> anyhow::Result<Vec<PathBuf>> {
     Ok(v)
 }
 
-/// The run-level figures of an LLMPerf `*_summary.json` that its records alone cannot give: overall
-/// output throughput and completed requests per minute (LLMPerf timed its whole run). Its quirks are
-/// accepted: bare `NaN`, numbers written as strings.
-pub fn read_llmperf_summary(path: &Path) -> anyhow::Result<(Option<f64>, Option<f64>)> {
+/// What an LLMPerf `*_summary.json` says that its records alone cannot: overall output throughput
+/// and completed requests per minute (LLMPerf timed its whole run), and the model it ran.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LlmperfSummary {
+    pub throughput_tps: Option<f64>,
+    pub requests_per_min: Option<f64>,
+    pub model: Option<String>,
+}
+
+/// Reads an LLMPerf `*_summary.json`, quirks accepted: bare `NaN`, numbers written as strings.
+pub fn read_llmperf_summary(path: &Path) -> anyhow::Result<LlmperfSummary> {
     let bytes = std::fs::read(path).with_context(|| format!("reading '{}'", path.display()))?;
     let v: Value = serde_json::from_slice(&sanitize_nonstandard_json(&bytes))
         .with_context(|| format!("'{}' is not valid JSON", path.display()))?;
@@ -336,10 +345,11 @@ pub fn read_llmperf_summary(path: &Path) -> anyhow::Result<(Option<f64>, Option<
         Some(Value::String(s)) => s.trim().parse::<f64>().ok(),
         _ => None,
     };
-    Ok((
-        num("results_mean_output_throughput_token_per_s"),
-        num("results_num_completed_requests_per_min"),
-    ))
+    Ok(LlmperfSummary {
+        throughput_tps: num("results_mean_output_throughput_token_per_s"),
+        requests_per_min: num("results_num_completed_requests_per_min"),
+        model: v.get("model").and_then(Value::as_str).map(str::to_string),
+    })
 }
 
 /// Loads every run a path names: a records file, or a results folder (each run in it).
@@ -434,6 +444,7 @@ fn load_file(path: &Path) -> anyhow::Result<Run> {
             source: path.to_path_buf(),
             frame,
             records: Some(records),
+            model: info.as_ref().map(|i| i.model.clone()),
             info,
             summary,
             rows,
@@ -447,10 +458,12 @@ fn load_file(path: &Path) -> anyhow::Result<Run> {
             "{}_summary.json",
             stem_of(path, "_individual_responses.json")
         ));
+        let mut model = None;
         if sibling.is_file() {
-            let (throughput, per_min) = read_llmperf_summary(&sibling)?;
-            summary.mean_output_throughput_token_per_s = throughput;
-            summary.num_completed_requests_per_min = per_min;
+            let s = read_llmperf_summary(&sibling)?;
+            summary.mean_output_throughput_token_per_s = s.throughput_tps;
+            summary.num_completed_requests_per_min = s.requests_per_min;
+            model = s.model;
         }
         let frame = frame_from_rows(&rows)?;
         Ok(Run {
@@ -461,6 +474,7 @@ fn load_file(path: &Path) -> anyhow::Result<Run> {
             frame,
             records: None,
             info: None,
+            model,
             summary,
             rows,
         })

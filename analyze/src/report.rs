@@ -11,12 +11,13 @@ use crate::input::Run;
 
 /// LLMPerf's console block for a run (and ours, when the run has our records).
 pub fn console(run: &Run) -> String {
-    let (model, api) = run
+    // The model the run measured, as its metadata or LLMPerf's summary names it; the file's stem
+    // only when neither is there.
+    let model = run.model.clone().unwrap_or_else(|| run.name.clone());
+    let api = run
         .info
         .as_ref()
-        .map_or((run.name.clone(), "openai".to_string()), |i| {
-            (i.model.clone(), i.llm_api.clone())
-        });
+        .map_or_else(|| "openai".to_string(), |i| i.llm_api.clone());
     let mut s = run.summary.console_block(&model, &api);
     if run.records.is_some() {
         s.push_str(&run.summary.tokenperf_block());
