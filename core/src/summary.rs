@@ -366,7 +366,9 @@ impl RunSummary {
             (Some(a), Some(b)) if b > a => Some((b - a) as f64 * 1e-6),
             _ => None,
         };
-        let total_out: u64 = ok.iter().map(|r| r.output_token_count()).sum();
+        // Under the run's definitions: with LLMPerf's, its own re-tokenized counts, as its overall
+        // throughput summed them.
+        let total_out: u64 = m.iter().map(|x| x.number_output_tokens).sum();
         let n_started = sent.len() as u64;
         let n_err = sent.iter().filter(|r| !r.outcome.is_ok()).count() as u64;
 
