@@ -30,6 +30,8 @@ pub struct Run {
     pub info: Option<RunInfo>,
     /// The model the run measured, from its metadata or LLMPerf's summary, when either says.
     pub model: Option<String>,
+    /// What the reader had to leave out, for the user (e.g. a last line cut short).
+    pub warnings: Vec<String>,
     /// The summary, computed with the shared statistics (equal to loadgen's for our runs).
     pub summary: RunSummary,
     /// The nine-key rows the frame was built from (sent requests only).
@@ -268,25 +270,38 @@ pub fn frame_from_rows(rows: &[LlmperfMetrics]) -> anyhow::Result<DataFrame> {
     Ok(c.into_frame()?)
 }
 
-/// Reads our JSONL records (line numbers in errors).
-pub fn read_jsonl(path: &Path) -> anyhow::Result<Vec<RequestRecord>> {
+/// Reads our JSONL records (line numbers in errors). A last line cut short (a crash or a full disk
+/// mid-write: no newline after it, and not a whole record) is left out with a warning, so every
+/// complete record is still read; a bad line anywhere else is an error.
+pub fn read_jsonl(path: &Path) -> anyhow::Result<(Vec<RequestRecord>, Vec<String>)> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("reading '{}'", path.display()))?;
+    let cut_at_end = !text.is_empty() && !text.ends_with('\n');
+    let lines: Vec<&str> = text.lines().collect();
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    let mut warnings = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let r: RequestRecord = serde_json::from_str(line).with_context(|| {
-            format!(
-                "'{}' line {}: not a tokenperf request record",
+        match serde_json::from_str::<RequestRecord>(line) {
+            Ok(r) => out.push(r),
+            Err(_) if cut_at_end && i + 1 == lines.len() => warnings.push(format!(
+                "'{}' line {}: the last line is cut short (the run ended mid-write); read the {} complete records before it",
                 path.display(),
-                i + 1
-            )
-        })?;
-        out.push(r);
+                i + 1,
+                out.len()
+            )),
+            Err(e) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "'{}' line {}: not a tokenperf request record",
+                    path.display(),
+                    i + 1
+                )));
+            }
+        }
     }
-    Ok(out)
+    Ok((out, warnings))
 }
 
 /// The nine-key rows of our records (sent requests only), with the run's definitions.
@@ -390,7 +405,13 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Run>> {
             subdirs.sort();
             let mut runs = Vec::new();
             for d in subdirs {
-                if let Ok(mut r) = load(&d) {
+                // A subfolder with run files is a point of the sweep: it loads, or the whole sweep
+                // fails naming it (never a point silently missing from the chart and the table).
+                let is_point = !find_with_suffix(&d, "_requests.jsonl")?.is_empty()
+                    || !find_with_suffix(&d, "_individual_responses.json")?.is_empty();
+                if is_point {
+                    let mut r =
+                        load(&d).with_context(|| format!("sweep point '{}'", d.display()))?;
                     runs.append(&mut r);
                 }
             }
@@ -428,10 +449,9 @@ fn load_file(path: &Path) -> anyhow::Result<Run> {
             Err(_) => None,
         };
         // Requests loadgen left out (--warmup-seconds, --cooldown-seconds) stay out here too.
-        let records: Vec<RequestRecord> = read_jsonl(path)?
-            .into_iter()
-            .filter(|r| r.excluded.is_none())
-            .collect();
+        let (all, warnings) = read_jsonl(path)?;
+        let records: Vec<RequestRecord> =
+            all.into_iter().filter(|r| r.excluded.is_none()).collect();
         let defs = info
             .as_ref()
             .map(|i| i.metric_definitions)
@@ -445,6 +465,7 @@ fn load_file(path: &Path) -> anyhow::Result<Run> {
             frame,
             records: Some(records),
             model: info.as_ref().map(|i| i.model.clone()),
+            warnings,
             info,
             summary,
             rows,
@@ -475,6 +496,7 @@ fn load_file(path: &Path) -> anyhow::Result<Run> {
             records: None,
             info: None,
             model,
+            warnings: Vec::new(),
             summary,
             rows,
         })

@@ -106,6 +106,20 @@ pub struct Analysis {
     pub report: PathBuf,
 }
 
+/// Runs that share a name (two inputs with the same file stem) get `-2`, `-3` … in input order, so
+/// each has its own folder under `--out` and its own column in the comparison.
+fn unique_names(runs: &mut [Run]) {
+    let mut taken = std::collections::HashSet::new();
+    for run in runs.iter_mut() {
+        let base = run.name.clone();
+        let mut k = 1;
+        while !taken.insert(run.name.clone()) {
+            k += 1;
+            run.name = format!("{base}-{k}");
+        }
+    }
+}
+
 fn same_dir(a: &Path, b: &Path) -> bool {
     match (a.canonicalize(), b.canonicalize()) {
         (Ok(a), Ok(b)) => a == b,
@@ -125,6 +139,7 @@ pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
             runs.push(run.filtered(&filter)?);
         }
     }
+    unique_names(&mut runs);
     if !args.into_input {
         for p in &args.runs {
             let dir = if p.is_dir() {
@@ -231,6 +246,10 @@ pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
 /// The command: analysis, then the summary per run (or the comparison table) and where files are.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let a = analyze(&args)?;
+    // What had to be left out is said even with --quiet: a run must never look whole when it is not.
+    for w in a.runs.iter().flat_map(|r| &r.warnings) {
+        eprintln!("analyze: warning: {w}");
+    }
     if args.quiet {
         return Ok(());
     }

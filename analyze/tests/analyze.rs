@@ -276,3 +276,69 @@ fn llmperf_summary_beside_the_records_gives_run_level_throughput() {
         "{e}"
     );
 }
+
+/// Nothing is dropped or overwritten without a word: a cut last line keeps the complete records
+/// and says so; two inputs with one stem keep two summaries; a broken sweep point fails the sweep.
+#[test]
+fn nothing_is_silently_dropped_or_overwritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = std::fs::read_to_string(our_records()).unwrap();
+    let whole = text.lines().filter(|l| !l.trim().is_empty()).count();
+    // A run cut mid-write: the last line half there, no newline after it.
+    let last_start = text.trim_end().rfind('\n').unwrap() + 1;
+    let cut = format!(
+        "{}{}",
+        &text[..last_start],
+        &text[last_start..last_start + 40]
+    );
+    let a_dir = dir.path().join("a");
+    std::fs::create_dir_all(&a_dir).unwrap();
+    std::fs::write(a_dir.join("run_requests.jsonl"), &cut).unwrap();
+    let out = dir.path().join("out-cut");
+    let a = analyze(&Args::new(vec![a_dir.join("run_requests.jsonl")], out)).unwrap();
+    let w = a.runs[0].warnings.join("\n");
+    assert!(
+        w.contains("run_requests.jsonl") && w.contains(&format!("line {whole}")),
+        "{w}"
+    );
+    // Every complete record is read: all but the cut one.
+    assert_eq!(a.runs[0].records.as_ref().unwrap().len(), whole - 1);
+
+    // Two inputs with the same file stem, from two folders.
+    let b_dir = dir.path().join("b");
+    std::fs::create_dir_all(&b_dir).unwrap();
+    std::fs::write(a_dir.join("run_requests.jsonl"), &text).unwrap();
+    std::fs::write(b_dir.join("run_requests.jsonl"), &text).unwrap();
+    let out = dir.path().join("out-two");
+    let a = analyze(&Args::new(
+        vec![
+            a_dir.join("run_requests.jsonl"),
+            b_dir.join("run_requests.jsonl"),
+        ],
+        out.clone(),
+    ))
+    .unwrap();
+    let names: Vec<&str> = a.runs.iter().map(|r| r.name.as_str()).collect();
+    assert_eq!(names, vec!["run", "run-2"]);
+    assert!(out.join("run/summary.json").is_file() && out.join("run-2/summary.json").is_file());
+
+    // A sweep with one corrupt point.
+    let sweep = dir.path().join("sweep");
+    for (p, body) in [
+        ("01-c1", text.clone()),
+        ("02-c2", format!("{{not json\n{text}")),
+    ] {
+        std::fs::create_dir_all(sweep.join(p)).unwrap();
+        std::fs::write(sweep.join(p).join("run_requests.jsonl"), body).unwrap();
+    }
+    std::fs::create_dir_all(sweep.join("notes")).unwrap(); // not a point: ignored
+    let e = format!(
+        "{:#}",
+        analyze(&Args::new(
+            vec![sweep.clone()],
+            dir.path().join("out-sweep")
+        ))
+        .unwrap_err()
+    );
+    assert!(e.contains("sweep point") && e.contains("02-c2"), "{e}");
+}
