@@ -1,6 +1,7 @@
 //! The sweep chart, for several runs (a concurrency or rate sweep): overall output throughput against
-//! latency percentiles, one point per run, joined in the order the runs were given. Runs without a
-//! throughput window (LLMPerf's own files) are left out, and the caption says how many.
+//! latency percentiles, one point per run, joined in order of offered load, so a line never runs out
+//! and back (an auto sweep's folders hold its two ends first). Runs without a throughput window
+//! (LLMPerf's own files) are left out, and the caption says how many.
 
 use std::path::Path;
 
@@ -12,13 +13,34 @@ use crate::input::Run;
 
 pub struct Sweep;
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> anyhow::Result<()> {
-    let points: Vec<(f64, &Run)> = runs
+/// Requests per second a run offered: an open loop's rate; a closed loop offers what it achieves.
+pub fn offered_rps(r: &Run) -> Option<f64> {
+    let planned = r
+        .info
+        .as_ref()
+        .and_then(|i| i.plan.get("load"))
+        .filter(|l| l.get("kind").and_then(|k| k.as_str()) == Some("open"))
+        .and_then(|l| l.get("rate")?.as_f64());
+    planned.or_else(|| r.summary.num_completed_requests_per_min.map(|m| m / 60.0))
+}
+
+/// The runs that can be drawn, as (overall output throughput, run), in order of offered load.
+pub fn ordered_points<'a>(runs: &[&'a Run]) -> Vec<(f64, &'a Run)> {
+    let mut points: Vec<(f64, &Run)> = runs
         .iter()
         .filter_map(|r| Some((r.summary.mean_output_throughput_token_per_s?, *r)))
         .collect();
+    points.sort_by(|a, b| {
+        let key = |p: &(f64, &Run)| offered_rps(p.1).unwrap_or(p.0);
+        key(a).total_cmp(&key(b))
+    });
+    points
+}
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> anyhow::Result<()> {
+    let points = ordered_points(runs);
     let left_out = runs.len() - points.len();
-    let mut sub = format!("{} runs, in the order given", points.len());
+    let mut sub = format!("{} runs, joined in order of offered load", points.len());
     if left_out > 0 {
         sub.push_str(&format!(
             " · {left_out} without a throughput window left out"
@@ -95,5 +117,65 @@ impl Chart for Sweep {
         with_backend!(path, format, |root: &DrawingArea<_, Shift>| draw(
             root, runs
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokenperf_core::summary::RunInfo;
+
+    /// A run from the committed fixture, with the load and figures of a sweep point.
+    fn point(name: &str, rpm: f64, tput: f64, open_rate: Option<f64>) -> Run {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/data/requests-v1.jsonl");
+        let mut r = crate::input::load(&fixture).unwrap().remove(0);
+        r.name = name.to_string();
+        r.summary.num_completed_requests_per_min = Some(rpm);
+        r.summary.mean_output_throughput_token_per_s = Some(tput);
+        let load = match open_rate {
+            Some(rate) => serde_json::json!({"kind": "open", "rate": rate}),
+            None => serde_json::json!({"kind": "closed", "concurrency": 1}),
+        };
+        r.info = Some(
+            serde_json::from_value::<RunInfo>(serde_json::json!({
+                "schema_version": 1, "tool": "t", "model": "m", "llm_api": "openai",
+                "mean_input_tokens": 1, "stddev_input_tokens": 0, "mean_output_tokens": 1,
+                "stddev_output_tokens": 0, "num_concurrent_requests": 1,
+                "run_started_unix_us": 0, "plan": {"load": load}
+            }))
+            .unwrap(),
+        );
+        r
+    }
+
+    #[test]
+    fn an_auto_sweep_is_joined_in_order_of_offered_load_not_folder_order() {
+        // Folder order of `--sweep auto`: the two ends first, then the rates between them.
+        let runs = [
+            point("01-synchronous", 60.0, 300.0, None),
+            point("02-throughput", 600.0, 2500.0, None),
+            point("03-rate-4", 230.0, 1150.0, Some(4.0)),
+            point("04-rate-7", 410.0, 1900.0, Some(7.0)),
+        ];
+        let refs: Vec<&Run> = runs.iter().collect();
+        let order: Vec<&str> = ordered_points(&refs)
+            .iter()
+            .map(|(_, r)| r.name.as_str())
+            .collect();
+        assert_eq!(
+            order,
+            vec!["01-synchronous", "03-rate-4", "04-rate-7", "02-throughput"]
+        );
+        assert_eq!(
+            offered_rps(&runs[2]),
+            Some(4.0),
+            "an open loop offers its rate"
+        );
+        assert_eq!(
+            offered_rps(&runs[1]),
+            Some(10.0),
+            "a closed loop what it achieved"
+        );
     }
 }
