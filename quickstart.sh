@@ -6,7 +6,7 @@ cd "$(dirname "$0")"
 out="${1:-tokenperf-out}"
 bin="${CARGO_TARGET_DIR:-target}/debug"
 
-echo "==> building (debug). A first build compiles about 690 crates: 141 s on an idle 2-core machine," >&2
+echo "==> building (debug). A first build compiles 360 crates: 141 s on an idle 2-core machine," >&2
 echo "    much longer on a busy one; cargo shows its progress below." >&2
 start=$(date +%s)
 cargo build --workspace --bins --locked

@@ -204,6 +204,24 @@ pub struct RunSummary {
     pub response_models: BTreeMap<String, u64>,
 }
 
+/// Median of the server's prompt count over the built prompt's, over requests with both.
+fn server_to_built_ratio(ok: &[&RequestRecord]) -> Option<f64> {
+    Stats::from_values(ok.iter().filter_map(|r| {
+        let (s, b) = (r.input_tokens.server?, r.input_tokens.tokenizer?);
+        (b > 0).then(|| s as f64 / b as f64)
+    }))
+    .p50
+}
+
+/// Model named in the responses → requests.
+fn models_named(ok: &[&RequestRecord]) -> BTreeMap<String, u64> {
+    let mut m = BTreeMap::new();
+    for name in ok.iter().filter_map(|r| r.model.clone()) {
+        *m.entry(name).or_insert(0) += 1;
+    }
+    m
+}
+
 /// Failed requests of one outcome kind.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct ErrorGroup {
@@ -441,18 +459,8 @@ impl RunSummary {
                 ok.iter()
                     .filter_map(|r| r.input_tokens.server.map(|n| n as f64)),
             ),
-            server_to_built_input_ratio: Stats::from_values(ok.iter().filter_map(|r| {
-                let (s, b) = (r.input_tokens.server?, r.input_tokens.tokenizer?);
-                (b > 0).then(|| s as f64 / b as f64)
-            }))
-            .p50,
-            response_models: ok.iter().filter_map(|r| r.model.clone()).fold(
-                BTreeMap::new(),
-                |mut m, name| {
-                    *m.entry(name).or_insert(0) += 1;
-                    m
-                },
-            ),
+            server_to_built_input_ratio: server_to_built_ratio(&ok),
+            response_models: models_named(&ok),
         }
     }
 

@@ -43,6 +43,8 @@ pub enum TokenizerError {
 pub struct TokenCounter {
     tokenizer: Tokenizer,
     name: String,
+    /// Tokens the tokenizer adds around any text when asked for special tokens (BOS for LLaMA).
+    specials: usize,
 }
 
 impl std::fmt::Debug for TokenCounter {
@@ -59,10 +61,7 @@ impl TokenCounter {
         let tokenizer = PROJECT_TOKENIZER_JSON
             .parse::<Tokenizer>()
             .expect("the embedded project tokenizer is valid (checked by a unit test)");
-        Self {
-            tokenizer,
-            name: PROJECT_TOKENIZER_NAME.to_string(),
-        }
+        Self::new(tokenizer, PROJECT_TOKENIZER_NAME.to_string())
     }
 
     /// A `tokenizer.json`, or a folder that holds one.
@@ -80,10 +79,24 @@ impl TokenCounter {
             path: file.clone(),
             message: e.to_string(),
         })?;
-        Ok(Self {
+        Ok(Self::new(tokenizer, file.display().to_string()))
+    }
+
+    fn new(tokenizer: Tokenizer, name: String) -> Self {
+        let specials = tokenizer
+            .encode_fast("", true)
+            .map_or(0, |e| e.get_ids().len());
+        Self {
             tokenizer,
-            name: file.display().to_string(),
-        })
+            name,
+            specials,
+        }
+    }
+
+    /// Tokens added around any text when special tokens are asked for (BOS for LLaMA, 0 for the
+    /// project's own): `count(text, true) == count(text, false) + special_tokens()`.
+    pub fn special_tokens(&self) -> usize {
+        self.specials
     }
 
     pub fn name(&self) -> &str {

@@ -320,8 +320,7 @@ fn finish_tokens(
     let server_in = c.usage.map(|u| u.prompt_tokens).filter(|&n| n > 0);
     rec.output_tokens = TokenCount::new(server_out, Some(total));
     // LLMPerf's count: the same text encoded with the tokenizer's special tokens (BOS).
-    let specials = tokenizer.count("", true).map_or(0, |n| n as u64);
-    rec.output_tokens.tokenizer_with_specials = Some(total + specials);
+    rec.output_tokens.tokenizer_with_specials = Some(total + tokenizer.special_tokens() as u64);
     rec.input_tokens = TokenCount::new(server_in, Some(prompt_tokens));
     rec.finish_reason = c.finish_reason;
     rec.cached_input_tokens = c.usage.and_then(|u| u.cached_tokens());
@@ -500,6 +499,8 @@ async fn send(
     }
 }
 
+/// One request from send to verdict: the response head, then either the error answer or the event
+/// stream, and the connection back to the pool when it ended cleanly.
 async fn exchange(
     ctx: &Context,
     rec: &mut RequestRecord,
@@ -512,25 +513,62 @@ async fn exchange(
     };
     let (mut resp, lease) = (sent.response, sent.lease);
     rec.response_head_at_us = Some(ctx.now_us());
-    let status = resp.status();
-    let idle = ctx.config.idle_timeout;
-    if !status.is_success() {
-        let location = resp
-            .headers()
-            .get(hyper::header::LOCATION)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let (bytes, cut) = read_error_body(resp.body_mut(), idle).await;
-        stamp_done(ctx, rec, c, ctx.now_us());
-        if cut.is_none() {
-            lease.release();
-        }
-        return Outcome::HttpStatus {
-            status: status.as_u16(),
-            message: status_message(status, location.as_deref(), &bytes, cut.as_deref()),
-        };
+    if !resp.status().is_success() {
+        return error_answer(ctx, rec, c, resp, lease).await;
     }
     let body = resp.body_mut();
+    let mut ended = match read_stream(ctx, rec, c, body).await {
+        Ok(ended) => ended,
+        Err(o) => return o,
+    };
+    if let Some(o) = stream_verdict(c) {
+        return o;
+    }
+    // Read the rest (normally just the end of the chunked body) so the connection can be reused.
+    if !ended {
+        ended = drain(body).await;
+    }
+    if ended {
+        lease.release();
+    }
+    Outcome::Ok
+}
+
+/// A non-2xx answer: its message, read under the idle timeout; the connection is reused when the
+/// body was read to its end.
+async fn error_answer(
+    ctx: &Context,
+    rec: &mut RequestRecord,
+    c: &mut Collected,
+    mut resp: hyper::Response<hyper::body::Incoming>,
+    lease: crate::http::Lease,
+) -> Outcome {
+    let status = resp.status();
+    let location = resp
+        .headers()
+        .get(hyper::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let (bytes, cut) = read_error_body(resp.body_mut(), ctx.config.idle_timeout).await;
+    stamp_done(ctx, rec, c, ctx.now_us());
+    if cut.is_none() {
+        lease.release();
+    }
+    Outcome::HttpStatus {
+        status: status.as_u16(),
+        message: status_message(status, location.as_deref(), &bytes, cut.as_deref()),
+    }
+}
+
+/// Reads events until `[DONE]`, a failure, or the end of the body (then `Ok(true)`); every read is
+/// timestamped before it is parsed. A failure ends the request with its outcome.
+async fn read_stream(
+    ctx: &Context,
+    rec: &mut RequestRecord,
+    c: &mut Collected,
+    body: &mut hyper::body::Incoming,
+) -> Result<bool, Outcome> {
+    let idle = ctx.config.idle_timeout;
     let mut parser = SseParser::with_limit(ctx.config.max_line_bytes);
     let mut failure: Option<Outcome> = None;
     // One idle timer for the whole stream, moved forward only when it fires early: a fresh timeout
@@ -539,7 +577,6 @@ async fn exchange(
     let mut last_at = ctx.now_us();
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
-    let mut ended = false;
     loop {
         let next = tokio::select! {
             biased;
@@ -553,12 +590,12 @@ async fn exchange(
                     continue;
                 }
                 stamp_done(ctx, rec, c, now);
-                return Outcome::Timeout {
+                return Err(Outcome::Timeout {
                     message: format!(
                         "no data for {idle:?} (idle timeout) after {} events",
                         c.events.len()
                     ),
-                };
+                });
             }
         };
         let at = ctx.now_us();
@@ -570,82 +607,89 @@ async fn exchange(
             },
             Some(Err(e)) => {
                 stamp_done(ctx, rec, c, at);
-                return Outcome::Stream {
+                return Err(Outcome::Stream {
                     message: format!(
                         "reading the stream after {} events: {}",
                         c.events.len(),
                         crate::http::error_chain(&e)
                     ),
-                };
+                });
             }
             None => {
-                ended = true;
                 if let Err(e) = parser.finish(&mut |d| on_data(d, at, c, &mut failure)) {
                     failure = Some(Outcome::Malformed {
                         message: e.to_string(),
                     });
                 }
                 stamp_done(ctx, rec, c, at);
-                break;
+                return failure.map_or(Ok(true), Err);
             }
         };
-        c.body_bytes += chunk.len() as u64;
-        if c.head.len() < 256 {
-            let room = 256 - c.head.len();
-            c.head.extend_from_slice(&chunk[..chunk.len().min(room)]);
-        }
-        let fed = parser.feed(&chunk, &mut |d| on_data(d, at, c, &mut failure));
-        if let Err(e) = fed {
-            failure.get_or_insert(Outcome::Malformed {
-                message: e.to_string(),
-            });
-        } else if c.body_bytes > ctx.config.max_response_bytes && failure.is_none() && !c.done {
-            failure = Some(Outcome::Malformed {
-                message: format!(
-                    "the response passed {} bytes without ending (--max-response-bytes)",
-                    ctx.config.max_response_bytes
-                ),
-            });
-        }
+        take_chunk(ctx, c, &mut parser, &chunk, at, &mut failure);
         if failure.is_some() || c.done {
             stamp_done(ctx, rec, c, at);
-            break;
+            return failure.map_or(Ok(false), Err);
         }
     }
-    if let Some(f) = failure {
-        return f;
+}
+
+/// Feeds one read to the parser, keeping the body's first bytes (for messages) and its size under
+/// `--max-response-bytes`.
+fn take_chunk(
+    ctx: &Context,
+    c: &mut Collected,
+    parser: &mut SseParser,
+    chunk: &[u8],
+    at: u64,
+    failure: &mut Option<Outcome>,
+) {
+    c.body_bytes += chunk.len() as u64;
+    if c.head.len() < 256 {
+        let room = 256 - c.head.len();
+        c.head.extend_from_slice(&chunk[..chunk.len().min(room)]);
     }
-    if !(c.done || c.finish_reason.is_some()) {
-        return Outcome::Truncated {
-            message: truncated_message(c),
-        };
-    }
-    if c.chunks == 0 {
-        return Outcome::Malformed {
-            message: format!(
-                "{} events but none was a completion chunk (no `choices` or `usage`); first: {}",
-                c.events.len(),
-                c.first_other.as_deref().unwrap_or("[DONE]")
-            ),
-        };
-    }
-    // Read the rest (normally just the end of the chunked body) so the connection can be reused.
-    if !ended {
-        let rest = tokio::time::timeout(Duration::from_millis(200), async {
-            loop {
-                match body.frame().await {
-                    None => return true,
-                    Some(Ok(_)) => {}
-                    Some(Err(_)) => return false,
-                }
-            }
+    if let Err(e) = parser.feed(chunk, &mut |d| on_data(d, at, c, failure)) {
+        failure.get_or_insert(Outcome::Malformed {
+            message: e.to_string(),
         });
-        ended = rest.await.unwrap_or(false);
+    } else if c.body_bytes > ctx.config.max_response_bytes && failure.is_none() && !c.done {
+        *failure = Some(Outcome::Malformed {
+            message: format!(
+                "the response passed {} bytes without ending (--max-response-bytes)",
+                ctx.config.max_response_bytes
+            ),
+        });
     }
-    if ended {
-        lease.release();
+}
+
+/// What a stream that ended without failing still lacks: an end, or any completion chunk.
+fn stream_verdict(c: &Collected) -> Option<Outcome> {
+    if !(c.done || c.finish_reason.is_some()) {
+        return Some(Outcome::Truncated {
+            message: truncated_message(c),
+        });
     }
-    Outcome::Ok
+    (c.chunks == 0).then(|| Outcome::Malformed {
+        message: format!(
+            "{} events but none was a completion chunk (no `choices` or `usage`); first: {}",
+            c.events.len(),
+            c.first_other.as_deref().unwrap_or("[DONE]")
+        ),
+    })
+}
+
+/// Reads what is left of a body for up to 200 ms; whether it reached its end.
+async fn drain(body: &mut hyper::body::Incoming) -> bool {
+    let rest = tokio::time::timeout(Duration::from_millis(200), async {
+        loop {
+            match body.frame().await {
+                None => return true,
+                Some(Ok(_)) => {}
+                Some(Err(_)) => return false,
+            }
+        }
+    });
+    rest.await.unwrap_or(false)
 }
 
 fn truncated_message(c: &Collected) -> String {

@@ -196,7 +196,7 @@ pub fn shared_prefixes(
     n: u64,
     tokens: u64,
 ) -> anyhow::Result<Vec<String>> {
-    let specials = tokenizer.count("", true)? as u64;
+    let specials = tokenizer.special_tokens() as u64;
     (0..n)
         .map(|i| {
             let text = builder.exact_body(rng, format!("[context {i}]\n"), tokens + specials)?;

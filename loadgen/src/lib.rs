@@ -210,6 +210,90 @@ pub async fn list_models(plan: &Plan) -> Option<Vec<String>> {
     Some(ids)
 }
 
+/// The run's metadata (`*_run.json`): what was asked, with what, where and when.
+fn run_info(
+    plan: &Plan,
+    tokenizer: &tokenperf_core::tokenizer::TokenCounter,
+    run_started_unix_us: u64,
+    server_models: Option<Vec<String>>,
+) -> anyhow::Result<RunInfo> {
+    Ok(RunInfo {
+        schema_version: tokenperf_core::SCHEMA_VERSION,
+        tool: format!("tokenperf-loadgen {}", env!("CARGO_PKG_VERSION")),
+        model: plan.model.clone(),
+        llm_api: "openai".into(),
+        mean_input_tokens: plan.mean_input_tokens,
+        stddev_input_tokens: plan.stddev_input_tokens,
+        mean_output_tokens: plan.mean_output_tokens,
+        stddev_output_tokens: plan.stddev_output_tokens,
+        num_concurrent_requests: match plan.load {
+            Load::Closed { concurrency } => concurrency,
+            Load::Open {
+                max_concurrency, ..
+            }
+            | Load::Trace {
+                max_concurrency, ..
+            } => max_concurrency.unwrap_or(0),
+        },
+        additional_sampling_params: plan.additional_sampling_params.clone(),
+        metadata: plan.metadata.clone(),
+        metric_definitions: plan.metric_definitions,
+        run_started_unix_us,
+        run_ended_unix_us: Some(unix_us()),
+        tokenizer: tokenizer.name().to_string(),
+        plan: serde_json::to_value(plan)?,
+        server_models,
+        host: std::env::var("HOSTNAME")
+            .ok()
+            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+            .map(|h| h.trim().to_string())
+            .unwrap_or_default(),
+    })
+}
+
+/// What the user must know before trusting a run's numbers: records that disagree with the live
+/// in-flight count, a model the server does not list, and the summary's own health warnings.
+fn run_warnings(
+    plan: &Plan,
+    summary: &RunSummary,
+    littles_law: Option<LittlesLaw>,
+    server_models: Option<&[String]>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if let Some(l) = littles_law.filter(|l| l.flagged) {
+        warnings.push(format!(
+            "Little's law: the records give {:.2} requests in flight on average (throughput × mean \
+             latency), but the live counter sampled {:.2} ({:.0} % apart, {} samples). Both count the \
+             same interval of each request, so records were lost or carry wrong times: please report it",
+            l.predicted_in_flight,
+            l.sampled_in_flight,
+            l.relative_difference * 100.0,
+            l.samples
+        ));
+    }
+    // A server that answers any name (and names it back) may list others: only a listed mismatch
+    // that the responses do not contradict is worth a warning.
+    let answered_as_asked = summary.response_models.contains_key(&plan.model);
+    if let Some(models) = server_models.filter(|m| !m.is_empty())
+        && !models.iter().any(|m| m == &plan.model)
+        && !answered_as_asked
+    {
+        warnings.push(format!(
+            "the server lists {} at /models, not '{}'; servers that ignore the name answer anyway \
+             (the models the responses named are in the summary)",
+            models
+                .iter()
+                .take(5)
+                .map(|m| format!("'{m}'"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            plan.model
+        ));
+    }
+    warnings.extend(summary.health_warnings(Some(&plan.model)));
+    warnings
+}
+
 /// Runs `plan` to completion (or until `control` stops it) and writes its files.
 pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput> {
     let tokenizer = Arc::new(
@@ -488,38 +572,12 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
     let littles_law = LittlesLaw::check(&records, &samples);
 
     let summary = RunSummary::from_records(&records, defs);
-    let info = RunInfo {
-        schema_version: tokenperf_core::SCHEMA_VERSION,
-        tool: format!("tokenperf-loadgen {}", env!("CARGO_PKG_VERSION")),
-        model: plan.model.clone(),
-        llm_api: "openai".into(),
-        mean_input_tokens: plan.mean_input_tokens,
-        stddev_input_tokens: plan.stddev_input_tokens,
-        mean_output_tokens: plan.mean_output_tokens,
-        stddev_output_tokens: plan.stddev_output_tokens,
-        num_concurrent_requests: match plan.load {
-            Load::Closed { concurrency } => concurrency,
-            Load::Open {
-                max_concurrency, ..
-            }
-            | Load::Trace {
-                max_concurrency, ..
-            } => max_concurrency.unwrap_or(0),
-        },
-        additional_sampling_params: plan.additional_sampling_params.clone(),
-        metadata: plan.metadata.clone(),
-        metric_definitions: defs,
+    let info = run_info(
+        &plan,
+        &tokenizer,
         run_started_unix_us,
-        run_ended_unix_us: Some(unix_us()),
-        tokenizer: tokenizer.name().to_string(),
-        plan: serde_json::to_value(&plan)?,
-        server_models: server_models.clone(),
-        host: std::env::var("HOSTNAME")
-            .ok()
-            .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-            .map(|h| h.trim().to_string())
-            .unwrap_or_default(),
-    };
+        server_models.clone(),
+    )?;
     let measurement_error = tokenperf_core::selfcheck::SelfCheck::from_records(&records);
     let goodput = plan.slo.map(|slo| Goodput::compute(&records, slo));
     let selfcheck = if plan.selfcheck {
@@ -563,38 +621,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         }
     }
 
-    let mut warnings = Vec::new();
-    if let Some(l) = littles_law.filter(|l| l.flagged) {
-        warnings.push(format!(
-            "Little's law: the records give {:.2} requests in flight on average (throughput × mean \
-             latency), but the live counter sampled {:.2} ({:.0} % apart, {} samples). Both count the \
-             same interval of each request, so records were lost or carry wrong times: please report it",
-            l.predicted_in_flight,
-            l.sampled_in_flight,
-            l.relative_difference * 100.0,
-            l.samples
-        ));
-    }
-    // A server that answers any name (and names it back) may list others: only a listed mismatch
-    // that the responses do not contradict is worth a warning.
-    let answered_as_asked = summary.response_models.contains_key(&plan.model);
-    if let Some(models) = server_models.as_ref().filter(|m| !m.is_empty())
-        && !models.iter().any(|m| m == &plan.model)
-        && !answered_as_asked
-    {
-        warnings.push(format!(
-            "the server lists {} at /models, not '{}'; servers that ignore the name answer anyway \
-             (the models the responses named are in the summary)",
-            models
-                .iter()
-                .take(5)
-                .map(|m| format!("'{m}'"))
-                .collect::<Vec<_>>()
-                .join(", "),
-            plan.model
-        ));
-    }
-    warnings.extend(summary.health_warnings(Some(&plan.model)));
+    let mut warnings = run_warnings(&plan, &summary, littles_law, server_models.as_deref());
     if summary.output_token_mismatches > 0 {
         warnings.push(format!(
             "{} of {} successful requests: the server's usage and the tokenizer ('{}') disagree on \
@@ -721,7 +748,14 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
         return Ok(exit);
     }
     let out = run_plan(plan, control).await?;
-    print!("{}", out.summary.console_block(&model, "openai"));
+    print_run(&out, &model, quiet);
+    Ok(out.exit)
+}
+
+/// What a finished run prints: LLMPerf's block on stdout, then (unless `quiet`) ours and the
+/// warnings on stderr; failures always, for a run that failed must look failed.
+fn print_run(out: &RunOutput, model: &str, quiet: bool) {
+    print!("{}", out.summary.console_block(model, "openai"));
     if !quiet {
         print!("{}", out.summary.tokenperf_block());
         if let Some(g) = &out.goodput {
@@ -763,7 +797,7 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
     eprint!("{}", out.summary.error_breakdown_text());
     if let Some(e) = &out.file_error {
         eprintln!("loadgen: error: {e:#}");
-        return Ok(out.exit);
+        return;
     }
     match (&out.files, out.exit) {
         (_, Exit::NoSuccess) => eprintln!(
@@ -779,5 +813,4 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
         }
         _ => {}
     }
-    Ok(out.exit)
 }

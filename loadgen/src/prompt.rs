@@ -274,7 +274,7 @@ impl<'a> PromptBuilder<'a> {
 
     /// The longest prefix of `text` with exactly `target` tokens, if `text` has at least that many.
     fn cut(&self, text: &str, target: usize) -> Result<Option<String>, TokenizerError> {
-        let specials = self.tokenizer.count("", true)?;
+        let specials = self.tokenizer.special_tokens();
         let body_target = target.saturating_sub(specials);
         let ends: Vec<usize> = self
             .tokenizer

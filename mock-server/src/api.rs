@@ -155,31 +155,42 @@ async fn respond(
         ground_truth,
     );
     if plan.request.stream {
-        let mut response = Response::builder()
-            .status(StatusCode::OK)
-            .header(header::CONTENT_TYPE, "text/event-stream")
-            .header(header::CACHE_CONTROL, "no-cache")
-            .header("x-accel-buffering", "no");
-        let events = plan.into_sse(state.clone(), prompt_tokens);
-        let body = match conn.filter(|_| state.config.close_after_stream) {
-            // llama.cpp's server: keep-alive promised, the connection closed after the stream.
-            Some(conn) => {
-                response = response
-                    .header(header::CONNECTION, "keep-alive")
-                    .header("keep-alive", "timeout=5, max=100");
-                let closer = CloseWhenDone(conn);
-                Body::from_stream(futures_util::StreamExt::map(events, move |e| {
-                    let _ = &closer;
-                    e
-                }))
-            }
-            None => Body::from_stream(events),
-        };
-        Ok(response.body(body).expect("static headers are valid"))
+        let conn = conn.filter(|_| state.config.close_after_stream);
+        Ok(sse_response(
+            plan.into_sse(state.clone(), prompt_tokens),
+            conn,
+        ))
     } else {
         let json = plan.into_json(state.clone(), prompt_tokens).await?;
         Ok(([(header::CONTENT_TYPE, "application/json")], json).into_response())
     }
+}
+
+/// The event-stream response. With `close` (`--close-after-stream`), llama.cpp's way: keep-alive
+/// promised, the connection closed once the stream is written.
+fn sse_response(
+    events: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    close: Option<ConnHandle>,
+) -> Response {
+    let mut response = Response::builder()
+        .status(StatusCode::OK)
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .header("x-accel-buffering", "no");
+    let body = match close {
+        Some(conn) => {
+            response = response
+                .header(header::CONNECTION, "keep-alive")
+                .header("keep-alive", "timeout=5, max=100");
+            let closer = CloseWhenDone(conn);
+            Body::from_stream(futures_util::StreamExt::map(events, move |e| {
+                let _ = &closer;
+                e
+            }))
+        }
+        None => Body::from_stream(events),
+    };
+    response.body(body).expect("static headers are valid")
 }
 
 /// Closes its connection when the response body that holds it is dropped (hyper drops a body once

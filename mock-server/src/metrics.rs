@@ -108,6 +108,9 @@ impl Histogram {
     }
 }
 
+/// A gauge or counter as rendered: name, Prometheus type, help, and (labels, value) per series.
+type Scalar = (&'static str, &'static str, &'static str, Vec<(String, u64)>);
+
 /// Every metric the server exports.
 pub struct Metrics {
     /// `model_name="…",engine="0"`, on every series.
@@ -240,87 +243,92 @@ impl Metrics {
         self.requests_stop.load(Ordering::Relaxed) + self.requests_length.load(Ordering::Relaxed)
     }
 
+    /// The gauges and counters: name, type, help, and each labelled series with its value.
+    fn scalars(&self) -> Vec<Scalar> {
+        let l = &self.labels;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let plain = |v: u64| vec![(l.clone(), v)];
+        let gauge = |a: &AtomicI64| a.load(Ordering::Relaxed).max(0) as u64;
+        let mut out = vec![
+            (
+                "vllm:num_requests_running",
+                "gauge",
+                "Number of requests in the running batch.",
+                plain(gauge(&self.running)),
+            ),
+            (
+                "vllm:num_requests_waiting",
+                "gauge",
+                "Number of requests waiting for a running slot.",
+                plain(gauge(&self.waiting)),
+            ),
+            (
+                "vllm:prompt_tokens_total",
+                "counter",
+                "Number of prompt tokens processed.",
+                plain(load(&self.prompt_tokens)),
+            ),
+            (
+                "vllm:generation_tokens_total",
+                "counter",
+                "Number of generated tokens written.",
+                plain(load(&self.generation_tokens)),
+            ),
+            (
+                "vllm:request_success_total",
+                "counter",
+                "Count of successfully processed requests.",
+                vec![
+                    (
+                        format!("{l},finished_reason=\"stop\""),
+                        load(&self.requests_stop),
+                    ),
+                    (
+                        format!("{l},finished_reason=\"length\""),
+                        load(&self.requests_length),
+                    ),
+                ],
+            ),
+            (
+                "tokenperf_mock:requests_rejected_total",
+                "counter",
+                "Number of requests answered with an error status.",
+                plain(load(&self.requests_rejected)),
+            ),
+            (
+                "vllm:prefix_cache_queries_total",
+                "counter",
+                "Prefix cache queries, in terms of number of queried tokens.",
+                plain(load(&self.prefix_cache_queries)),
+            ),
+            (
+                "vllm:prefix_cache_hits_total",
+                "counter",
+                "Prefix cache hits, in terms of number of cached tokens.",
+                plain(load(&self.prefix_cache_hits)),
+            ),
+        ];
+        if let (Some(start), Some(now)) =
+            (self.overflows_at_start, crate::listener::listen_overflows())
+        {
+            out.push((
+                "tokenperf_mock:host_listen_overflows_total",
+                "counter",
+                "Connections the kernel dropped for a full listen queue, on the whole host, since the server started.",
+                plain(now.saturating_sub(start)),
+            ));
+        }
+        out
+    }
+
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut s = String::with_capacity(16 << 10);
-        let l = &self.labels;
-        let mut one = |name: &str, kind: &str, help: &str, series: &[(String, String)]| {
+        for (name, kind, help, series) in self.scalars() {
             let _ = writeln!(s, "# HELP {name} {help}\n# TYPE {name} {kind}");
             for (labels, v) in series {
                 let _ = writeln!(s, "{name}{{{labels}}} {v}");
             }
-        };
-        let plain = |v: String| vec![(l.clone(), v)];
-        one(
-            "vllm:num_requests_running",
-            "gauge",
-            "Number of requests in the running batch.",
-            &plain(self.running.load(Ordering::Relaxed).to_string()),
-        );
-        one(
-            "vllm:num_requests_waiting",
-            "gauge",
-            "Number of requests waiting for a running slot.",
-            &plain(self.waiting.load(Ordering::Relaxed).to_string()),
-        );
-        one(
-            "vllm:prompt_tokens_total",
-            "counter",
-            "Number of prompt tokens processed.",
-            &plain(self.prompt_tokens.load(Ordering::Relaxed).to_string()),
-        );
-        one(
-            "vllm:generation_tokens_total",
-            "counter",
-            "Number of generated tokens written.",
-            &plain(self.generation_tokens.load(Ordering::Relaxed).to_string()),
-        );
-        one(
-            "vllm:request_success_total",
-            "counter",
-            "Count of successfully processed requests.",
-            &[
-                (
-                    format!("{l},finished_reason=\"stop\""),
-                    self.requests_stop.load(Ordering::Relaxed).to_string(),
-                ),
-                (
-                    format!("{l},finished_reason=\"length\""),
-                    self.requests_length.load(Ordering::Relaxed).to_string(),
-                ),
-            ],
-        );
-        one(
-            "tokenperf_mock:requests_rejected_total",
-            "counter",
-            "Number of requests answered with an error status.",
-            &plain(self.requests_rejected.load(Ordering::Relaxed).to_string()),
-        );
-        one(
-            "vllm:prefix_cache_queries_total",
-            "counter",
-            "Prefix cache queries, in terms of number of queried tokens.",
-            &plain(
-                self.prefix_cache_queries
-                    .load(Ordering::Relaxed)
-                    .to_string(),
-            ),
-        );
-        one(
-            "vllm:prefix_cache_hits_total",
-            "counter",
-            "Prefix cache hits, in terms of number of cached tokens.",
-            &plain(self.prefix_cache_hits.load(Ordering::Relaxed).to_string()),
-        );
-        if let (Some(start), Some(now)) =
-            (self.overflows_at_start, crate::listener::listen_overflows())
-        {
-            one(
-                "tokenperf_mock:host_listen_overflows_total",
-                "counter",
-                "Connections the kernel dropped for a full listen queue, on the whole host, since the server started.",
-                &plain(now.saturating_sub(start).to_string()),
-            );
         }
         for h in [
             &self.ttft,
@@ -332,7 +340,7 @@ impl Metrics {
             &self.request_generation_tokens,
             &self.lateness,
         ] {
-            h.render(&mut s, l);
+            h.render(&mut s, &self.labels);
         }
         s
     }

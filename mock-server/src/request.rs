@@ -217,36 +217,9 @@ fn text_of(content: &Value, field: &str) -> Result<String, ApiError> {
     }
 }
 
-/// Validates a request body for `endpoint`.
-pub fn parse(body: &[u8], endpoint: Endpoint, state: &State) -> Result<Request, ApiError> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}"), None))?;
-    if !v.is_object() {
-        return Err(ApiError::bad_request(
-            "request body must be a JSON object",
-            None,
-        ));
-    }
-    let model = match v.get("model") {
-        Some(Value::String(s)) => s.clone(),
-        None => return Err(ApiError::bad_request("'model' is required", Some("model"))),
-        Some(x) => {
-            return Err(ApiError::bad_request(
-                format!("'model' must be a string, got {}", shown(x)),
-                Some("model"),
-            ));
-        }
-    };
-    let models = &state.config.model;
-    if !models.is_empty() && !models.contains(&model) {
-        return Err(ApiError {
-            status: StatusCode::NOT_FOUND,
-            message: format!("The model '{model}' does not exist"),
-            kind: "invalid_request_error",
-            param: Some("model".into()),
-        });
-    }
-    let prompt = match endpoint {
+/// The prompt text: the chat messages' contents joined by newlines, or the completions prompt.
+fn prompt_of(v: &Value, endpoint: Endpoint) -> Result<String, ApiError> {
+    Ok(match endpoint {
         Endpoint::Chat => {
             let msgs = v
                 .get("messages")
@@ -279,15 +252,20 @@ pub fn parse(body: &[u8], endpoint: Endpoint, state: &State) -> Result<Request, 
                 .join("\n"),
             Some(x) => {
                 return Err(ApiError::bad_request(
-                    format!("'prompt' must be a string or a list, got {x}"),
+                    format!("'prompt' must be a string or a list, got {}", shown(x)),
                     Some("prompt"),
                 ));
             }
         },
-    };
-    let (field, asked) = match opt_u64(&v, "max_completion_tokens")? {
+    })
+}
+
+/// `max_completion_tokens`, else `max_tokens`, else the default; from 1 to `--max-tokens-limit`,
+/// refused naming the field the client used.
+fn max_tokens_of(v: &Value, state: &State) -> Result<u64, ApiError> {
+    let (field, asked) = match opt_u64(v, "max_completion_tokens")? {
         Some(n) => ("max_completion_tokens", Some(n)),
-        None => ("max_tokens", opt_u64(&v, "max_tokens")?),
+        None => ("max_tokens", opt_u64(v, "max_tokens")?),
     };
     let max_tokens = asked.unwrap_or(state.config.default_max_tokens);
     if max_tokens == 0 {
@@ -303,6 +281,40 @@ pub fn parse(body: &[u8], endpoint: Endpoint, state: &State) -> Result<Request, 
             Some(field),
         ));
     }
+    Ok(max_tokens)
+}
+
+/// Validates a request body for `endpoint`.
+pub fn parse(body: &[u8], endpoint: Endpoint, state: &State) -> Result<Request, ApiError> {
+    let v: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("request body is not valid JSON: {e}"), None))?;
+    if !v.is_object() {
+        return Err(ApiError::bad_request(
+            "request body must be a JSON object",
+            None,
+        ));
+    }
+    let model = match v.get("model") {
+        Some(Value::String(s)) => s.clone(),
+        None => return Err(ApiError::bad_request("'model' is required", Some("model"))),
+        Some(x) => {
+            return Err(ApiError::bad_request(
+                format!("'model' must be a string, got {}", shown(x)),
+                Some("model"),
+            ));
+        }
+    };
+    let models = &state.config.model;
+    if !models.is_empty() && !models.contains(&model) {
+        return Err(ApiError {
+            status: StatusCode::NOT_FOUND,
+            message: format!("The model '{model}' does not exist"),
+            kind: "invalid_request_error",
+            param: Some("model".into()),
+        });
+    }
+    let prompt = prompt_of(&v, endpoint)?;
+    let max_tokens = max_tokens_of(&v, state)?;
     if let Some(n) = opt_u64(&v, "n")?
         && n != 1
     {

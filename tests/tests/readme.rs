@@ -75,7 +75,6 @@ fn shrink(args: &mut [String]) {
         args[i] = match flag.as_str() {
             "--max-num-completed-requests" => (v as u64).min(12).to_string(),
             "--duration" | "--warmup-seconds" | "--cooldown-seconds" => (v / 20.0).to_string(),
-            "--requests" => (v as u64).min(64).to_string(),
             _ => continue,
         };
     }
