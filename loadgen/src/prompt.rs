@@ -56,9 +56,11 @@ impl<'a> LlmperfSampler<'a> {
         seed: u64,
     ) -> Result<Self, TokenizerError> {
         let lines: Vec<&str> = corpus.split_inclusive('\n').collect();
+        // Every line is charged at least one token (LLMPerf's BOS always made it so): a tokenizer
+        // with no BOS that counts a blank line as nothing would otherwise fill a prompt forever.
         let line_tokens = lines
             .iter()
-            .map(|l| tokenizer.count(l, true).map(|n| n as u64))
+            .map(|l| tokenizer.count(l, true).map(|n| n.max(1) as u64))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             lines,
@@ -88,7 +90,7 @@ impl<'a> LlmperfSampler<'a> {
         let mut order: Vec<usize> = (0..self.lines.len()).collect();
         self.rng.shuffle(&mut order);
         // Whole lines while they fit, cycling; the first that does not is cut by characters. Every
-        // line costs at least its BOS, so this ends.
+        // line costs at least one token, so this ends.
         'fill: loop {
             for &i in &order {
                 let (line, cost) = (self.lines[i], self.line_tokens[i]);
@@ -330,6 +332,36 @@ fn shuffle(rng: &mut Rng, v: &mut [usize]) {
 
 #[cfg(test)]
 mod tests {
+    /// A tokenizer with no BOS that strips whitespace counts a blank line as no token at all; a
+    /// corpus of blank lines must still make prompts (it once filled one forever).
+    #[test]
+    fn blank_lines_that_count_as_nothing_cannot_fill_a_prompt_forever() {
+        let json = serde_json::json!({
+            "version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": {"type": "Strip", "strip_left": true, "strip_right": true},
+            "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null, "decoder": null,
+            "model": {"type": "WordLevel", "vocab": {"[UNK]": 0}, "unk_token": "[UNK]"}
+        });
+        let mut f = tempfile::Builder::new().suffix(".json").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, json.to_string().as_bytes()).unwrap();
+        let t = TokenCounter::from_path(f.path()).unwrap();
+        assert_eq!(
+            t.count("\n", true).unwrap(),
+            0,
+            "a blank line is no token here"
+        );
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut s = LlmperfSampler::new("\n\n\n", &t, 3).unwrap();
+            let p = s.next((200.0, 10.0), (10.0, 1.0)).unwrap();
+            let _ = tx.send(p.prompt.len());
+        });
+        let len = rx
+            .recv_timeout(std::time::Duration::from_secs(120))
+            .expect("the sampler returns");
+        assert!(len < 4000, "{len} bytes");
+    }
+
     /// LLMPerf's own first five requests with seed 11111 and its default flags (shared/reference
     /// llmperf.md §2, reproduced by CPython): (`max_tokens`, sampled prompt length). They depend on
     /// the corpus's line count (LLMPerf's sonnet.txt has 84), not on its text or the tokenizer.
