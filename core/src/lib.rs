@@ -7,6 +7,7 @@
 //! * [`record`]: the record written per request, with raw timestamps; metrics are methods on it.
 //! * [`stats`]: percentiles (linear interpolation), mean, min, max, sample stddev; `None`, never NaN.
 //! * [`summary`]: run-level statistics, LLMPerf's summary JSON and console block.
+//! * [`tally`]: the summary built one record at a time; [`histogram`]: bounded tallies of µs values.
 //! * [`llmperf`]: LLMPerf's nine record keys, file names, metric definitions and float formatting.
 //! * [`openai`]: request/response/error types of the OpenAI API.
 //! * [`tokenizer`]: the embedded project tokenizer and `tokenizer.json` loading.
@@ -14,6 +15,7 @@
 
 pub mod background;
 pub mod clock;
+pub mod histogram;
 pub mod llmperf;
 pub mod openai;
 pub mod pyrandom;
@@ -23,6 +25,7 @@ pub mod selfcheck;
 pub mod slo;
 pub mod stats;
 pub mod summary;
+pub mod tally;
 pub mod tokenizer;
 
 /// Version of every file format tokenperf writes. Bumped when a field is removed or changes meaning;

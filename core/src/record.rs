@@ -374,9 +374,14 @@ impl RequestRecord {
     /// Gaps between consecutive events that carried tokens, in seconds, each with the number of tokens
     /// the later event brought (the gap per token is `gap / tokens`).
     pub fn token_gaps(&self) -> impl Iterator<Item = (f64, u32)> + '_ {
+        self.token_gaps_us().map(|(g, n)| (g as f64 * US, n))
+    }
+
+    /// [`RequestRecord::token_gaps`] in integer µs, as measured.
+    pub fn token_gaps_us(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
         let mut prev: Option<u64> = None;
         self.events.iter().filter(|e| e.1 > 0).filter_map(move |e| {
-            let gap = prev.map(|p| (e.0.saturating_sub(p) as f64 * US, e.1));
+            let gap = prev.map(|p| (e.0.saturating_sub(p), e.1));
             prev = Some(e.0);
             gap
         })

@@ -10,6 +10,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::histogram::ExactCounts;
 use crate::record::RequestRecord;
 use crate::stats::Stats;
 
@@ -38,74 +39,99 @@ fn ms(us: i64) -> f64 {
     us as f64 / 1e3
 }
 
+/// A [`SelfCheck`] built one record at a time. Per-chunk values are integer µs kept as exact counts
+/// per distinct value ([`ExactCounts`]: a client's error spans a few hundred distinct µs, so a long
+/// run costs no more); per-request values are kept as they are.
+#[derive(Debug, Clone, Default)]
+pub struct SelfCheckBuilder {
+    receive: ExactCounts,
+    lateness: ExactCounts,
+    gap_err: ExactCounts,
+    gaps: ExactCounts,
+    request_delay: Vec<f64>,
+    ttft_err: Vec<f64>,
+    tpot_err: Vec<f64>,
+    ttfts: Vec<f64>,
+    requests: usize,
+    chunks: usize,
+    mismatches: usize,
+}
+
+impl SelfCheckBuilder {
+    /// Adds a record; those without ground truth, or not successful, are skipped.
+    pub fn add(&mut self, r: &RequestRecord) {
+        if !r.outcome.is_ok() {
+            return;
+        }
+        let (Some(gt), Some(sent)) = (&r.ground_truth, r.sent_at_us) else {
+            return;
+        };
+        if gt.chunks.is_empty() {
+            return;
+        }
+        self.requests += 1;
+        let base = gt.run_start_mono_us as i64;
+        let client_send = base + sent as i64;
+        self.request_delay
+            .push(ms(gt.arrival_mono_us as i64 - client_send));
+        let content_events = r.events.iter().filter(|e| e.tokens() > 0).count();
+        if content_events != gt.chunks.len() {
+            self.mismatches += 1;
+        }
+        let mut prev: Option<(i64, i64)> = None;
+        for c in &gt.chunks {
+            let Some(ev) = r.events.get(c.0 as usize) else {
+                continue;
+            };
+            let recv = base + ev.at_us() as i64;
+            let (due, sent_s) = (c.1 as i64, c.2 as i64);
+            self.chunks += 1;
+            self.receive.record(recv - sent_s);
+            self.lateness.record(sent_s - due);
+            if let Some((prev_recv, prev_due)) = prev {
+                self.gaps.record(recv - prev_recv);
+                self.gap_err.record((recv - prev_recv) - (due - prev_due));
+            }
+            prev = Some((recv, due));
+        }
+        let first_due = gt.chunks[0].1 as i64;
+        if let Some(t) = r.ttft_s() {
+            let true_ttft_ms = ms(first_due - gt.arrival_mono_us as i64);
+            self.ttft_err.push(t * 1e3 - true_ttft_ms);
+            self.ttfts.push(t * 1e3);
+        }
+        let tokens: u64 = gt.chunks.iter().map(|c| u64::from(c.3)).sum();
+        if let (Some(tpot), true) = (r.tpot_s(), tokens >= 2) {
+            let last_due = gt.chunks[gt.chunks.len() - 1].1 as i64;
+            let true_tpot_ms = ms(last_due - first_due) / (tokens - 1) as f64;
+            self.tpot_err.push(tpot * 1e3 - true_tpot_ms);
+        }
+    }
+
+    /// `None` when no record carried ground truth.
+    pub fn finish(self) -> Option<SelfCheck> {
+        (self.requests > 0).then(|| SelfCheck {
+            requests: self.requests,
+            chunks: self.chunks,
+            chunk_count_mismatches: self.mismatches,
+            receive_delay_ms: self.receive.stats(1e-3),
+            request_delay_ms: Stats::from_values(self.request_delay),
+            mock_lateness_ms: self.lateness.stats(1e-3),
+            ttft_error_ms: Stats::from_values(self.ttft_err),
+            tpot_error_ms: Stats::from_values(self.tpot_err),
+            gap_error_ms: self.gap_err.stats(1e-3),
+            measured_gap_ms: self.gaps.stats(1e-3),
+            measured_ttft_ms: Stats::from_values(self.ttfts),
+        })
+    }
+}
+
 impl SelfCheck {
     /// `None` when no record carries ground truth.
     pub fn from_records(records: &[RequestRecord]) -> Option<Self> {
-        let mut receive = Vec::new();
-        let mut lateness = Vec::new();
-        let mut request_delay = Vec::new();
-        let mut ttft_err = Vec::new();
-        let mut tpot_err = Vec::new();
-        let mut gap_err = Vec::new();
-        let mut gaps = Vec::new();
-        let mut ttfts = Vec::new();
-        let (mut requests, mut chunks, mut mismatches) = (0, 0, 0);
-        for r in records.iter().filter(|r| r.outcome.is_ok()) {
-            let Some(gt) = &r.ground_truth else { continue };
-            let Some(sent) = r.sent_at_us else { continue };
-            if gt.chunks.is_empty() {
-                continue;
-            }
-            requests += 1;
-            let base = gt.run_start_mono_us as i64;
-            let client_send = base + sent as i64;
-            request_delay.push(ms(gt.arrival_mono_us as i64 - client_send));
-            let content_events = r.events.iter().filter(|e| e.tokens() > 0).count();
-            if content_events != gt.chunks.len() {
-                mismatches += 1;
-            }
-            let mut prev: Option<(i64, i64)> = None;
-            for c in &gt.chunks {
-                let Some(ev) = r.events.get(c.0 as usize) else {
-                    continue;
-                };
-                let recv = base + ev.at_us() as i64;
-                let (due, sent_s) = (c.1 as i64, c.2 as i64);
-                chunks += 1;
-                receive.push(ms(recv - sent_s));
-                lateness.push(ms(sent_s - due));
-                if let Some((prev_recv, prev_due)) = prev {
-                    gaps.push(ms(recv - prev_recv));
-                    gap_err.push(ms((recv - prev_recv) - (due - prev_due)));
-                }
-                prev = Some((recv, due));
-            }
-            let first_due = gt.chunks[0].1 as i64;
-            if let Some(t) = r.ttft_s() {
-                let true_ttft_ms = ms(first_due - gt.arrival_mono_us as i64);
-                ttft_err.push(t * 1e3 - true_ttft_ms);
-                ttfts.push(t * 1e3);
-            }
-            let tokens: u64 = gt.chunks.iter().map(|c| u64::from(c.3)).sum();
-            if let (Some(tpot), true) = (r.tpot_s(), tokens >= 2) {
-                let last_due = gt.chunks[gt.chunks.len() - 1].1 as i64;
-                let true_tpot_ms = ms(last_due - first_due) / (tokens - 1) as f64;
-                tpot_err.push(tpot * 1e3 - true_tpot_ms);
-            }
-        }
-        (requests > 0).then(|| Self {
-            requests,
-            chunks,
-            chunk_count_mismatches: mismatches,
-            receive_delay_ms: Stats::from_values(receive),
-            request_delay_ms: Stats::from_values(request_delay),
-            mock_lateness_ms: Stats::from_values(lateness),
-            ttft_error_ms: Stats::from_values(ttft_err),
-            tpot_error_ms: Stats::from_values(tpot_err),
-            gap_error_ms: Stats::from_values(gap_err),
-            measured_gap_ms: Stats::from_values(gaps),
-            measured_ttft_ms: Stats::from_values(ttfts),
-        })
+        let mut b = SelfCheckBuilder::default();
+        records.iter().for_each(|r| b.add(r));
+        b.finish()
     }
 
     /// The report as a table.

@@ -115,28 +115,67 @@ pub struct Goodput {
     pub goodput_tokens_per_s: Option<f64>,
 }
 
-impl Goodput {
-    /// Over the sent requests; the window is first send to last completion, as the run summary's.
-    pub fn compute(records: &[RequestRecord], slo: Slo) -> Self {
-        let sent: Vec<&RequestRecord> = records.iter().filter(|r| r.sent_at_us.is_some()).collect();
-        let met: Vec<&&RequestRecord> = sent.iter().filter(|r| slo.met_by(r)).collect();
-        let start = sent.iter().filter_map(|r| r.sent_at_us).min();
-        let end = sent.iter().filter_map(|r| r.done_at_us).max();
-        let window = match (start, end) {
+/// A [`Goodput`] built one record at a time.
+#[derive(Debug, Clone, Copy)]
+pub struct GoodputBuilder {
+    slo: Slo,
+    requests: u64,
+    met: u64,
+    tokens: u64,
+    start_us: Option<u64>,
+    end_us: Option<u64>,
+}
+
+impl GoodputBuilder {
+    pub fn new(slo: Slo) -> Self {
+        Self {
+            slo,
+            requests: 0,
+            met: 0,
+            tokens: 0,
+            start_us: None,
+            end_us: None,
+        }
+    }
+
+    /// Adds a record the results keep; unsent ones do not count.
+    pub fn add(&mut self, r: &RequestRecord) {
+        let Some(sent) = r.sent_at_us else { return };
+        self.requests += 1;
+        self.start_us = Some(self.start_us.map_or(sent, |s| s.min(sent)));
+        if let Some(done) = r.done_at_us {
+            self.end_us = Some(self.end_us.map_or(done, |e| e.max(done)));
+        }
+        if self.slo.met_by(r) {
+            self.met += 1;
+            self.tokens += r.output_token_count();
+        }
+    }
+
+    pub fn finish(self) -> Goodput {
+        let window = match (self.start_us, self.end_us) {
             (Some(a), Some(b)) if b > a => Some((b - a) as f64 * 1e-6),
             _ => None,
         };
-        let (n, k) = (sent.len() as u64, met.len() as u64);
-        let tokens: u64 = met.iter().map(|r| r.output_token_count()).sum();
-        Self {
-            slo,
+        let (n, k) = (self.requests, self.met);
+        Goodput {
+            slo: self.slo,
             requests: n,
             met: k,
             attainment: (n > 0).then(|| k as f64 / n as f64),
             attainment_ci95: wilson95(k, n),
             goodput_rps: window.map(|w| k as f64 / w),
-            goodput_tokens_per_s: window.map(|w| tokens as f64 / w),
+            goodput_tokens_per_s: window.map(|w| self.tokens as f64 / w),
         }
+    }
+}
+
+impl Goodput {
+    /// Over the sent requests; the window is first send to last completion, as the run summary's.
+    pub fn compute(records: &[RequestRecord], slo: Slo) -> Self {
+        let mut b = GoodputBuilder::new(slo);
+        records.iter().for_each(|r| b.add(r));
+        b.finish()
     }
 
     /// One console line.

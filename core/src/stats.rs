@@ -92,6 +92,53 @@ impl Stats {
         }
     }
 
+    /// Statistics of values given as `(value, count)` pairs, ascending by value, finite, counts > 0:
+    /// the same definitions as [`Stats::from_values`] over the values each repeated `count` times.
+    /// Histograms and exact tallies go through here, so every percentile still means one thing.
+    pub fn from_counts(pairs: &[(f64, u64)]) -> Self {
+        let n: u64 = pairs.iter().map(|p| p.1).sum();
+        if n == 0 {
+            return Self::default();
+        }
+        let mean = pairs.iter().map(|(v, c)| v * *c as f64).sum::<f64>() / n as f64;
+        let stddev = (n >= 2).then(|| {
+            let ss: f64 = pairs
+                .iter()
+                .map(|(v, c)| (v - mean) * (v - mean) * *c as f64)
+                .sum();
+            (ss / (n - 1) as f64).sqrt()
+        });
+        // Cumulative counts: the value at 0-based rank k is the first pair whose running count
+        // exceeds k.
+        let mut cumulative = Vec::with_capacity(pairs.len());
+        let mut run = 0u64;
+        for (_, c) in pairs {
+            run += c;
+            cumulative.push(run);
+        }
+        let at_rank = |k: u64| pairs[cumulative.partition_point(|&c| c <= k)].0;
+        let q = |q: f64| {
+            let h = (n - 1) as f64 * q;
+            let lo = h.floor() as u64;
+            let hi = (lo + 1).min(n - 1);
+            let (a, b) = (at_rank(lo), at_rank(hi));
+            Some(a + (h - lo as f64) * (b - a))
+        };
+        Self {
+            count: n as usize,
+            p25: q(0.25),
+            p50: q(0.50),
+            p75: q(0.75),
+            p90: q(0.90),
+            p95: q(0.95),
+            p99: q(0.99),
+            mean: Some(mean),
+            min: Some(pairs[0].0),
+            max: Some(pairs[pairs.len() - 1].0),
+            stddev,
+        }
+    }
+
     /// The six quantiles with their LLMPerf key names (`p25` … `p99`).
     pub fn quantiles(&self) -> [(&'static str, Option<f64>); 6] {
         [
@@ -173,6 +220,25 @@ mod tests {
         let json = serde_json::to_string(&one).unwrap();
         assert!(json.contains("\"stddev\":null"), "{json}");
         assert!(!json.contains("NaN"));
+    }
+
+    #[test]
+    fn counts_give_the_same_statistics_as_the_values_repeated() {
+        let pairs = [(1.0, 3), (2.5, 1), (4.0, 5), (10.0, 2)];
+        let values: Vec<f64> = pairs
+            .iter()
+            .flat_map(|(v, c)| std::iter::repeat_n(*v, *c as usize))
+            .collect();
+        let (a, b) = (Stats::from_counts(&pairs), Stats::from_values(values));
+        assert_eq!(a.count, b.count);
+        for (x, y) in a.quantiles().iter().zip(b.quantiles()) {
+            close(x.1, y.1.unwrap());
+        }
+        close(a.mean, b.mean.unwrap());
+        close(a.stddev, b.stddev.unwrap());
+        assert_eq!((a.min, a.max), (b.min, b.max));
+        assert_eq!(Stats::from_counts(&[]), Stats::default());
+        assert!(Stats::from_counts(&[(3.0, 1)]).stddev.is_none());
     }
 
     #[test]

@@ -13,8 +13,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::llmperf::{LLMPERF_VERSION, LlmperfMetrics, MetricDefinitions, flatten_into, py_float};
-use crate::record::{Outcome, RequestRecord, TokenSource};
+use crate::record::RequestRecord;
 use crate::stats::Stats;
+use crate::tally::SummaryBuilder;
 
 /// What a run was asked to do: the LLMPerf parameters the summary echoes, plus our metadata. Written as
 /// `*_run.json` beside the records so that analyze can rebuild the same summary.
@@ -55,22 +56,64 @@ pub struct RunInfo {
     /// The models the server listed at `/v1/models` before the run (`None`: it did not answer).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub server_models: Option<Vec<String>>,
+    /// Which shard of a split plan this run was, and how it started (absent: the whole plan).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shard: Option<ShardInfo>,
+    /// `--start-at`: the instant the load waited for, and how late it really began.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start: Option<StartInfo>,
+    /// What the kernel says of this host's clock discipline (NTP), when it says: the error bound
+    /// between shards' clocks, on which their records are merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<ClockSync>,
 }
 
-/// Little's law as a check on the records: throughput × mean latency (from the records) must equal the
-/// mean number of requests in flight, sampled from a live counter while the run went on. loadgen counts
-/// a request up exactly when it stamps `sent_at_us` and down exactly when it stamps `done_at_us`, so the
-/// two sides measure the same interval and agree up to sampling error. A gap means the records are
-/// missing requests (lost on the way to the files) or carry wrong times; it cannot say anything about
-/// the server. Checked only with [`LittlesLaw::MIN_SAMPLES`] samples and
+/// Shard `index` of `count`: request `i` of the plan was this shard's when `i mod count = index`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShardInfo {
+    pub index: u64,
+    pub count: u64,
+}
+
+/// A start held until a shared wall-clock instant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StartInfo {
+    /// The instant asked for, µs since the Unix epoch.
+    pub start_at_unix_us: u64,
+    /// Actual start − asked, µs: how late this process began its load (never early; a process
+    /// still loading at the instant starts as soon as it is ready, and this says by how much).
+    pub start_skew_us: i64,
+}
+
+/// The host clock's synchronization as the kernel reports it (`adjtimex`).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ClockSync {
+    /// Whether the clock is disciplined by NTP (or PTP) and not flagged unsynchronized.
+    pub synchronized: bool,
+    /// The offset the discipline last measured to its reference, µs.
+    pub offset_us: f64,
+    /// Estimated error of the clock, µs.
+    pub est_error_us: u64,
+    /// Maximum error of the clock, µs.
+    pub max_error_us: u64,
+}
+
+/// Little's law as a check on the records: the time-average number of requests in flight that the
+/// records give (Σ over records of the time each spent in flight inside the window, ÷ the window)
+/// must equal the mean of a live counter sampled while the run went on. loadgen counts a request up
+/// exactly when it stamps `sent_at_us` and down exactly when it stamps `done_at_us`, so the two sides
+/// measure the same thing and agree up to sampling error (the window's edges are one sample period
+/// wide). A gap means the records are missing requests (lost on the way to the files) or carry wrong
+/// times; it cannot say anything about the server. Every record counts, trimmed ones too, since the
+/// counter saw them. Checked only with [`LittlesLaw::MIN_SAMPLES`] samples and
 /// [`LittlesLaw::MIN_REQUESTS`] requests in the window, where sampling error is small.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct LittlesLaw {
-    /// Requests that finished (any outcome) per second over the window.
+    /// Requests in flight inside the window per second of window.
     pub throughput_rps: f64,
-    /// Mean send → end time of those requests, seconds.
+    /// Mean time those requests spent in flight inside the window, seconds.
     pub mean_latency_s: f64,
-    /// throughput × mean latency.
+    /// throughput × mean latency: the records' time-average in flight.
     pub predicted_in_flight: f64,
     /// Mean of the sampled in-flight count over the same window.
     pub sampled_in_flight: f64,
@@ -83,37 +126,85 @@ pub struct LittlesLaw {
     pub flagged: bool,
 }
 
+/// The records' side of [`LittlesLaw`], one record at a time: time in flight after `from_us`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InFlightTime {
+    from_us: u64,
+    requests: u64,
+    in_flight_us: u128,
+}
+
+impl InFlightTime {
+    /// Counts time in flight from `from_us` (the end of a warm-up) on.
+    pub fn from(from_us: u64) -> Self {
+        Self {
+            from_us,
+            ..Self::default()
+        }
+    }
+
+    pub fn add(&mut self, r: &RequestRecord) {
+        let (Some(sent), Some(done)) = (r.sent_at_us, r.done_at_us) else {
+            return;
+        };
+        if done > self.from_us {
+            self.requests += 1;
+            self.in_flight_us += u128::from(done - sent.max(self.from_us));
+        }
+    }
+}
+
+/// The live side of [`LittlesLaw`]: an in-flight counter sampled at a fixed period, kept as a sum,
+/// so a run of any length costs nothing more.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InFlightSamples {
+    from_us: u64,
+    first_us: Option<u64>,
+    last_us: u64,
+    sum: i64,
+    count: u64,
+}
+
+impl InFlightSamples {
+    /// Keeps the samples taken at or after `from_us`.
+    pub fn from(from_us: u64) -> Self {
+        Self {
+            from_us,
+            ..Self::default()
+        }
+    }
+
+    /// One sample: `count` requests in flight at `at_us` (µs since run start).
+    pub fn add(&mut self, at_us: u64, count: i64) {
+        if at_us < self.from_us {
+            return;
+        }
+        self.first_us.get_or_insert(at_us);
+        self.last_us = at_us;
+        self.sum += count;
+        self.count += 1;
+    }
+}
+
 impl LittlesLaw {
     /// Fewest samples (10 ms apart in loadgen) for a check: a second of run.
-    pub const MIN_SAMPLES: usize = 100;
-    /// Fewest finished requests for a check.
-    pub const MIN_REQUESTS: usize = 20;
+    pub const MIN_SAMPLES: u64 = 100;
+    /// Fewest requests in flight inside the window for a check.
+    pub const MIN_REQUESTS: u64 = 20;
 
-    /// Checks `records` against in-flight samples `(µs since run start, count)`. `None` when there
-    /// are too few samples or requests in the window for the check to mean anything.
-    pub fn check(records: &[RequestRecord], samples: &[(u64, i64)]) -> Option<Self> {
-        let done: Vec<(u64, u64)> = records
-            .iter()
-            .filter_map(|r| Some((r.sent_at_us?, r.done_at_us?)))
-            .collect();
-        let start = done.iter().map(|d| d.0).min()?;
-        let end = done.iter().map(|d| d.1).max()?;
-        if end <= start || done.len() < Self::MIN_REQUESTS {
+    /// Checks the records' time in flight against the samples, over the samples' window (the
+    /// sampler runs until every record is done). `None` when there are too few samples or requests
+    /// for the check to mean anything.
+    pub fn check(records: &InFlightTime, samples: &InFlightSamples) -> Option<Self> {
+        let start = samples.first_us?.max(records.from_us);
+        let window_us = samples.last_us.checked_sub(start).filter(|&w| w > 0)?;
+        if samples.count < Self::MIN_SAMPLES || records.requests < Self::MIN_REQUESTS {
             return None;
         }
-        let window_s = (end - start) as f64 * 1e-6;
-        let inside: Vec<f64> = samples
-            .iter()
-            .filter(|(t, _)| (start..=end).contains(t))
-            .map(|(_, n)| *n as f64)
-            .collect();
-        if inside.len() < Self::MIN_SAMPLES {
-            return None;
-        }
-        let sampled = inside.iter().sum::<f64>() / inside.len() as f64;
-        let throughput_rps = done.len() as f64 / window_s;
-        let mean_latency_s =
-            done.iter().map(|(s, e)| (e - s) as f64 * 1e-6).sum::<f64>() / done.len() as f64;
+        let window_s = window_us as f64 * 1e-6;
+        let sampled = samples.sum as f64 / samples.count as f64;
+        let throughput_rps = records.requests as f64 / window_s;
+        let mean_latency_s = records.in_flight_us as f64 * 1e-6 / records.requests as f64;
         let predicted = throughput_rps * mean_latency_s;
         let relative_difference = if sampled > 0.0 {
             (predicted - sampled).abs() / sampled
@@ -126,13 +217,16 @@ impl LittlesLaw {
             predicted_in_flight: predicted,
             sampled_in_flight: sampled,
             relative_difference,
-            samples: inside.len() as u64,
+            samples: samples.count,
             flagged: relative_difference > 0.10,
         })
     }
 }
 
-/// Statistics of one run, computed from its records.
+/// Statistics of one run, computed from its records (see [`crate::tally::SummaryBuilder`]).
+///
+/// `inter_chunk_gap_s` comes from a histogram: exact below 2 ms, within 0.1 % above (its count,
+/// mean, min and max are exact); every other statistic is exact.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RunSummary {
     pub metric_definitions: MetricDefinitions,
@@ -202,24 +296,9 @@ pub struct RunSummary {
     /// Model named in the responses → requests (the server may answer with another model than asked).
     #[serde(default)]
     pub response_models: BTreeMap<String, u64>,
-}
-
-/// Median of the server's prompt count over the built prompt's, over requests with both.
-fn server_to_built_ratio(ok: &[&RequestRecord]) -> Option<f64> {
-    Stats::from_values(ok.iter().filter_map(|r| {
-        let (s, b) = (r.input_tokens.server?, r.input_tokens.tokenizer?);
-        (b > 0).then(|| s as f64 / b as f64)
-    }))
-    .p50
-}
-
-/// Model named in the responses → requests.
-fn models_named(ok: &[&RequestRecord]) -> BTreeMap<String, u64> {
-    let mut m = BTreeMap::new();
-    for name in ok.iter().filter_map(|r| r.model.clone()) {
-        *m.entry(name).or_insert(0) += 1;
-    }
-    m
+    /// SSE data events read, over every record (failed ones too).
+    #[serde(default)]
+    pub events_read: u64,
 }
 
 /// Failed requests of one outcome kind.
@@ -268,200 +347,12 @@ pub struct Connections {
     pub retried: u64,
 }
 
-impl ErrorGroup {
-    /// Groups the failed records (dropped arrivals included) by kind and message.
-    pub fn from_records<'a>(failed: impl Iterator<Item = &'a RequestRecord>) -> Vec<Self> {
-        let mut by_kind: BTreeMap<&str, BTreeMap<&str, u64>> = BTreeMap::new();
-        for r in failed {
-            *by_kind
-                .entry(r.outcome.kind())
-                .or_default()
-                .entry(r.outcome.message())
-                .or_insert(0) += 1;
-        }
-        let mut groups: Vec<Self> = by_kind
-            .into_iter()
-            .map(|(kind, msgs)| {
-                let mut messages: Vec<(String, u64)> =
-                    msgs.into_iter().map(|(m, n)| (m.to_string(), n)).collect();
-                messages.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-                Self {
-                    kind: kind.to_string(),
-                    count: messages.iter().map(|m| m.1).sum(),
-                    messages: messages.into_iter().take(3).collect(),
-                }
-            })
-            .collect();
-        groups.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.kind.cmp(&b.kind)));
-        groups
-    }
-}
-
-impl ShortOutputs {
-    fn from_ok(ok: &[&RequestRecord]) -> Self {
-        let mut fractions = Vec::new();
-        let (mut of, mut missing) = (0, 0);
-        for r in ok {
-            let Some(max) = r.max_tokens.filter(|&m| m > 0) else {
-                continue;
-            };
-            of += 1;
-            let n = r.output_token_count();
-            if n < max {
-                missing += max - n;
-                fractions.push(n as f64 / max as f64);
-            }
-        }
-        Self {
-            requests: fractions.len() as u64,
-            of,
-            tokens_missing: missing,
-            median_fraction: Stats::from_values(fractions.iter().copied()).p50,
-        }
-    }
-}
-
-impl CachedInput {
-    fn from_ok(ok: &[&RequestRecord]) -> Self {
-        let mut c = Self::default();
-        for r in ok {
-            if let Some(n) = r.cached_input_tokens {
-                c.requests_reporting += 1;
-                c.requests_with_hits += u64::from(n > 0);
-                c.cached_tokens += n;
-                c.input_tokens += r.input_tokens.server.unwrap_or(0);
-            }
-        }
-        c
-    }
-}
-
-impl Connections {
-    fn from_sent(sent: &[&RequestRecord]) -> Self {
-        let mut c = Self::default();
-        for conn in sent.iter().filter_map(|r| r.connection.as_ref()) {
-            if conn.new {
-                c.new += 1;
-            } else {
-                c.reused += 1;
-            }
-            c.retried += u64::from(conn.retried_after.is_some());
-        }
-        c
-    }
-}
-
 impl RunSummary {
+    /// The summary of `records` (all of them: pass only the ones the results keep).
     pub fn from_records(records: &[RequestRecord], defs: MetricDefinitions) -> Self {
-        let sent: Vec<&RequestRecord> = records.iter().filter(|r| r.sent_at_us.is_some()).collect();
-        let ok: Vec<&RequestRecord> = sent.iter().copied().filter(|r| r.outcome.is_ok()).collect();
-        let m: Vec<_> = ok.iter().map(|r| r.llmperf_metrics(defs)).collect();
-
-        let stats = |f: &dyn Fn(&RequestRecord) -> Option<f64>| {
-            Stats::from_values(ok.iter().filter_map(|r| f(r)))
-        };
-
-        let mut error_code_frequency = BTreeMap::new();
-        let mut outcomes = BTreeMap::new();
-        for r in records {
-            *outcomes.entry(r.outcome.kind().to_string()).or_insert(0) += 1;
-        }
-        for r in sent.iter().filter(|r| !r.outcome.is_ok()) {
-            let code = r
-                .outcome
-                .error_code()
-                .map(|c| match c {
-                    Value::String(s) => s,
-                    other => other.to_string(),
-                })
-                .unwrap_or_default();
-            *error_code_frequency.entry(code).or_insert(0) += 1;
-        }
-
-        let first_send = sent.iter().filter_map(|r| r.sent_at_us).min();
-        let last_done = sent.iter().filter_map(|r| r.done_at_us).max();
-        let window_s = match (first_send, last_done) {
-            (Some(a), Some(b)) if b > a => Some((b - a) as f64 * 1e-6),
-            _ => None,
-        };
-        // Under the run's definitions: with LLMPerf's, its own re-tokenized counts, as its overall
-        // throughput summed them.
-        let total_out: u64 = m.iter().map(|x| x.number_output_tokens).sum();
-        let n_started = sent.len() as u64;
-        let n_err = sent.iter().filter(|r| !r.outcome.is_ok()).count() as u64;
-
-        Self {
-            metric_definitions: defs,
-            inter_token_latency_s: Stats::from_values(
-                m.iter().filter_map(|x| x.inter_token_latency_s),
-            ),
-            ttft_s: Stats::from_values(m.iter().filter_map(|x| x.ttft_s)),
-            end_to_end_latency_s: Stats::from_values(
-                m.iter().filter_map(|x| x.end_to_end_latency_s),
-            ),
-            request_output_throughput_token_per_s: Stats::from_values(
-                m.iter()
-                    .filter_map(|x| x.request_output_throughput_token_per_s),
-            ),
-            number_input_tokens: Stats::from_values(m.iter().map(|x| x.number_input_tokens as f64)),
-            number_output_tokens: Stats::from_values(
-                m.iter().map(|x| x.number_output_tokens as f64),
-            ),
-            tpot_s: stats(&|r| r.tpot_s()),
-            time_to_first_event_s: stats(&|r| r.ttfe_s()),
-            inter_chunk_gap_s: Stats::from_values(
-                ok.iter().flat_map(|r| r.token_gaps().map(|(g, _)| g)),
-            ),
-            e2e_from_intended_s: stats(&|r| r.e2e_from_intended_s()),
-            schedule_lag_s: Stats::from_values(sent.iter().filter_map(|r| r.schedule_lag_s())),
-            num_requests_started: n_started,
-            number_errors: n_err,
-            error_rate: if n_started == 0 {
-                0.0
-            } else {
-                n_err as f64 / n_started as f64
-            },
-            error_code_frequency,
-            outcomes,
-            dropped: records
-                .iter()
-                .filter(|r| matches!(r.outcome, Outcome::Dropped { .. }))
-                .count() as u64,
-            not_due: records
-                .iter()
-                .filter(|r| matches!(r.outcome, Outcome::NotDue { .. }))
-                .count() as u64,
-            num_completed_requests: ok.len() as u64,
-            mean_output_throughput_token_per_s: window_s.map(|w| total_out as f64 / w),
-            num_completed_requests_per_min: window_s.map(|w| ok.len() as f64 / w * 60.0),
-            window_s,
-            output_tokens_from_server: ok
-                .iter()
-                .filter(|r| r.output_tokens.used == TokenSource::Server)
-                .count() as u64,
-            output_tokens_from_tokenizer: ok
-                .iter()
-                .filter(|r| r.output_tokens.used == TokenSource::Tokenizer)
-                .count() as u64,
-            output_token_mismatches: ok
-                .iter()
-                .filter(|r| r.output_tokens.disagreement().is_some_and(|d| d > 0.05))
-                .count() as u64,
-            error_breakdown: ErrorGroup::from_records(
-                records
-                    .iter()
-                    .filter(|r| !matches!(r.outcome, Outcome::Ok | Outcome::NotDue { .. })),
-            ),
-            short_outputs: ShortOutputs::from_ok(&ok),
-            cached_input: CachedInput::from_ok(&ok),
-            connections: Connections::from_sent(&sent),
-            server_input_tokens: Stats::from_values(
-                ok.iter()
-                    .filter_map(|r| r.input_tokens.server.map(|n| n as f64)),
-            ),
-            server_to_built_input_ratio: server_to_built_ratio(&ok),
-            response_models: models_named(&ok),
-        }
+        let mut b = SummaryBuilder::new(defs);
+        records.iter().for_each(|r| b.add(r));
+        b.finish()
     }
 
     /// A summary from LLMPerf's nine-key rows alone (LLMPerf's own files have no timestamps): the six
@@ -516,6 +407,7 @@ impl RunSummary {
             server_input_tokens: Stats::default(),
             server_to_built_input_ratio: None,
             response_models: BTreeMap::new(),
+            events_read: 0,
         }
     }
 
@@ -826,7 +718,7 @@ impl RunSummary {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::{Event, TokenCount};
+    use crate::record::{Event, Outcome, TokenCount};
 
     fn rec(id: u64, sent: u64, ttft_ms: u64, n: u32, gap_ms: u64) -> RequestRecord {
         let mut r = RequestRecord::new(id, sent);
@@ -863,6 +755,9 @@ mod tests {
             plan: Value::Null,
             server_models: None,
             host: "h".into(),
+            shard: None,
+            start: None,
+            clock: None,
         }
     }
 
@@ -958,8 +853,8 @@ mod tests {
 
     #[test]
     fn littles_law_by_hand() {
-        // 20 requests of 0.1 s each, one after the other: 10 per s × 0.1 s = 1 in flight.
-        let recs: Vec<RequestRecord> = (0..20u64)
+        // 40 requests of 0.1 s each, one after the other: 1 in flight for 4 s.
+        let recs: Vec<RequestRecord> = (0..40u64)
             .map(|i| {
                 let mut r = RequestRecord::new(i, 0);
                 r.sent_at_us = Some(i * 100_000);
@@ -967,19 +862,37 @@ mod tests {
                 r
             })
             .collect();
-        let samples: Vec<(u64, i64)> = (0..200).map(|i| (i * 10_000, 1)).collect();
-        let l = LittlesLaw::check(&recs, &samples).unwrap();
+        let tally = |from: u64, recs: &[RequestRecord]| {
+            let mut t = InFlightTime::from(from);
+            recs.iter().for_each(|r| t.add(r));
+            t
+        };
+        let sampled = |n: i64, count: u64| {
+            let mut s = InFlightSamples::from(0);
+            (0..=count).for_each(|i| s.add(i * 10_000, n));
+            s
+        };
+        let l = LittlesLaw::check(&tally(0, &recs), &sampled(1, 400)).unwrap();
         assert!(
             (l.predicted_in_flight - 1.0).abs() < 1e-9 && !l.flagged,
             "{l:?}"
         );
         // A sampler that saw two in flight: the records miss something.
-        let doubled: Vec<(u64, i64)> = samples.iter().map(|(t, _)| (*t, 2)).collect();
-        assert!(LittlesLaw::check(&recs, &doubled).unwrap().flagged);
-        assert!(LittlesLaw::check(&[], &samples).is_none());
+        assert!(
+            LittlesLaw::check(&tally(0, &recs), &sampled(2, 400))
+                .unwrap()
+                .flagged
+        );
+        assert!(LittlesLaw::check(&tally(0, &[]), &sampled(1, 400)).is_none());
         // Too few samples or requests: no verdict.
-        assert!(LittlesLaw::check(&recs, &samples[..50]).is_none());
-        assert!(LittlesLaw::check(&recs[..5], &samples).is_none());
+        assert!(LittlesLaw::check(&tally(0, &recs), &sampled(1, 50)).is_none());
+        assert!(LittlesLaw::check(&tally(0, &recs[..5]), &sampled(1, 400)).is_none());
+        // A warm-up: only time after it counts on both sides.
+        let mut late = InFlightSamples::from(500_000);
+        (0..=400u64).for_each(|i| late.add(i * 10_000, if i < 50 { 7 } else { 1 }));
+        let l = LittlesLaw::check(&tally(500_000, &recs), &late).unwrap();
+        assert!((l.sampled_in_flight - 1.0).abs() < 1e-9, "{l:?}");
+        assert!((l.predicted_in_flight - 1.0).abs() < 1e-9, "{l:?}");
     }
 
     #[test]

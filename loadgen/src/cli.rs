@@ -37,6 +37,86 @@ pub fn number_in(s: &str, lo: f64, open_lo: bool, hi: f64, unit: &str) -> Result
     }
 }
 
+/// Most shards one plan may be split into.
+pub const MAX_SHARDS: u64 = 10_000;
+
+/// One shard of a plan split N ways: request `i` of the plan belongs to shard `i mod N`, so every
+/// request belongs to exactly one shard and the shards' union is the unsharded plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Shard {
+    pub index: u64,
+    pub count: u64,
+}
+
+impl Shard {
+    /// The unsharded plan.
+    pub const WHOLE: Shard = Shard { index: 0, count: 1 };
+
+    pub fn is_whole(&self) -> bool {
+        self.count == 1
+    }
+    /// Whether request `i` of the plan is this shard's.
+    pub fn owns(&self, i: u64) -> bool {
+        i % self.count == self.index
+    }
+    /// The plan index of this shard's `k`-th request.
+    pub fn id(&self, k: u64) -> u64 {
+        self.index + k * self.count
+    }
+    /// How many of the plan's first `n` requests (or streams) are this shard's: the shards' parts
+    /// differ by at most one and sum to `n`.
+    pub fn part(&self, n: u64) -> u64 {
+        if n > self.index {
+            (n - self.index - 1) / self.count + 1
+        } else {
+            0
+        }
+    }
+    /// The folder name of this shard's results.
+    pub fn folder(&self) -> String {
+        format!("shard-{}-of-{}", self.index, self.count)
+    }
+}
+
+/// `--shard I/N`.
+fn parse_shard(s: &str) -> Result<Shard, String> {
+    let (i, n) = s
+        .split_once('/')
+        .ok_or_else(|| format!("'{s}' is not of the form I/N (e.g. 0/4)"))?;
+    let parse = |v: &str| {
+        v.trim()
+            .parse::<u64>()
+            .map_err(|_| format!("'{s}' is not of the form I/N (e.g. 0/4)"))
+    };
+    let (index, count) = (parse(i)?, parse(n)?);
+    if count == 0 || count > MAX_SHARDS {
+        return Err(format!("N must be from 1 to {MAX_SHARDS}, got {count}"));
+    }
+    if index >= count {
+        return Err(format!(
+            "I must be below N (shards count from 0), got {index}/{count}"
+        ));
+    }
+    Ok(Shard { index, count })
+}
+
+/// `--start-at`: RFC 3339 or Unix seconds, as µs since the Unix epoch.
+fn parse_start_at(s: &str) -> Result<u64, String> {
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        return if secs.is_finite() && (0.0..4e9).contains(&secs) {
+            Ok((secs * 1e6) as u64)
+        } else {
+            Err(format!("'{s}' is not a Unix time in seconds"))
+        };
+    }
+    let t = humantime::parse_rfc3339_weak(s.trim()).map_err(|e| {
+        format!("'{s}' is neither RFC 3339 (2026-12-01T20:00:00Z) nor Unix seconds: {e}")
+    })?;
+    t.duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .map_err(|_| format!("'{s}' is before 1970"))
+}
+
 /// `--flag SECS` with `0 < SECS ≤ MAX_SECONDS`.
 fn positive_seconds(s: &str) -> Result<f64, String> {
     number_in(s, 0.0, true, MAX_SECONDS, " seconds")
@@ -294,6 +374,20 @@ pub struct Args {
     /// and print it beside the results ("measurement error at this load").
     #[arg(long)]
     pub selfcheck: bool,
+    /// Run shard I of N (`I/N`, I from 0): this process sends request i of the plan when
+    /// i mod N = I, with its part of the concurrency (or of the rate and --max-concurrency), so the
+    /// N shards together send exactly the unsharded plan. Results go to `--results-dir`/shard-I-of-N.
+    #[arg(long, value_parser = parse_shard, conflicts_with = "shards")]
+    pub shard: Option<Shard>,
+    /// Run one of N shards, taking I from the JOB_COMPLETION_INDEX environment variable, as a
+    /// Kubernetes Indexed Job sets it (see deploy/k8s/).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=MAX_SHARDS))]
+    pub shards: Option<u64>,
+    /// Hold the load until this wall-clock instant, so shards started minutes apart start together:
+    /// RFC 3339 (`2026-12-01T20:00:00Z`) or Unix seconds. Tokenizer, prompts and connections are
+    /// ready before it; the run records how late it really started.
+    #[arg(long, value_parser = parse_start_at)]
+    pub start_at: Option<u64>,
     /// Latency objectives in seconds, e.g. `ttft=0.5,tpot=0.05,e2e=10`: each record says whether it
     /// met them all, and the summary reports goodput and attainment with a 95 % interval.
     #[arg(long)]
@@ -386,6 +480,10 @@ pub struct Plan {
     /// Prompts to build when fewer than the requests should be cycled (self-check).
     #[serde(skip)]
     pub prompt_pool: Option<u64>,
+    /// This process's shard of the plan (the whole plan unless --shard/--shards).
+    pub shard: Shard,
+    /// Wall-clock instant the load waits for (µs since the Unix epoch).
+    pub start_at_unix_us: Option<u64>,
 }
 
 /// A flag value that cannot work, with the flag named.
@@ -440,6 +538,7 @@ impl Args {
             .as_deref()
             .map(parse_shared_prefix)
             .transpose()?;
+        let shard = self.shard_flags(&load)?;
         Ok(Plan {
             model,
             llm_api: self.llm_api,
@@ -493,7 +592,61 @@ impl Args {
             sweep_stop: self.sweep_stop,
             sweep_points: self.sweep_points,
             prompt_pool: None,
+            shard,
+            start_at_unix_us: self.start_at,
         })
+    }
+
+    /// `--shard I/N`, or `--shards N` with I from JOB_COMPLETION_INDEX; every shard must get at
+    /// least one stream.
+    fn shard_flags(&self, load: &Load) -> Result<Shard, ConfigError> {
+        let shard = match (self.shard, self.shards) {
+            (Some(s), _) => s,
+            (None, Some(count)) => {
+                let flag = "--shards";
+                let raw = std::env::var("JOB_COMPLETION_INDEX").map_err(|_| {
+                    bad(
+                        flag,
+                        "JOB_COMPLETION_INDEX is not set (a Kubernetes Indexed Job sets it; elsewhere use --shard I/N)",
+                    )
+                })?;
+                let index: u64 = raw.trim().parse().map_err(|_| {
+                    bad(
+                        flag,
+                        format!("JOB_COMPLETION_INDEX='{raw}' is not a number"),
+                    )
+                })?;
+                if index >= count {
+                    return Err(bad(
+                        flag,
+                        format!("JOB_COMPLETION_INDEX={index} is not below the {count} shards"),
+                    ));
+                }
+                Shard { index, count }
+            }
+            (None, None) => Shard::WHOLE,
+        };
+        let streams = match load {
+            Load::Closed { concurrency } => Some(("--num-concurrent-requests", *concurrency)),
+            Load::Open {
+                max_concurrency, ..
+            }
+            | Load::Trace {
+                max_concurrency, ..
+            } => max_concurrency.map(|c| ("--max-concurrency", c)),
+        };
+        if let Some((flag, c)) = streams
+            && c < shard.count
+        {
+            return Err(bad(
+                flag,
+                format!(
+                    "{c} streams cannot be split over {} shards: every shard needs at least one",
+                    shard.count
+                ),
+            ));
+        }
+        Ok(shard)
     }
 
     /// `--llm-api`, `--model`, `--api-base` and `--api-key`.
@@ -635,8 +788,21 @@ impl Plan {
             .unwrap_or(256)
             .clamp(1, MAX_PROMPT_POOL)
     }
-    /// Connections worth keeping open: the concurrency, or the cap of an open loop.
+    /// Connections worth keeping open: this shard's part of the concurrency, or of the cap of an
+    /// open loop.
     pub fn concurrency(&self) -> u64 {
+        self.shard.part(self.whole_concurrency()).max(1)
+    }
+    /// LLMPerf's file stem, `{model}_{mean_in}_{mean_out}`.
+    pub fn stem(&self) -> String {
+        tokenperf_core::llmperf::file_stem(
+            &self.model,
+            self.mean_input_tokens,
+            self.mean_output_tokens,
+        )
+    }
+    /// The concurrency (or open-loop cap) of the whole plan, every shard together.
+    pub fn whole_concurrency(&self) -> u64 {
         match self.load {
             Load::Closed { concurrency } => concurrency,
             Load::Open {

@@ -281,16 +281,16 @@ impl Unfinished {
         rec
     }
 
-    /// Finishes on the run's background threads and sends the record to `tx` from there, so the
-    /// caller can send its next request at once.
+    /// Finishes on the run's background threads and sends the record through `slot` (a place
+    /// reserved in the writer's bounded queue) from there, so the caller can send its next request
+    /// at once, and records waiting to be counted or written stay bounded.
     pub fn finish_and_send(
         self,
         ctx: &Context,
-        tx: &tokio::sync::mpsc::UnboundedSender<RequestRecord>,
+        slot: tokio::sync::mpsc::OwnedPermit<RequestRecord>,
     ) {
-        let tx = tx.clone();
         ctx.finisher.submit(move || {
-            let _ = tx.send(self.finish());
+            slot.send(self.finish());
         });
     }
 }

@@ -10,11 +10,17 @@
 //! * [`output`]: record sinks and the final files.
 //!
 //! [`run_plan`] is the whole run as a library call (tests use it); [`run`] adds signal handling and
-//! printing for the binary.
+//! printing for the binary. A run goes through five stages, each with one job, and a request can be
+//! followed from flag to file through them: the plan ([`cli::Args::into_plan`]), the workload
+//! ([`workload`]: prompts and arrivals, from the seed), the drive ([`runner`] through [`client`]),
+//! the collect stage ([`collect`]: each record written, tallied and let go), and the report (the
+//! summary, end-of-run files and exit code).
 
 pub mod arrival;
 pub mod cli;
 pub mod client;
+pub mod clock;
+pub mod collect;
 pub mod dataset;
 pub mod http;
 pub mod output;
@@ -25,6 +31,7 @@ pub mod sse;
 pub mod sweep;
 pub mod tokenizer;
 pub mod trace;
+pub mod workload;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -34,12 +41,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::Context as _;
 use tokenperf_core::background::Background;
 use tokenperf_core::clock::MonoAnchor;
-use tokenperf_core::llmperf::file_stem;
 use tokenperf_core::record::RequestRecord;
-use tokenperf_core::rng::Rng;
 use tokenperf_core::slo::Goodput;
-use tokenperf_core::summary::{LittlesLaw, RunInfo, RunSummary};
-use tokenperf_core::tokenizer::PROJECT_CORPUS;
+use tokenperf_core::summary::{
+    InFlightSamples, LittlesLaw, RunInfo, RunSummary, ShardInfo, StartInfo,
+};
 use tokio::sync::mpsc;
 
 pub use cli::{Args, Load, Plan};
@@ -47,7 +53,7 @@ pub use runner::Control;
 
 use crate::client::{ClientConfig, Context};
 use crate::output::{JsonlSink, OutputFiles, Progress, RecordSink};
-use crate::prompt::{PromptBuilder, PromptSpec};
+use crate::workload::Workload;
 
 /// Process exit codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,13 +73,12 @@ pub enum Exit {
 /// What a run produced.
 #[derive(Debug)]
 pub struct RunOutput {
-    pub records: Vec<RequestRecord>,
+    /// Records the run produced, trimmed ones included (each went to the sinks and left memory).
+    pub records_received: u64,
     pub summary: RunSummary,
     pub info: RunInfo,
     /// `None` when no results dir was given.
     pub files: Option<OutputFiles>,
-    /// Every record, those left out by --warmup-seconds/--cooldown-seconds included.
-    pub all_records: Vec<RequestRecord>,
     /// Warnings for the user (e.g. token-count disagreements).
     pub warnings: Vec<String>,
     /// Error against ground truth, when the records carry it (`--ground-truth` against a mock).
@@ -90,14 +95,14 @@ pub struct RunOutput {
     pub exit: Exit,
 }
 
-fn unix_us() -> u64 {
+pub(crate) fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_micros() as u64)
 }
 
 /// Marks records sent in the first `warmup_s` seconds, or finished in the last `cooldown_s` seconds
-/// of the run, as excluded from the results.
+/// of the run, as excluded from the results (what a run marks as it goes, for records in hand).
 pub fn mark_trims(records: &mut [RequestRecord], warmup_s: f64, cooldown_s: f64) {
     let end = records
         .iter()
@@ -114,65 +119,6 @@ pub fn mark_trims(records: &mut [RequestRecord], warmup_s: f64, cooldown_s: f64)
             r.excluded = Some("cooldown".into());
         }
     }
-}
-
-/// Samples every request's prompt and `max_tokens` up front, seeded, as LLMPerf does: from the corpus,
-/// or from `--dataset`; with `--shared-prefix`, prefixes go ahead of the prompts in turn.
-pub fn build_prompts(
-    plan: &Plan,
-    builder: &PromptBuilder<'_>,
-    tokenizer: &tokenperf_core::tokenizer::TokenCounter,
-) -> anyhow::Result<Vec<PromptSpec>> {
-    let mut rng = Rng::new(plan.seed);
-    let out = (
-        plan.mean_output_tokens as f64,
-        plan.stddev_output_tokens as f64,
-    );
-    let prefixes = match plan.shared_prefix {
-        Some((n, p)) => dataset::shared_prefixes(builder, tokenizer, &mut rng, n, p)
-            .context("building the shared prefixes (--shared-prefix)")?,
-        None => Vec::new(),
-    };
-    if let Some((path, format, sampling)) = &plan.dataset {
-        let items = match format {
-            dataset::DatasetFormat::Jsonl => dataset::read_jsonl(path)?,
-            dataset::DatasetFormat::Sharegpt => dataset::read_sharegpt(path, tokenizer)?,
-        };
-        return dataset::specs(
-            &items,
-            plan.prompt_pool(),
-            *sampling,
-            &prefixes,
-            tokenizer,
-            &mut rng,
-            out,
-        );
-    }
-    let input = (
-        plan.mean_input_tokens as f64,
-        plan.stddev_input_tokens as f64,
-    );
-    let mut llmperf = match plan.prompt_sampling {
-        prompt::PromptSampling::Llmperf => Some(
-            prompt::LlmperfSampler::new(builder.corpus(), tokenizer, plan.seed)
-                .context("reading the corpus (--corpus)")?,
-        ),
-        prompt::PromptSampling::Exact => None,
-    };
-    (0..plan.prompt_pool())
-        .map(|k| {
-            let mut spec = match &mut llmperf {
-                Some(s) => s.next(input, out),
-                None => builder.sample(&mut rng, input, out),
-            }
-            .context("building a prompt")?;
-            if let Some(prefix) = prefixes.get(k as usize % prefixes.len().max(1)) {
-                spec.prompt = format!("{prefix}{}", spec.prompt);
-                spec.prompt_tokens = tokenizer.count(&spec.prompt, true)? as u64;
-            }
-            Ok(spec)
-        })
-        .collect()
 }
 
 /// The model ids the server lists at `{base}/models`, when it answers that in a few seconds with
@@ -214,7 +160,7 @@ pub async fn list_models(plan: &Plan) -> Option<Vec<String>> {
 fn run_info(
     plan: &Plan,
     tokenizer: &tokenperf_core::tokenizer::TokenCounter,
-    run_started_unix_us: u64,
+    started: &Started,
     server_models: Option<Vec<String>>,
 ) -> anyhow::Result<RunInfo> {
     Ok(RunInfo {
@@ -227,7 +173,7 @@ fn run_info(
         mean_output_tokens: plan.mean_output_tokens,
         stddev_output_tokens: plan.stddev_output_tokens,
         num_concurrent_requests: match plan.load {
-            Load::Closed { concurrency } => concurrency,
+            Load::Closed { .. } => plan.whole_concurrency(),
             Load::Open {
                 max_concurrency, ..
             }
@@ -238,7 +184,7 @@ fn run_info(
         additional_sampling_params: plan.additional_sampling_params.clone(),
         metadata: plan.metadata.clone(),
         metric_definitions: plan.metric_definitions,
-        run_started_unix_us,
+        run_started_unix_us: started.unix_us,
         run_ended_unix_us: Some(unix_us()),
         tokenizer: tokenizer.name().to_string(),
         plan: serde_json::to_value(plan)?,
@@ -248,6 +194,15 @@ fn run_info(
             .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
             .map(|h| h.trim().to_string())
             .unwrap_or_default(),
+        shard: (!plan.shard.is_whole()).then_some(ShardInfo {
+            index: plan.shard.index,
+            count: plan.shard.count,
+        }),
+        start: plan.start_at_unix_us.map(|at| StartInfo {
+            start_at_unix_us: at,
+            start_skew_us: started.unix_us as i64 - at as i64,
+        }),
+        clock: clock::clock_sync(),
     })
 }
 
@@ -296,104 +251,202 @@ fn run_warnings(
 
 /// Runs `plan` to completion (or until `control` stops it) and writes its files.
 pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput> {
-    let tokenizer = Arc::new(
-        tokenizer::resolve(&plan.tokenizer)
-            .await
-            .context("loading the tokenizer (--tokenizer)")?,
-    );
-    let corpus_text = match &plan.corpus {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("reading the corpus file '{}' (--corpus)", p.display()))?,
-        None => PROJECT_CORPUS.to_string(),
-    };
-    let builder = PromptBuilder::new(&corpus_text, &tokenizer)?;
-    if builder.is_empty() {
-        anyhow::bail!("--corpus: the corpus has no non-empty lines to build prompts from");
-    }
-    // A trace brings its own schedule and lengths; everything else samples prompts up front.
-    let (trace_schedule, specs) = match &plan.load {
-        Load::Trace {
-            path, time_scale, ..
-        } => {
-            let mut entries = trace::read(path)?;
-            if let Some(n) = plan.requests {
-                entries.truncate(n as usize);
-            }
-            let mut rng = Rng::new(plan.seed);
-            let (schedule, specs) =
-                trace::plan(&entries, *time_scale, &builder, &tokenizer, &mut rng)?;
-            (Some(schedule), specs)
-        }
-        _ => (None, build_prompts(&plan, &builder, &tokenizer)?),
-    };
-    let mut specs = specs;
-    if plan.cache_bust {
-        // Salted with the wall clock, so a re-run with the same seed does not meet its own prefixes.
-        prompt::bust_cache(&mut specs, plan.seed ^ unix_us(), &tokenizer)?;
-    }
-    let specs = Arc::new(specs);
+    run_plan_with(plan, control, Vec::new()).await
+}
 
-    let stem = file_stem(&plan.model, plan.mean_input_tokens, plan.mean_output_tokens);
-    let files = match &plan.results_dir {
-        Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("creating the results dir '{}'", dir.display()))?;
-            Some(OutputFiles::new(dir, &stem))
-        }
-        None => None,
-    };
+/// [`run_plan`] with more sinks for the records (e.g. [`collect::KeepAll`] in tests): each gets
+/// every record, trimmed ones included, as it is written.
+pub async fn run_plan_with(
+    plan: Plan,
+    control: Control,
+    observers: Vec<Box<dyn RecordSink>>,
+) -> anyhow::Result<RunOutput> {
+    let workload = Workload::prepare(&plan).await?;
+    let files = output_files(&plan)?;
     let in_flight = Arc::new(AtomicI64::new(0));
     let mut sinks: Vec<Box<dyn RecordSink>> = vec![Box::new(Progress::new(
-        plan.requests,
+        plan.requests.map(|n| plan.shard.part(n)),
         plan.quiet,
         in_flight.clone(),
     ))];
     if let Some(f) = &files {
         sinks.push(Box::new(JsonlSink::create(&f.requests_jsonl)?));
     }
-
-    let http = http::HttpClient::new(
-        &plan.api_base,
-        plan.concurrency() as usize,
-        plan.idle_timeout(),
-    )
-    .map_err(|e| anyhow::anyhow!("--api-base: {e}"))?;
-    let finisher = Arc::new(
-        Background::for_this_machine("loadgen-count")
-            .context("starting the token-counting threads")?,
-    );
-    let client_config = ClientConfig {
-        api_base: plan.api_base.clone(),
-        api_key: plan.api_key.clone(),
-        model: plan.model.clone(),
-        endpoint: plan.endpoint,
-        additional_params: plan.additional_sampling_params.clone(),
-        request_usage: plan.request_usage,
-        idle_timeout: plan.idle_timeout(),
-        total_timeout: plan.request_timeout(),
-        ground_truth: plan.ground_truth,
-        max_line_bytes: plan.max_line_bytes,
-        max_response_bytes: plan.max_response_bytes,
-        ignore_eos: plan.ignore_eos,
-    };
+    sinks.extend(observers);
+    let client = Client::connect(&plan, &workload, in_flight)?;
     if plan.warmup_requests > 0 {
-        // Warm-up: same prompts, a closed loop at the run's concurrency; the records are discarded.
+        client.warm_up(&plan, &workload, &control).await;
+    }
+    let server_models = list_models(&plan).await;
+    // Connections opened now keep their set-up out of the first requests' timing.
+    client.http.warm(plan.concurrency() as usize).await;
+    wait_for_start(&plan, &control).await;
+    let started = Started::now();
+    let ctx = client.context(&started);
+    let sampler = Sampler::start(ctx.clone(), (plan.warmup_s * 1e6) as u64);
+    let (tx, collector) = collect::spawn(collect_plan(&plan), sinks, control.clone());
+    drive(&plan, &workload, ctx.clone(), &control, tx).await;
+    let collected = collector.await.context("the record writer task failed")?;
+    let samples = sampler.stop().await;
+    let littles_law = LittlesLaw::check(&collected.in_flight, &samples);
+    let run = Finished {
+        info: run_info(&plan, &workload.tokenizer, &started, server_models.clone())?,
+        elapsed_s: ctx.run_start.elapsed().as_secs_f64(),
+        collected,
+        littles_law,
+        server_models,
+    };
+    report(&plan, &workload, files, run, &control).await
+}
+
+/// The results files, in `--results-dir` (a shard's in its own folder under it); `None` without one.
+fn output_files(plan: &Plan) -> anyhow::Result<Option<OutputFiles>> {
+    let Some(dir) = &plan.results_dir else {
+        return Ok(None);
+    };
+    let dir = if plan.shard.is_whole() {
+        dir.clone()
+    } else {
+        dir.join(plan.shard.folder())
+    };
+    std::fs::create_dir_all(&dir)
+        .with_context(|| format!("creating the results dir '{}'", dir.display()))?;
+    Ok(Some(OutputFiles::new(&dir, &plan.stem())))
+}
+
+fn collect_plan(plan: &Plan) -> collect::CollectPlan {
+    collect::CollectPlan {
+        defs: plan.metric_definitions,
+        slo: plan.slo,
+        warm_us: (plan.warmup_s * 1e6) as u64,
+        cool_us: (plan.cooldown_s > 0.0).then_some((plan.cooldown_s * 1e6) as u64),
+    }
+}
+
+/// When the measured run began: the zero of every record's `*_us`.
+struct Started {
+    unix_us: u64,
+    anchor: MonoAnchor,
+}
+
+impl Started {
+    fn now() -> Self {
+        let unix_us = unix_us();
+        Self {
+            unix_us,
+            anchor: MonoAnchor::now(),
+        }
+    }
+}
+
+/// `--start-at`: waits (on the wall clock, which is what shards share) until the instant, or a stop.
+async fn wait_for_start(plan: &Plan, control: &Control) {
+    let Some(at) = plan.start_at_unix_us else {
+        return;
+    };
+    let wait_us = at.saturating_sub(unix_us());
+    if wait_us == 0 {
+        return;
+    }
+    if !plan.quiet {
+        eprintln!(
+            "loadgen: holding the load for {:.1} s, until --start-at",
+            wait_us as f64 / 1e6
+        );
+    }
+    let mut stop = control.stop_receiver();
+    // Sleep most of it on the monotonic timer, then correct against the wall clock, which NTP may
+    // have stepped meanwhile.
+    let deadline = Instant::now() + Duration::from_micros(wait_us);
+    tokio::select! {
+        _ = tokio::time::sleep_until(deadline.into()) => {},
+        _ = stop.wait_for(|s| *s) => return,
+    }
+    while unix_us() < at && !control.is_stopped() {
+        tokio::time::sleep(Duration::from_micros((at - unix_us()).min(1_000))).await;
+    }
+}
+
+/// Everything a measured request needs, before the run's clock starts.
+struct Client {
+    http: http::HttpClient,
+    config: ClientConfig,
+    tokenizer: Arc<tokenperf_core::tokenizer::TokenCounter>,
+    finisher: Arc<Background>,
+    in_flight: Arc<AtomicI64>,
+}
+
+impl Client {
+    fn connect(
+        plan: &Plan,
+        workload: &Workload,
+        in_flight: Arc<AtomicI64>,
+    ) -> anyhow::Result<Self> {
+        let http = http::HttpClient::new(
+            &plan.api_base,
+            plan.concurrency() as usize,
+            plan.idle_timeout(),
+        )
+        .map_err(|e| anyhow::anyhow!("--api-base: {e}"))?;
+        let finisher = Arc::new(
+            Background::for_this_machine("loadgen-count")
+                .context("starting the token-counting threads")?,
+        );
+        let config = ClientConfig {
+            api_base: plan.api_base.clone(),
+            api_key: plan.api_key.clone(),
+            model: plan.model.clone(),
+            endpoint: plan.endpoint,
+            additional_params: plan.additional_sampling_params.clone(),
+            request_usage: plan.request_usage,
+            idle_timeout: plan.idle_timeout(),
+            total_timeout: plan.request_timeout(),
+            ground_truth: plan.ground_truth,
+            max_line_bytes: plan.max_line_bytes,
+            max_response_bytes: plan.max_response_bytes,
+            ignore_eos: plan.ignore_eos,
+        };
+        Ok(Self {
+            http,
+            config,
+            tokenizer: workload.tokenizer.clone(),
+            finisher,
+            in_flight,
+        })
+    }
+
+    fn context(&self, started: &Started) -> Arc<Context> {
+        Arc::new(Context {
+            config: self.config.clone(),
+            http: self.http.clone(),
+            run_start: started.anchor.instant(),
+            run_start_mono_us: started.anchor.anchor_us(),
+            tokenizer: self.tokenizer.clone(),
+            in_flight: self.in_flight.clone(),
+            finisher: self.finisher.clone(),
+        })
+    }
+
+    /// `--warmup-requests`: the same prompts, a closed loop at the run's concurrency; the records
+    /// are discarded.
+    async fn warm_up(&self, plan: &Plan, workload: &Workload, control: &Control) {
         let warm = Arc::new(Context {
-            config: client_config.clone(),
-            http: http.clone(),
+            config: self.config.clone(),
+            http: self.http.clone(),
             run_start: Instant::now(),
             run_start_mono_us: 0,
-            tokenizer: tokenizer.clone(),
+            tokenizer: self.tokenizer.clone(),
             in_flight: Arc::new(AtomicI64::new(0)),
-            finisher: finisher.clone(),
+            finisher: self.finisher.clone(),
         });
-        let (wtx, mut wrx) = mpsc::unbounded_channel();
+        let (wtx, mut wrx) = mpsc::channel(collect::RECORD_QUEUE);
         let drain = tokio::spawn(async move { while wrx.recv().await.is_some() {} });
         runner::closed_loop(
             warm,
-            specs.clone(),
+            workload.specs.clone(),
             plan.concurrency(),
-            Some(plan.warmup_requests),
+            Some(plan.shard.part(plan.warmup_requests)),
+            plan.shard,
             Duration::from_secs_f64(plan.ramp_up_s),
             Instant::now() + Duration::from_secs_f64(plan.timeout_s),
             control.clone(),
@@ -402,106 +455,58 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         .await;
         let _ = drain.await;
     }
-    let server_models = list_models(&plan).await;
-    // Connections opened now keep their set-up out of the first requests' timing.
-    http.warm(plan.concurrency() as usize).await;
-    let run_started_unix_us = unix_us();
-    let anchor = MonoAnchor::now();
-    let ctx = Arc::new(Context {
-        config: client_config,
-        http,
-        run_start: anchor.instant(),
-        run_start_mono_us: anchor.anchor_us(),
-        tokenizer: tokenizer.clone(),
-        in_flight: in_flight.clone(),
-        finisher,
-    });
-    // Samples the in-flight count every 10 ms: an instrument independent of the records, for the
-    // Little's-law check.
-    let sampler = {
-        let ctx = ctx.clone();
-        let (done_tx, mut done_rx) = tokio::sync::oneshot::channel::<()>();
+}
+
+/// Samples the in-flight count every 10 ms: an instrument independent of the records, for the
+/// Little's-law check; kept as a running sum, so it costs nothing per second of run.
+struct Sampler {
+    done: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<InFlightSamples>,
+}
+
+impl Sampler {
+    fn start(ctx: Arc<Context>, from_us: u64) -> Self {
+        let (done, mut done_rx) = tokio::sync::oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            let mut samples = Vec::new();
+            let mut samples = InFlightSamples::from(from_us);
             let mut tick = tokio::time::interval(Duration::from_millis(10));
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
             loop {
                 tokio::select! {
-                    _ = tick.tick() => samples.push((ctx.now_us(), ctx.in_flight.load(Ordering::Relaxed))),
+                    _ = tick.tick() => samples.add(ctx.now_us(), ctx.in_flight.load(Ordering::Relaxed)),
                     _ = &mut done_rx => break,
                 }
             }
             samples
         });
-        (done_tx, task)
-    };
+        Self { done, task }
+    }
 
-    let defs = plan.metric_definitions;
-    let slo = plan.slo;
-    let warm_us = (plan.warmup_s * 1e6) as u64;
-    let (tx, mut rx) = mpsc::unbounded_channel::<RequestRecord>();
-    // The writer runs on its own task so file I/O never delays a worker's next read.
-    // The writer runs on its own task so file I/O never delays a worker's next read. The first failed
-    // write (a full disk) stops the run: nothing after it could be kept.
-    let writer = {
-        let control = control.clone();
-        tokio::spawn(async move {
-            let mut records = Vec::new();
-            let mut error: Option<anyhow::Error> = None;
-            while let Some(mut r) = rx.recv().await {
-                r.finalize(defs);
-                if let Some(slo) = slo {
-                    r.slo_met = Some(slo.met_by(&r));
-                }
-                if warm_us > 0 && r.sent_at_us.unwrap_or(r.intended_send_us) < warm_us {
-                    r.excluded = Some("warmup".into());
-                }
-                if error.is_none() {
-                    for s in &mut sinks {
-                        if let Err(e) = s.record(&r) {
-                            eprintln!("loadgen: error: {e:#}; stopping the run");
-                            control.stop();
-                            error = Some(e);
-                            break;
-                        }
-                    }
-                }
-                records.push(r);
-            }
-            for s in &mut sinks {
-                if let Err(e) = s.finish()
-                    && error.is_none()
-                {
-                    error = Some(e);
-                }
-            }
-            (records, error)
-        })
-    };
+    async fn stop(self) -> InFlightSamples {
+        let _ = self.done.send(());
+        self.task.await.unwrap_or_default()
+    }
+}
 
+/// The drive stage: sends this shard's requests on the plan's schedule until done or stopped;
+/// every one becomes a record on `tx`.
+async fn drive(
+    plan: &Plan,
+    workload: &Workload,
+    ctx: Arc<Context>,
+    control: &Control,
+    tx: mpsc::Sender<RequestRecord>,
+) {
     let stop_at = ctx.run_start + Duration::from_secs_f64(plan.timeout_s);
-    match &plan.load {
-        Load::Trace {
-            max_concurrency, ..
-        } => {
-            let schedule = trace_schedule.as_deref().unwrap_or_default();
-            runner::open_loop(
-                ctx.clone(),
-                specs.clone(),
-                schedule,
-                *max_concurrency,
-                stop_at,
-                control.clone(),
-                tx,
-            )
-            .await;
-        }
-        &Load::Closed { concurrency } => {
+    let specs = workload.specs.clone();
+    match (&plan.load, &workload.arrivals) {
+        (Load::Closed { .. }, _) | (_, None) => {
             runner::closed_loop(
-                ctx.clone(),
-                specs.clone(),
-                concurrency,
-                plan.requests,
+                ctx,
+                specs,
+                plan.concurrency(),
+                plan.requests.map(|n| plan.shard.part(n)),
+                plan.shard,
                 Duration::from_secs_f64(plan.ramp_up_s),
                 stop_at,
                 control.clone(),
@@ -509,119 +514,84 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
             )
             .await;
         }
-        &Load::Open {
-            rate,
-            arrival,
-            burstiness,
-            max_concurrency,
-        } => {
-            let mut rng = Rng::new(plan.seed ^ 0x5EED_A771_7A15);
-            let mut schedule = arrival::schedule(
-                &mut rng,
-                rate,
-                arrival,
-                burstiness,
-                plan.requests,
-                Some(plan.timeout_s),
-            );
-            arrival::ramp(&mut schedule, plan.ramp_up_s);
-            if plan.requests.is_none() {
-                // A time-bounded run: arrivals the ramp pushed past its end are not part of it.
-                schedule.retain(|&t| t as f64 <= plan.timeout_s * 1e6);
+        (
+            Load::Open {
+                max_concurrency, ..
             }
-            runner::open_loop(
-                ctx.clone(),
-                specs.clone(),
-                &schedule,
-                max_concurrency,
-                stop_at,
-                control.clone(),
-                tx,
-            )
-            .await;
+            | Load::Trace {
+                max_concurrency, ..
+            },
+            Some(arrivals),
+        ) => {
+            let cap = max_concurrency.map(|c| plan.shard.part(c));
+            runner::open_loop(ctx, specs, arrivals, cap, stop_at, control.clone(), tx).await;
         }
     }
-    let (mut records, write_error) = writer.await.context("the record writer task failed")?;
-    // Warm-up and cool-down trims: the records stay (and say why they are out); the results use the rest.
-    if plan.warmup_s > 0.0 || plan.cooldown_s > 0.0 {
-        mark_trims(&mut records, plan.warmup_s, plan.cooldown_s);
-    }
-    let mut file_error = write_error.map(|e| e.context("writing records as they finished"));
-    if plan.cooldown_s > 0.0
-        && file_error.is_none()
-        && let Some(f) = &files
-    {
-        // The drain is only known at the end: rewrite the records file with the marks, atomically.
-        file_error = output::write_atomically(&f.requests_jsonl, |w| {
-            for r in &records {
-                serde_json::to_writer(&mut *w, r)?;
-                std::io::Write::write_all(w, b"\n")?;
-            }
-            Ok(())
-        })
-        .err();
-    }
-    let all_records = records;
-    let records: Vec<RequestRecord> = all_records
-        .iter()
-        .filter(|r| r.excluded.is_none())
-        .cloned()
-        .collect();
-    let _ = sampler.0.send(());
-    let samples = sampler.1.await.unwrap_or_default();
-    let littles_law = LittlesLaw::check(&records, &samples);
+}
 
-    let summary = RunSummary::from_records(&records, defs);
-    let info = run_info(
-        &plan,
-        &tokenizer,
-        run_started_unix_us,
-        server_models.clone(),
-    )?;
-    let measurement_error = tokenperf_core::selfcheck::SelfCheck::from_records(&records);
-    let goodput = plan.slo.map(|slo| Goodput::compute(&records, slo));
+/// A run whose load is over and whose records are all in.
+struct Finished {
+    info: RunInfo,
+    elapsed_s: f64,
+    collected: collect::Collected,
+    littles_law: Option<LittlesLaw>,
+    server_models: Option<Vec<String>>,
+}
+
+/// The report stage: the self-check, the end-of-run files, warnings and the exit code.
+async fn report(
+    plan: &Plan,
+    workload: &Workload,
+    files: Option<OutputFiles>,
+    run: Finished,
+    control: &Control,
+) -> anyhow::Result<RunOutput> {
+    let c = run.collected;
+    let summary = c.summary;
     let selfcheck = if plan.selfcheck {
-        let gap_ms = summary
-            .inter_chunk_gap_s
-            .p50
-            .map_or(10.0, |g| (g * 1e3).clamp(1.0, 100.0));
-        let a = selfcheck::SelfCheckArgs {
-            concurrency: plan.concurrency(),
-            requests: Some((plan.concurrency() * 2).clamp(20, 400)),
-            ttft_ms: 50.0,
-            itl_ms: gap_ms,
-            tokens: plan.mean_output_tokens.clamp(8, 512),
-            api_base: None,
-            json: None,
-        };
         Some(
-            Box::pin(selfcheck::run_selfcheck(&a))
+            Box::pin(selfcheck::after_run(plan, &summary))
                 .await
                 .context("the self-check after the run")?,
         )
     } else {
         None
     };
+    let mut file_error = c
+        .error
+        .map(|e| e.context("writing records as they finished"));
     if let Some(f) = &files {
         let mut extra = Vec::new();
-        if let Some(m) = &measurement_error {
+        if let Some(m) = &c.measurement_error {
             extra.push(("measurement_error", serde_json::to_value(m)?));
         }
-        if let Some(l) = &littles_law {
+        if let Some(l) = &run.littles_law {
             extra.push(("littles_law", serde_json::to_value(l)?));
         }
-        if let Some(g) = &goodput {
+        if let Some(g) = &c.goodput {
             extra.push(("goodput", serde_json::to_value(g)?));
         }
         if let Some(s) = &selfcheck {
             extra.push(("selfcheck", serde_json::to_value(s)?));
         }
-        if let Err(e) = output::write_final(f, &stem, &records, &summary, &info, defs, &extra) {
+        let stem = plan.stem();
+        if let Err(e) = output::write_final(
+            f,
+            &stem,
+            &summary,
+            &run.info,
+            plan.metric_definitions,
+            &extra,
+        ) {
             file_error.get_or_insert(e);
         }
     }
-
-    let mut warnings = run_warnings(&plan, &summary, littles_law, server_models.as_deref());
+    let mut warnings = run_warnings(
+        plan,
+        &summary,
+        run.littles_law,
+        run.server_models.as_deref(),
+    );
     if summary.output_token_mismatches > 0 {
         warnings.push(format!(
             "{} of {} successful requests: the server's usage and the tokenizer ('{}') disagree on \
@@ -629,18 +599,34 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
              output_tokens)",
             summary.output_token_mismatches,
             summary.num_completed_requests,
-            tokenizer.name()
+            workload.tokenizer.name()
         ));
     }
-    let elapsed = ctx.run_start.elapsed().as_secs_f64();
-    if elapsed >= plan.timeout_s
+    if run.elapsed_s >= plan.timeout_s
         && plan
             .requests
-            .is_some_and(|n| (summary.num_requests_started) < n)
+            .is_some_and(|n| summary.num_requests_started < plan.shard.part(n))
     {
         warnings.push("Test timed out before all requests could be completed.".into());
     }
-    let exit = if file_error.is_some() {
+    let exit = exit_code(plan, &summary, file_error.is_some(), control);
+    Ok(RunOutput {
+        records_received: c.records,
+        summary,
+        info: run.info,
+        files,
+        warnings,
+        measurement_error: c.measurement_error,
+        selfcheck,
+        littles_law: run.littles_law,
+        goodput: c.goodput,
+        file_error,
+        exit,
+    })
+}
+
+fn exit_code(plan: &Plan, summary: &RunSummary, file_error: bool, control: &Control) -> Exit {
+    if file_error {
         Exit::Fatal
     } else if control.is_stopped() {
         Exit::Interrupted
@@ -653,21 +639,7 @@ pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput>
         Exit::ErrorRate
     } else {
         Exit::Ok
-    };
-    Ok(RunOutput {
-        all_records,
-        records,
-        summary,
-        info,
-        files,
-        warnings,
-        measurement_error,
-        selfcheck,
-        littles_law,
-        goodput,
-        file_error,
-        exit,
-    })
+    }
 }
 
 /// SIGINT (Ctrl-C), SIGTERM (`timeout`, `docker stop`, a CI cancel) and SIGHUP (a closed terminal)

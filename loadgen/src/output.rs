@@ -195,33 +195,63 @@ pub fn write_atomically(
 }
 
 /// Writes LLMPerf's two files and the run metadata. Every file is tried, each whole or not at all;
-/// the first failure is returned.
+/// the first failure is returned. The individual responses are streamed from the records file, so
+/// no record needs to be in memory.
 pub fn write_final(
     files: &OutputFiles,
     stem: &str,
-    records: &[RequestRecord],
     summary: &RunSummary,
     info: &RunInfo,
     defs: MetricDefinitions,
     extra: &[(&str, serde_json::Value)],
 ) -> anyhow::Result<()> {
-    // LLMPerf's individual responses hold only requests that were sent (dropped arrivals never were).
-    let individual: Vec<_> = records
-        .iter()
-        .filter(|r| r.sent_at_us.is_some())
-        .map(|r| r.llmperf_metrics(defs))
-        .collect();
     let mut json = summary.llmperf_summary_json(info, stem);
     for (k, v) in extra {
         json["tokenperf"][*k] = v.clone();
     }
     let results = [
-        write_json(&files.individual_responses, &individual),
+        write_individual_responses(&files.requests_jsonl, &files.individual_responses, defs),
         write_json(&files.summary, &json),
         write_json(&files.run, info),
     ];
     results.into_iter().collect::<anyhow::Result<Vec<()>>>()?;
     Ok(())
+}
+
+/// LLMPerf's `*_individual_responses.json` from `*_requests.jsonl`, one record at a time: the nine
+/// keys of every record the results keep that was sent (dropped arrivals never were), in the
+/// records file's order.
+pub fn write_individual_responses(
+    jsonl: &Path,
+    out: &Path,
+    defs: MetricDefinitions,
+) -> anyhow::Result<()> {
+    let f = File::open(jsonl).with_context(|| format!("reading '{}'", jsonl.display()))?;
+    // Only a regular file ends: a device in its place (/dev/full reads as endless zeros) would not.
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        anyhow::bail!(
+            "'{}' is not a regular file: LLMPerf's individual responses are read from it",
+            jsonl.display()
+        );
+    }
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(f));
+    write_atomically(out, |w| {
+        w.write_all(b"[")?;
+        let mut first = true;
+        for (n, line) in lines.by_ref().enumerate() {
+            let line = line.with_context(|| format!("reading '{}'", jsonl.display()))?;
+            let r: RequestRecord = serde_json::from_str(&line)
+                .with_context(|| format!("'{}' line {}", jsonl.display(), n + 1))?;
+            if r.excluded.is_some() || r.sent_at_us.is_none() {
+                continue;
+            }
+            w.write_all(if first { b"\n  " } else { b",\n  " })?;
+            first = false;
+            serde_json::to_writer(&mut *w, &r.llmperf_metrics(defs))?;
+        }
+        w.write_all(if first { b"]\n" } else { b"\n]\n" })?;
+        Ok(())
+    })
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ use tokenperf_core::record::{Outcome, RequestRecord, TokenCount};
 use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::JoinSet;
 
+use crate::cli::Shard;
 use crate::client::{Context, measure};
 use crate::prompt::PromptSpec;
 
@@ -59,7 +60,7 @@ impl Control {
     fn cut_receiver(&self) -> watch::Receiver<bool> {
         self.cut.subscribe()
     }
-    fn stop_receiver(&self) -> watch::Receiver<bool> {
+    pub(crate) fn stop_receiver(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
     }
 }
@@ -73,23 +74,23 @@ fn unsent(id: u64, intended_us: u64, spec: &PromptSpec, outcome: Outcome) -> Req
     r
 }
 
-/// Runs an open loop: request `i` is due at `schedule[i]` µs after the run start, whatever the
-/// server's speed. With `max_concurrency`, an arrival that finds every slot busy is recorded as
-/// dropped; arrivals after `stop_at` or after a stop are recorded as `not_due`.
+/// Runs an open loop: each arrival `(i, t)` sends request `i` at `t` µs after the run start,
+/// whatever the server's speed. With `max_concurrency`, an arrival that finds every slot busy is
+/// recorded as dropped; arrivals after `stop_at` or after a stop are recorded as `not_due`.
 pub async fn open_loop(
     ctx: Arc<Context>,
     specs: Arc<Vec<PromptSpec>>,
-    schedule: &[u64],
+    schedule: &[(u64, u64)],
     max_concurrency: Option<u64>,
     stop_at: Instant,
     control: Control,
-    tx: mpsc::UnboundedSender<RequestRecord>,
+    tx: mpsc::Sender<RequestRecord>,
 ) {
     let slots = max_concurrency.map(|c| Arc::new(Semaphore::new(c as usize)));
     let mut stop = control.stop_receiver();
     let mut tasks = JoinSet::new();
-    let spec_of = |i: usize| &specs[i % specs.len()];
-    for (i, &t) in schedule.iter().enumerate() {
+    let spec_of = |i: u64| &specs[i as usize % specs.len()];
+    for (k, &(i, t)) in schedule.iter().enumerate() {
         let at = ctx.run_start + Duration::from_micros(t);
         if !control.is_stopped() && at <= stop_at {
             tokio::select! {
@@ -100,7 +101,7 @@ pub async fn open_loop(
         if control.is_stopped() || at > stop_at {
             // Arrivals not yet due were never part of the offered load: recorded, but not as drops.
             let now = ctx.now_us();
-            for (j, &tj) in schedule.iter().enumerate().skip(i) {
+            for &(j, tj) in &schedule[k..] {
                 let outcome = if tj <= now {
                     Outcome::Dropped {
                         message: "due, but the run was stopping".into(),
@@ -110,7 +111,9 @@ pub async fn open_loop(
                         message: "the run stopped before its scheduled time".into(),
                     }
                 };
-                let _ = tx.send(unsent(j as u64, tj, spec_of(j), outcome));
+                if tx.send(unsent(j, tj, spec_of(j), outcome)).await.is_err() {
+                    break;
+                }
             }
             break;
         }
@@ -122,12 +125,10 @@ pub async fn open_loop(
                         "all {} slots were busy at its scheduled time (--max-concurrency)",
                         max_concurrency.unwrap_or(0)
                     );
-                    let _ = tx.send(unsent(
-                        i as u64,
-                        t,
-                        spec_of(i),
-                        Outcome::Dropped { message: why },
-                    ));
+                    let rec = unsent(i, t, spec_of(i), Outcome::Dropped { message: why });
+                    if tx.send(rec).await.is_err() {
+                        break;
+                    }
                     continue;
                 }
             },
@@ -137,10 +138,11 @@ pub async fn open_loop(
         tasks.spawn(async move {
             let _permit = permit;
             let mut cut = control.cut_receiver();
-            let spec = &specs[i % specs.len()];
-            measure(&ctx, i as u64, t, spec, &mut cut)
-                .await
-                .finish_and_send(&ctx, &tx);
+            let spec = &specs[i as usize % specs.len()];
+            let done = measure(&ctx, i, t, spec, &mut cut).await;
+            if let Ok(slot) = tx.reserve_owned().await {
+                done.finish_and_send(&ctx, slot);
+            }
         });
         // Reap finished requests as we go, so a long run does not hold every task's result.
         while tasks.try_join_next().is_some() {}
@@ -149,18 +151,20 @@ pub async fn open_loop(
 }
 
 /// Runs a closed loop with `concurrency` workers until `limit` requests were sent (if given) or
-/// `stop_at`; request `i` uses `specs[i % specs.len()]`. Worker `k` starts `k/concurrency · ramp` after
-/// the others' start. Records go to `tx` as they finish.
+/// `stop_at`; the `k`-th request sent is the plan's request `shard.id(k)` and uses
+/// `specs[id % specs.len()]`. Worker `w` starts `w/concurrency · ramp` after the others' start.
+/// Records go to `tx` as they finish.
 #[allow(clippy::too_many_arguments)]
 pub async fn closed_loop(
     ctx: Arc<Context>,
     specs: Arc<Vec<PromptSpec>>,
     concurrency: u64,
     limit: Option<u64>,
+    shard: Shard,
     ramp: Duration,
     stop_at: Instant,
     control: Control,
-    tx: mpsc::UnboundedSender<RequestRecord>,
+    tx: mpsc::Sender<RequestRecord>,
 ) {
     let next = Arc::new(AtomicU64::new(0));
     let workers_wanted = limit.map_or(concurrency, |l| concurrency.min(l));
@@ -187,18 +191,21 @@ pub async fn closed_loop(
                 if control.is_stopped() || Instant::now() >= stop_at {
                     break;
                 }
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                if limit.is_some_and(|l| i >= l) {
+                let k = next.fetch_add(1, Ordering::Relaxed);
+                if limit.is_some_and(|l| k >= l) {
                     break;
                 }
+                let i = shard.id(k);
                 let spec = &specs[i as usize % specs.len()];
                 let intended = ctx.now_us();
                 let done = measure(&ctx, i, intended, spec, &mut cut).await;
-                if tx.is_closed() {
+                // A full queue (the writer behind, a slow disk) holds the next request back rather
+                // than let records pile up in memory.
+                let Ok(slot) = tx.clone().reserve_owned().await else {
                     break;
-                }
+                };
                 // The next request goes out at once; token counting happens in the background.
-                done.finish_and_send(&ctx, &tx);
+                done.finish_and_send(&ctx, slot);
             }
         }));
     }

@@ -238,7 +238,7 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
     let usage = process_usage();
     let client_cpu_s = (usage.cpu_s - cpu_before - mock_cpu.unwrap_or(0.0)).max(0.0);
     drop(mock);
-    let events: u64 = out.records.iter().map(|r| r.events.len() as u64).sum();
+    let events = out.summary.events_read;
     let report = SelfCheckReport {
         concurrency: a.concurrency,
         requests,
@@ -258,11 +258,33 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
             0.0
         },
         peak_rss_mib: usage.peak_rss_bytes as f64 / (1 << 20) as f64,
-        error: SelfCheck::from_records(&out.records),
+        error: out.measurement_error.clone(),
     };
     if let Some(p) = &a.json {
         std::fs::write(p, serde_json::to_string_pretty(&report)? + "\n")
             .with_context(|| format!("writing '{}' (--json)", p.display()))?;
     }
     Ok(report)
+}
+
+/// `--selfcheck`: loadgen's own error at the run's concurrency, against an in-process mock pacing
+/// tokens at the run's median gap.
+pub async fn after_run(
+    plan: &crate::Plan,
+    summary: &tokenperf_core::summary::RunSummary,
+) -> anyhow::Result<SelfCheckReport> {
+    let gap_ms = summary
+        .inter_chunk_gap_s
+        .p50
+        .map_or(10.0, |g| (g * 1e3).clamp(1.0, 100.0));
+    let a = SelfCheckArgs {
+        concurrency: plan.concurrency(),
+        requests: Some((plan.concurrency() * 2).clamp(20, 400)),
+        ttft_ms: 50.0,
+        itl_ms: gap_ms,
+        tokens: plan.mean_output_tokens.clamp(8, 512),
+        api_base: None,
+        json: None,
+    };
+    run_selfcheck(&a).await
 }

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use loadgen::{Control, Exit, RunOutput};
+use loadgen::{Control, Exit};
 use tokenperf_core::record::Outcome;
 use tokio::io::AsyncWriteExt;
 
@@ -18,8 +18,8 @@ use common::{
     stream_response,
 };
 
-async fn run(base: &str, extra: &[&str]) -> RunOutput {
-    loadgen::run_plan(flags(base, extra), Control::new())
+async fn run(base: &str, extra: &[&str]) -> common::Ran {
+    common::run_keeping(flags(base, extra), Control::new())
         .await
         .unwrap()
 }
@@ -396,7 +396,7 @@ async fn stopping_an_open_loop_does_not_count_future_arrivals_as_drops() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         c.stop();
     });
-    let out = loadgen::run_plan(plan, control).await.unwrap();
+    let out = common::run_keeping(plan, control).await.unwrap();
     assert_eq!(out.exit, Exit::Interrupted);
     assert_eq!(out.records.len(), 200, "every planned arrival has a record");
     assert!(out.summary.not_due >= 150, "{}", out.summary.not_due);

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use loadgen::{Control, Exit, RunOutput};
+use loadgen::{Control, Exit};
 use tokenperf_core::record::{Outcome, RequestRecord};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
@@ -27,8 +27,8 @@ async fn faulty_mock(itl_ms: u64, rate: f64, faults: &[&str], seed: u64) -> mock
     .unwrap()
 }
 
-async fn run(plan: loadgen::Plan) -> RunOutput {
-    loadgen::run_plan(plan, Control::new()).await.unwrap()
+async fn run(plan: loadgen::Plan) -> common::Ran {
+    common::run_keeping(plan, Control::new()).await.unwrap()
 }
 
 async fn wiremock_one(body: String, status: u16) -> RequestRecord {
@@ -369,7 +369,7 @@ async fn stopping_keeps_every_finished_record() {
         tokio::time::sleep(Duration::from_millis(50)).await;
         c.cut();
     });
-    let out = loadgen::run_plan(plan, control).await.unwrap();
+    let out = common::run_keeping(plan, control).await.unwrap();
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(out.exit, Exit::Interrupted);
     assert!(out.records.iter().filter(|r| r.outcome.is_ok()).count() >= 2);

@@ -171,3 +171,40 @@ where
 pub async fn send(s: &mut TcpStream, bytes: &[u8]) {
     let _ = s.write_all(bytes).await;
 }
+
+/// A run's output with every record it produced, kept by a [`loadgen::collect::KeepAll`] sink (the
+/// run itself keeps none): `records` are the ones the results use, `all_records` every one.
+pub struct Ran {
+    pub out: loadgen::RunOutput,
+    pub records: Vec<tokenperf_core::record::RequestRecord>,
+    pub all_records: Vec<tokenperf_core::record::RequestRecord>,
+}
+
+impl std::ops::Deref for Ran {
+    type Target = loadgen::RunOutput;
+    fn deref(&self) -> &Self::Target {
+        &self.out
+    }
+}
+
+/// Runs `plan` and keeps its records.
+pub async fn run_keeping(plan: loadgen::Plan, control: loadgen::Control) -> anyhow::Result<Ran> {
+    let keep = loadgen::collect::KeepAll::default();
+    let out = loadgen::run_plan_with(plan, control, vec![Box::new(keep.clone())]).await?;
+    let all_records = keep.records();
+    assert_eq!(
+        all_records.len() as u64,
+        out.records_received,
+        "every record reaches every sink"
+    );
+    let records = all_records
+        .iter()
+        .filter(|r| r.excluded.is_none())
+        .cloned()
+        .collect();
+    Ok(Ran {
+        out,
+        records,
+        all_records,
+    })
+}
