@@ -367,8 +367,15 @@ pub fn read_llmperf_summary(path: &Path) -> anyhow::Result<LlmperfSummary> {
     })
 }
 
-/// Loads every run a path names: a records file, or a results folder (each run in it).
+/// Loads every run a path names: a records file, or a results folder (each run in it). A folder of
+/// shard folders (`shard-I-of-N`) is one run, merged ([`merge_shards`]), or with `shards_apart`
+/// one run per shard.
 pub fn load(path: &Path) -> anyhow::Result<Vec<Run>> {
+    load_with(path, false)
+}
+
+/// [`load`], with shards kept apart when asked.
+pub fn load_with(path: &Path, shards_apart: bool) -> anyhow::Result<Vec<Run>> {
     if !path.exists() {
         bail!("'{}' does not exist", path.display());
     }
@@ -393,6 +400,20 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Run>> {
             if !files.iter().any(|g| stem_of(g, "_requests.jsonl") == stem) {
                 files.push(f);
             }
+        }
+        let shards = shard_dirs(path)?;
+        if files.is_empty() && !shards.is_empty() {
+            if !shards_apart {
+                return Ok(vec![merge_shards(path, &shards)?]);
+            }
+            let mut runs = Vec::new();
+            for (i, n, d) in &shards {
+                for mut r in load(d).with_context(|| format!("shard '{}'", d.display()))? {
+                    r.name = format!("shard-{i}-of-{n}");
+                    runs.push(r);
+                }
+            }
+            return Ok(runs);
         }
         if files.is_empty() {
             // A sweep folder: one run per numbered subfolder, in order.
@@ -437,39 +458,193 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<Run>> {
     Ok(vec![load_file(path)?])
 }
 
+/// The `*_run.json` beside a records file, when there is one.
+fn read_run_info(jsonl: &Path) -> anyhow::Result<Option<RunInfo>> {
+    let stem = stem_of(jsonl, "_requests.jsonl");
+    let info_path = jsonl.with_file_name(format!("{stem}_run.json"));
+    match std::fs::read(&info_path) {
+        Ok(b) => Ok(Some(serde_json::from_slice(&b).with_context(|| {
+            format!("'{}' is not a tokenperf run file", info_path.display())
+        })?)),
+        Err(_) => Ok(None),
+    }
+}
+
+/// A run of our records: the ones the results keep (loadgen's --warmup-seconds and
+/// --cooldown-seconds marks hold here too), with their summary and frame.
+fn run_from_records(
+    name: String,
+    source: &Path,
+    records: Vec<RequestRecord>,
+    info: Option<RunInfo>,
+    warnings: Vec<String>,
+) -> anyhow::Result<Run> {
+    let records: Vec<RequestRecord> = records
+        .into_iter()
+        .filter(|r| r.excluded.is_none())
+        .collect();
+    let defs = info
+        .as_ref()
+        .map(|i| i.metric_definitions)
+        .unwrap_or_default();
+    let rows = rows_from_records(&records, defs);
+    let frame = frame_from_rows(&rows)?;
+    let summary = RunSummary::from_records(&records, defs);
+    Ok(Run {
+        name,
+        source: source.to_path_buf(),
+        frame,
+        records: Some(records),
+        model: info.as_ref().map(|i| i.model.clone()),
+        warnings,
+        info,
+        summary,
+        rows,
+    })
+}
+
+/// The shard folders loadgen's `--shard I/N` writes (`shard-I-of-N`) directly in `dir`, by index.
+pub fn shard_dirs(dir: &Path) -> anyhow::Result<Vec<(u64, u64, PathBuf)>> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir)
+        .with_context(|| format!("reading the folder '{}'", dir.display()))?
+        .filter_map(Result::ok)
+    {
+        let p = e.path();
+        let name = e.file_name().to_string_lossy().into_owned();
+        let parsed = name
+            .strip_prefix("shard-")
+            .and_then(|r| r.split_once("-of-"))
+            .and_then(|(i, n)| Some((i.parse::<u64>().ok()?, n.parse::<u64>().ok()?)));
+        if let (Some((i, n)), true) = (parsed, p.is_dir()) {
+            out.push((i, n, p));
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+/// Shards of one plan as one run: every shard present once, each record moved onto the shared wall
+/// clock (the earliest shard start is the zero; each shard's `run_started_unix_us` says where its
+/// own zero was), and the statistics computed over the union of their records, as for one run.
+pub fn merge_shards(dir: &Path, shards: &[(u64, u64, PathBuf)]) -> anyhow::Result<Run> {
+    let count = shards[0].1;
+    if let Some((_, n, p)) = shards.iter().find(|s| s.1 != count) {
+        bail!(
+            "'{}' is a shard of {n}, but '{}' is one of {count}: one folder holds one split plan",
+            p.display(),
+            shards[0].2.display()
+        );
+    }
+    let missing: Vec<String> = (0..count)
+        .filter(|i| !shards.iter().any(|s| s.0 == *i))
+        .map(|i| format!("shard-{i}-of-{count}"))
+        .collect();
+    if !missing.is_empty() {
+        bail!(
+            "'{}': {} missing, so the merged run would not be the plan (analyze one shard's folder \
+             to see it alone)",
+            dir.display(),
+            missing.join(", ")
+        );
+    }
+    let mut parts = Vec::new();
+    for (_, _, d) in shards {
+        let files = find_with_suffix(d, "_requests.jsonl")?;
+        let [jsonl] = files.as_slice() else {
+            bail!(
+                "'{}' should hold one *_requests.jsonl, holds {}",
+                d.display(),
+                files.len()
+            );
+        };
+        let info = read_run_info(jsonl)?.with_context(|| {
+            format!(
+                "'{}' has no *_run.json beside it: its start time is needed to merge it",
+                jsonl.display()
+            )
+        })?;
+        let (records, warnings) = read_jsonl(jsonl)?;
+        parts.push((info, records, warnings));
+    }
+    let zero = parts
+        .iter()
+        .map(|p| p.0.run_started_unix_us)
+        .min()
+        .unwrap_or(0);
+    let mut merged = Vec::new();
+    let mut warnings = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for (info, records, w) in &mut parts {
+        let offset = info.run_started_unix_us - zero;
+        warnings.append(w);
+        for mut r in records.drain(..) {
+            if !seen.insert(r.id) {
+                bail!(
+                    "request {} appears in more than one shard of '{}': these shards are not one split plan",
+                    r.id,
+                    dir.display()
+                );
+            }
+            shift(&mut r, offset);
+            merged.push(r);
+        }
+    }
+    let spread_us = parts
+        .iter()
+        .map(|p| p.0.run_started_unix_us - zero)
+        .max()
+        .unwrap_or(0);
+    if spread_us > 100_000 {
+        warnings.push(format!(
+            "the {count} shards started up to {:.2} s apart (use loadgen --start-at to start them together)",
+            spread_us as f64 / 1e6
+        ));
+    }
+    merged.sort_by_key(|r| r.id);
+    let mut info = parts.swap_remove(0).0;
+    info.run_started_unix_us = zero;
+    info.shard = None;
+    let name = dir
+        .file_name()
+        .map_or("shards".into(), |n| n.to_string_lossy().into_owned());
+    run_from_records(name, dir, merged, Some(info), warnings)
+}
+
+/// Moves a record's times `offset_us` later: from its shard's clock zero to the merged run's.
+fn shift(r: &mut RequestRecord, offset_us: u64) {
+    r.intended_send_us += offset_us;
+    for t in [
+        &mut r.sent_at_us,
+        &mut r.response_head_at_us,
+        &mut r.done_at_us,
+    ]
+    .into_iter()
+    .flatten()
+    {
+        *t += offset_us;
+    }
+    for e in &mut r.events {
+        e.0 += offset_us;
+    }
+    if let Some(gt) = &mut r.ground_truth {
+        // Ground truth places events with `run_start_mono_us + at_us`: keep the sum.
+        gt.run_start_mono_us = gt.run_start_mono_us.saturating_sub(offset_us);
+    }
+}
+
 fn load_file(path: &Path) -> anyhow::Result<Run> {
     let s = path.to_string_lossy();
     if s.ends_with(".jsonl") {
-        let stem = stem_of(path, "_requests.jsonl");
-        let info_path = path.with_file_name(format!("{stem}_run.json"));
-        let info: Option<RunInfo> = match std::fs::read(&info_path) {
-            Ok(b) => Some(serde_json::from_slice(&b).with_context(|| {
-                format!("'{}' is not a tokenperf run file", info_path.display())
-            })?),
-            Err(_) => None,
-        };
-        // Requests loadgen left out (--warmup-seconds, --cooldown-seconds) stay out here too.
-        let (all, warnings) = read_jsonl(path)?;
-        let records: Vec<RequestRecord> =
-            all.into_iter().filter(|r| r.excluded.is_none()).collect();
-        let defs = info
-            .as_ref()
-            .map(|i| i.metric_definitions)
-            .unwrap_or_default();
-        let rows = rows_from_records(&records, defs);
-        let frame = frame_from_rows(&rows)?;
-        let summary = RunSummary::from_records(&records, defs);
-        Ok(Run {
-            name: stem,
-            source: path.to_path_buf(),
-            frame,
-            records: Some(records),
-            model: info.as_ref().map(|i| i.model.clone()),
-            warnings,
+        let info = read_run_info(path)?;
+        let (records, warnings) = read_jsonl(path)?;
+        run_from_records(
+            stem_of(path, "_requests.jsonl"),
+            path,
+            records,
             info,
-            summary,
-            rows,
-        })
+            warnings,
+        )
     } else {
         let rows = read_llmperf(path)?;
         // LLMPerf's files only ever hold LLMPerf's definitions (or ours, if we wrote them with

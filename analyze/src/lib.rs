@@ -53,6 +53,11 @@ pub struct Args {
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
+    /// A folder of shard results (the shard-I-of-N folders loadgen --shard writes) is one run,
+    /// merged on the shared wall clock; with this flag each shard is its own run, so every chart
+    /// and the table show the shards side by side.
+    #[arg(long)]
+    pub shards_apart: bool,
 }
 
 fn parse_window(s: &str) -> Result<(f64, f64), String> {
@@ -89,6 +94,7 @@ impl Args {
             outcomes: Vec::new(),
             charts: Vec::new(),
             quiet: true,
+            shards_apart: false,
         }
     }
 }
@@ -135,7 +141,7 @@ pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
     };
     let mut runs = Vec::new();
     for p in &args.runs {
-        for run in input::load(p)? {
+        for run in input::load_with(p, args.shards_apart)? {
             runs.push(run.filtered(&filter)?);
         }
     }

@@ -987,6 +987,71 @@ mod tests {
     }
 
     #[test]
+    fn shards_split_every_request_and_stream_exactly_once() {
+        for count in [1u64, 2, 3, 7, 16] {
+            for n in [0u64, 1, 5, 16, 41, 1000] {
+                let shards: Vec<Shard> = (0..count).map(|index| Shard { index, count }).collect();
+                assert_eq!(shards.iter().map(|s| s.part(n)).sum::<u64>(), n);
+                let parts: Vec<u64> = shards.iter().map(|s| s.part(n)).collect();
+                assert!(parts.iter().max().unwrap() - parts.iter().min().unwrap() <= 1);
+                for i in 0..n {
+                    assert_eq!(shards.iter().filter(|s| s.owns(i)).count(), 1);
+                }
+                for s in &shards {
+                    let ids: Vec<u64> = (0..s.part(n)).map(|k| s.id(k)).collect();
+                    assert!(ids.iter().all(|&i| i < n && s.owns(i)));
+                }
+            }
+        }
+        assert_eq!(parse_shard("2/4").unwrap(), Shard { index: 2, count: 4 });
+        for bad in ["4/4", "1/0", "x/2", "3", "-1/2"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_start_at("1764619200").unwrap(), 1_764_619_200_000_000);
+        assert_eq!(
+            parse_start_at("2025-12-01T20:00:00Z").unwrap(),
+            1_764_619_200_000_000
+        );
+        assert!(parse_start_at("tomorrow").unwrap_err().contains("RFC 3339"));
+    }
+
+    #[test]
+    fn more_shards_than_streams_is_refused_naming_the_flag() {
+        let e = Args::from_flags(&[
+            "--model",
+            "m",
+            "--api-base",
+            "http://x/v1",
+            "--api-key",
+            "k",
+            "--num-concurrent-requests",
+            "2",
+            "--shard",
+            "0/3",
+        ])
+        .unwrap()
+        .into_plan()
+        .unwrap_err();
+        assert_eq!(e.flag, "--num-concurrent-requests");
+        let p = Args::from_flags(&[
+            "--model",
+            "m",
+            "--api-base",
+            "http://x/v1",
+            "--api-key",
+            "k",
+            "--num-concurrent-requests",
+            "5",
+            "--shard",
+            "1/3",
+        ])
+        .unwrap()
+        .into_plan()
+        .unwrap();
+        assert_eq!((p.concurrency(), p.whole_concurrency()), (2, 5));
+    }
+
+    #[test]
     fn open_loop_and_duration_plans() {
         let p = args(&[
             "--request-rate",

@@ -13,7 +13,7 @@
 //!
 //! Commands that are not examples to run here are listed in [`NOT_RUN`] with the reason.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 /// Leading words of commands this test does not run, and why.
@@ -80,20 +80,6 @@ fn shrink(args: &mut [String]) {
     }
 }
 
-/// Where `cargo test` put the workspace's binaries: beside this test's own `deps/` folder.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().and_then(Path::parent).unwrap().to_path_buf();
-    for b in ["loadgen", "analyze", "mock-server"] {
-        assert!(
-            dir.join(b).is_file(),
-            "{} not built; run the suite with `cargo test --workspace`",
-            dir.join(b).display()
-        );
-    }
-    dir
-}
-
 /// Puts the project's tokenizer in `cache` as LLMPerf's default tokenizer would be after a download.
 fn seed_default_tokenizer(cache: &Path) {
     let snap = cache.join("models--hf-internal-testing--llama-tokenizer");
@@ -120,7 +106,7 @@ async fn every_readme_command_runs_as_written() {
     })
     .await
     .unwrap();
-    let bins = bin_dir();
+    let bins = tokenperf_tests::bin_dir();
     let scratch = tempfile::tempdir().unwrap();
     let cwd = scratch.path().join("work");
     std::fs::create_dir_all(&cwd).unwrap();
