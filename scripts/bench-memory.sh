@@ -42,7 +42,7 @@ import json,glob
 s=json.load(open(glob.glob('$dir/*_summary.json')[0]))['tokenperf']
 print(s.get('summary',s).get('events_read', 'n/a'))" 2>/dev/null || echo n/a)
     read -r rss_kib wall user sys <"$out/$name.time"
-    local ok; ok=$(grep -o 'Number Of Completed Requests: [0-9]*' "$out/$name.txt" | grep -o '[0-9]*$' || echo "?")
+    local ok; ok=$(grep -o '^[0-9]* of [0-9]* requests succeeded' "$out/$name.txt" | cut -d' ' -f1 || echo "?")
     printf '%-14s %9s requests %5s tokens  %9s ok  events %11s  peak RSS %7.1f MiB  wall %7.1f s  CPU %7.1f s\n' \
         "$name" "$n" "$tokens" "$ok" "$events" "$(echo "$rss_kib / 1024" | bc -l)" "$wall" "$(echo "$user + $sys" | bc -l)" |
         tee -a "$out/table.txt"
@@ -50,6 +50,6 @@ print(s.get('summary',s).get('events_read', 'n/a'))" 2>/dev/null || echo n/a)
 }
 
 : >"$out/table.txt"
-echo "streams: $streams; loadgen $(cd "$src" && git rev-parse --short HEAD)${rev:+ ($rev)}" | tee -a "$out/table.txt"
+echo "streams: $streams; loadgen $(cd "$src" && git describe --always --dirty)${rev:+ ($rev)}" | tee -a "$out/table.txt"
 for n in ${SIZES:-10000 100000 1000000}; do run "requests-$n" "$n" 4; done
 for n in ${EVENT_REQUESTS:-2000 10000 30000}; do run "events-$n" "$n" 1000; done

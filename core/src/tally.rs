@@ -19,6 +19,8 @@ use crate::summary::{CachedInput, Connections, ErrorGroup, RunSummary, ShortOutp
 
 /// Distinct values kept per tally before the rest are counted under [`OTHERS`].
 pub const MAX_DISTINCT: usize = 1_000;
+/// Most requests [`SummaryBuilder::reserve`] makes room for ahead (8 MiB per column).
+pub const MAX_RESERVE: u64 = 1 << 20;
 /// The name under which values past [`MAX_DISTINCT`] are counted.
 pub const OTHERS: &str = "(other values, past 1,000 distinct ones)";
 
@@ -116,6 +118,27 @@ impl SummaryBuilder {
             cached: CachedInput::default(),
             connections: Connections::default(),
             events: 0,
+        }
+    }
+
+    /// Makes room for `requests` successful requests at once, so a run of known length holds its
+    /// per-request values without a growing vector's spare half (at most [`MAX_RESERVE`]).
+    pub fn reserve(&mut self, requests: u64) {
+        let n = requests.min(MAX_RESERVE) as usize;
+        let c = &mut self.ok;
+        for col in [
+            &mut c.itl,
+            &mut c.ttft,
+            &mut c.e2e,
+            &mut c.throughput,
+            &mut c.input,
+            &mut c.output,
+            &mut c.tpot,
+            &mut c.ttfe,
+            &mut c.e2e_from_intended,
+            &mut self.schedule_lag,
+        ] {
+            col.reserve_exact(n);
         }
     }
 

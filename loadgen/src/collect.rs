@@ -37,6 +37,8 @@ pub struct CollectPlan {
     pub warm_us: u64,
     /// Records finishing within this of the run's last completion are `cooldown`.
     pub cool_us: Option<u64>,
+    /// Requests this process will send, when the plan says.
+    pub requests: Option<u64>,
 }
 
 /// What the writer task leaves once the last record is in.
@@ -121,9 +123,13 @@ pub fn spawn(
 ) -> (mpsc::Sender<RequestRecord>, JoinHandle<Collected>) {
     let (tx, mut rx) = mpsc::channel::<RequestRecord>(RECORD_QUEUE);
     let task = tokio::spawn(async move {
+        let mut summary = SummaryBuilder::new(plan.defs);
+        if let Some(n) = plan.requests {
+            summary.reserve(n);
+        }
         let mut w = Writer {
             sinks,
-            summary: SummaryBuilder::new(plan.defs),
+            summary,
             goodput: plan.slo.map(GoodputBuilder::new),
             selfcheck: SelfCheckBuilder::default(),
             in_flight: InFlightTime::from(plan.warm_us),
@@ -238,6 +244,7 @@ mod tests {
             slo: None,
             warm_us: 100_000,
             cool_us: Some(300_000),
+            requests: None,
         };
         let (tx, task) = spawn(plan, vec![Box::new(keep.clone())], Control::new());
         // Completion order shuffled (token counting finishes out of order).

@@ -421,6 +421,9 @@ impl HttpClient {
     }
 }
 
+/// Most bytes a connection's read buffer may hold.
+pub const READ_BUFFER_BYTES: usize = 32 * 1024;
+
 /// HTTP/1.1 over `io`, counting the bytes read into `read`; the connection runs on its own task.
 async fn handshake<T>(io: T, read: Arc<AtomicU64>) -> Result<SendRequest<Full<Bytes>>, String>
 where
@@ -428,6 +431,10 @@ where
 {
     let io = TokioIo::new(Counted { inner: io, read });
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
+        // hyper's read buffer grows while reads fill it, up to ~400 KiB by default: a server that
+        // bursts whole responses would make every one of 1,000 connections hold that much. 32 KiB
+        // is many SSE events per read and bounds a stream's buffer (BENCHMARKS.md, memory).
+        .max_buf_size(READ_BUFFER_BYTES)
         .handshake(io)
         .await
         .map_err(|e| error_chain(&e))?;

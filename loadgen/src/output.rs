@@ -2,7 +2,7 @@
 //! and the files assembled at the end (LLMPerf's two files and our run metadata).
 //!
 //! File names, for a stem `S` = LLMPerf's `{model}_{mean_in}_{mean_out}` (sanitized):
-//! * `S_requests.jsonl`: one [`RequestRecord`] per line, appended and flushed as each request ends, so
+//! * `S_requests.jsonl`: one [`RequestRecord`] per line, written as each request ends, so
 //!   a crash or Ctrl-C keeps every finished record;
 //! * `S_individual_responses.json`: LLMPerf's array of nine-key records, in completion order;
 //! * `S_summary.json`: LLMPerf's summary keys, then a `tokenperf` object;
@@ -257,6 +257,36 @@ pub fn write_individual_responses(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn individual_responses_stream_from_the_records_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let (jsonl, out) = (dir.path().join("r.jsonl"), dir.path().join("i.json"));
+        let mut sink = JsonlSink::create(&jsonl).unwrap();
+        for i in 0..5u64 {
+            let mut r = RequestRecord::new(i, 0);
+            r.sent_at_us = (i != 1).then_some(10);
+            r.done_at_us = Some(20);
+            if i == 3 {
+                r.excluded = Some("cooldown".into());
+            }
+            sink.record(&r).unwrap();
+        }
+        write_individual_responses(&jsonl, &out, MetricDefinitions::Tokenperf).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
+        // Unsent (1) and trimmed (3) records are not LLMPerf's.
+        assert_eq!(v.as_array().unwrap().len(), 3);
+        let empty = dir.path().join("e.jsonl");
+        JsonlSink::create(&empty).unwrap();
+        write_individual_responses(&empty, &out, MetricDefinitions::Tokenperf).unwrap();
+        assert_eq!(std::fs::read_to_string(&out).unwrap(), "[]\n");
+        #[cfg(unix)]
+        {
+            let e = write_individual_responses(Path::new("/dev/zero"), &out, Default::default())
+                .unwrap_err();
+            assert!(format!("{e:#}").contains("not a regular file"), "{e:#}");
+        }
+    }
 
     #[cfg(unix)]
     #[test]

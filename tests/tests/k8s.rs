@@ -5,7 +5,7 @@
 //! results on a mounted volume, and loadgen flags that loadgen itself accepts.
 
 use k8s_openapi::api::batch::v1::Job;
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -30,12 +30,14 @@ fn the_manifest_is_valid_kubernetes_and_runs_one_shard_per_index() {
     let docs = documents();
     let mut job = None;
     let mut claims = Vec::new();
+    let mut pods = Vec::new();
     for doc in &docs {
         match (doc["apiVersion"].as_str(), doc["kind"].as_str()) {
             (Some("batch/v1"), Some("Job")) => job = Some(typed::<Job>(doc)),
             (Some("v1"), Some("PersistentVolumeClaim")) => {
                 claims.push(typed::<PersistentVolumeClaim>(doc))
             }
+            (Some("v1"), Some("Pod")) => pods.push(typed::<Pod>(doc)),
             other => panic!("unexpected document {other:?}"),
         }
     }
@@ -110,6 +112,27 @@ fn the_manifest_is_valid_kubernetes_and_runs_one_shard_per_index() {
             .any(|p| p.metadata.name.as_deref() == Some(claim.claim_name.as_str())),
         "the claim is defined beside the Job"
     );
+
+    // The README copies the results out through the reader pod, which mounts the same claim.
+    let reader = pods
+        .iter()
+        .find(|p| p.metadata.name.as_deref() == Some("tokenperf-results"))
+        .expect("the reader pod the README names");
+    let reader_spec = reader.spec.as_ref().unwrap();
+    assert!(reader_spec.volumes.iter().flatten().any(|v| {
+        v.persistent_volume_claim
+            .as_ref()
+            .is_some_and(|c| c.claim_name == claim.claim_name)
+    }));
+    assert!(
+        reader_spec.containers[0]
+            .volume_mounts
+            .iter()
+            .flatten()
+            .any(|m| m.mount_path == "/results")
+    );
+    let readme = include_str!("../../README.md");
+    assert!(readme.contains("kubectl cp tokenperf-results:/results"));
 }
 
 #[test]
