@@ -53,6 +53,10 @@ pub struct Args {
     /// Print nothing but errors.
     #[arg(long, short)]
     pub quiet: bool,
+    /// Also print LLMPerf's result block per run (as `token_benchmark_ray.py` printed it), first,
+    /// for scripts that parse it; report.html always ends with it.
+    #[arg(long)]
+    pub llmperf_block: bool,
     /// A folder of shard results (the shard-I-of-N folders loadgen --shard writes) is one run,
     /// merged on the shared wall clock; with this flag each shard is its own run, so every chart
     /// and the table show the shards side by side.
@@ -94,6 +98,7 @@ impl Args {
             outcomes: Vec::new(),
             charts: Vec::new(),
             quiet: true,
+            llmperf_block: false,
             shards_apart: false,
         }
     }
@@ -259,12 +264,17 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     if args.quiet {
         return Ok(());
     }
+    if args.llmperf_block {
+        for run in &a.runs {
+            println!("{}", report::llmperf_block(run));
+        }
+    }
+    for run in &a.runs {
+        println!("{}", report::console(run));
+    }
     if a.runs.len() > 1 {
         println!("{}", report::comparison_table(&a.runs));
-    } else {
-        for run in &a.runs {
-            println!("{}", report::console(run));
-        }
+        println!("{}\n", report::TABLE_NOTE);
     }
     for run in &a.runs {
         let (n, failed) = run.counts();

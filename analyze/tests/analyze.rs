@@ -237,7 +237,7 @@ fn llmperf_summary_beside_the_records_gives_run_level_throughput() {
         close(s.num_completed_requests_per_min, 194.43022532161083);
         assert_eq!(s.num_completed_requests, 4);
         // The console header names the model the summary names, not the file's stem ("run").
-        let head = analyze::report::console(&a.runs[0]);
+        let head = analyze::report::llmperf_block(&a.runs[0]);
         assert!(
             head.starts_with("\\Results for token benchmark for hf:mgoin/TinyStories-1M-ds "),
             "{head}"

@@ -5,6 +5,13 @@
 //! data. The standard deviation is the sample one (ddof = 1), as pandas computes it. Nothing here returns
 //! NaN: empty input (or fewer than two values for the standard deviation) gives `None`, which serializes
 //! as JSON `null`.
+//!
+//! Every percentile comes with a 95 % confidence interval from order statistics
+//! ([`quantile_interval_ranks`]): distribution-free and exact (conservative), with no resampling. The
+//! number of values below the true q-quantile of n independent draws is Binomial(n, q), so the sorted
+//! values at the ranks where that binomial's CDF crosses 2.5 % and 97.5 % bound the quantile with at
+//! least 95 % probability. It treats requests as independent draws from one steady state; a run whose
+//! load drifted has wider true uncertainty than this says.
 
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +43,48 @@ pub fn quantile(sorted: &[f64], q: f64) -> Option<f64> {
     Some(sorted[lo] + frac * (sorted[hi] - sorted[lo]))
 }
 
+/// 0-based ranks `(lo, hi)` into a sorted sample of `n` such that `[x[lo], x[hi]]` covers the true
+/// `q`-quantile with probability ≥ 95 %: `lo` is the largest `k` with P(B ≤ k) ≤ 0.025 and `hi` the
+/// smallest with P(B ≤ k) ≥ 0.975, B ~ Binomial(n, q). `None` when the sample is too small to bound
+/// it on one side (e.g. p99 of fewer than 367 values has no 95 % upper bound inside the sample).
+/// Exact up to n = 20,000; above, the normal approximation with continuity correction.
+pub fn quantile_interval_ranks(n: usize, q: f64) -> Option<(usize, usize)> {
+    if n == 0 || !(0.0..=1.0).contains(&q) {
+        return None;
+    }
+    if q <= 0.0 || q >= 1.0 {
+        let k = if q <= 0.0 { 0 } else { n - 1 };
+        return Some((k, k));
+    }
+    let (lo_p, hi_p) = (0.025, 0.975);
+    if n > 20_000 {
+        let (mu, sd) = (n as f64 * q, (n as f64 * q * (1.0 - q)).sqrt());
+        let lo = (mu - 1.959_964 * sd - 0.5).floor();
+        let hi = (mu + 1.959_964 * sd - 0.5).ceil();
+        if lo < 0.0 || hi > (n - 1) as f64 {
+            return None;
+        }
+        return Some((lo as usize, hi as usize));
+    }
+    // Binomial pmf by its recurrence in log space (pmf(0) = (1-q)^n underflows for large n).
+    let (ln_q, ln_1q) = (q.ln(), (1.0 - q).ln());
+    let mut ln_pmf = n as f64 * ln_1q;
+    let mut cdf = 0.0;
+    let (mut lo, mut hi) = (None, None);
+    for k in 0..n {
+        cdf += ln_pmf.exp();
+        if cdf <= lo_p {
+            lo = Some(k);
+        }
+        if cdf >= hi_p {
+            hi = Some(k);
+            break;
+        }
+        ln_pmf += ((n - k) as f64 / (k + 1) as f64).ln() + ln_q - ln_1q;
+    }
+    Some((lo?, hi?))
+}
+
 /// Summary statistics of one metric over a set of requests.
 ///
 /// Every field is `None` when there was no value; `stddev` is also `None` for a single value.
@@ -54,6 +103,14 @@ pub struct Stats {
     pub max: Option<f64>,
     /// Sample standard deviation (ddof = 1).
     pub stddev: Option<f64>,
+    /// 95 % confidence interval of each quantile, in [`QUANTILES`] order (see
+    /// [`quantile_interval_ranks`]); `None` where the sample cannot bound it.
+    #[serde(default, skip_serializing_if = "no_intervals")]
+    pub ci95: [Option<(f64, f64)>; 6],
+}
+
+fn no_intervals(ci: &[Option<(f64, f64)>; 6]) -> bool {
+    ci.iter().all(Option::is_none)
 }
 
 impl Stats {
@@ -89,6 +146,8 @@ impl Stats {
             min: Some(v[0]),
             max: Some(v[n - 1]),
             stddev,
+            ci95: QUANTILES
+                .map(|(q, _)| quantile_interval_ranks(n, q).map(|(lo, hi)| (v[lo], v[hi]))),
         }
     }
 
@@ -136,6 +195,10 @@ impl Stats {
             min: Some(pairs[0].0),
             max: Some(pairs[pairs.len() - 1].0),
             stddev,
+            ci95: QUANTILES.map(|(q, _)| {
+                quantile_interval_ranks(n as usize, q)
+                    .map(|(lo, hi)| (at_rank(lo as u64), at_rank(hi as u64)))
+            }),
         }
     }
 
@@ -149,6 +212,21 @@ impl Stats {
             ("p95", self.p95),
             ("p99", self.p99),
         ]
+    }
+
+    /// The 95 % interval of a quantile this struct holds (`0.5` → p50's).
+    pub fn interval(&self, q: f64) -> Option<(f64, f64)> {
+        let i = QUANTILES.iter().position(|(f, _)| (*f - q).abs() < 1e-12)?;
+        self.ci95[i]
+    }
+
+    /// Whether two runs' intervals for quantile `q` are apart (neither overlaps the other): the
+    /// difference is then unlikely to be noise. `false` when either has no interval.
+    pub fn differs_at(&self, other: &Stats, q: f64) -> bool {
+        match (self.interval(q), other.interval(q)) {
+            (Some((a_lo, a_hi)), Some((b_lo, b_hi))) => a_hi < b_lo || b_hi < a_lo,
+            _ => false,
+        }
     }
 
     /// Quantile by fraction, for the ones this struct holds (`0.5` → `p50`).
@@ -220,6 +298,37 @@ mod tests {
         let json = serde_json::to_string(&one).unwrap();
         assert!(json.contains("\"stddev\":null"), "{json}");
         assert!(!json.contains("NaN"));
+    }
+
+    #[test]
+    fn quantile_intervals_from_order_statistics() {
+        // n = 10, median: B ~ Bin(10, 0.5); P(B ≤ 1) = 11/1024 ≤ 0.025 < P(B ≤ 2) = 56/1024, and
+        // P(B ≤ 7) = 968/1024 < 0.975 ≤ P(B ≤ 8) = 1013/1024: ranks 1 and 8 (0-based).
+        assert_eq!(quantile_interval_ranks(10, 0.5), Some((1, 8)));
+        // Too few values to bound p99 from above, or the median of 5 from either side.
+        assert_eq!(quantile_interval_ranks(100, 0.99), None);
+        assert_eq!(quantile_interval_ranks(5, 0.5), None);
+        assert!(quantile_interval_ranks(400, 0.99).is_some());
+        // Exact and normal branches agree near their border.
+        let (a, b) = quantile_interval_ranks(20_000, 0.9).unwrap();
+        let (c, d) = quantile_interval_ranks(20_001, 0.9).unwrap();
+        assert!(a.abs_diff(c) <= 2 && b.abs_diff(d) <= 2, "{a} {b} {c} {d}");
+        // Coverage, simulated: uniform draws, whose true median is 0.5.
+        let mut rng = crate::rng::Rng::new(7);
+        let trials = 2_000;
+        let covered = (0..trials)
+            .filter(|_| {
+                let s = Stats::from_values((0..50).map(|_| rng.next_f64()));
+                let (lo, hi) = s.interval(0.5).unwrap();
+                lo <= 0.5 && 0.5 <= hi
+            })
+            .count();
+        let rate = covered as f64 / trials as f64;
+        assert!((0.94..=0.995).contains(&rate), "coverage {rate}");
+        // Two samples a shift apart are told apart; one against itself is not.
+        let a = Stats::from_values((0..200).map(|i| i as f64));
+        let b = Stats::from_values((0..200).map(|i| i as f64 + 60.0));
+        assert!(a.differs_at(&b, 0.5) && !a.differs_at(&a, 0.5));
     }
 
     #[test]

@@ -572,7 +572,7 @@ impl RunSummary {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "tokenperf: inter_token_latency_s = {}",
+            "tokenperf (each percentile with its 95 % interval in parentheses): inter_token_latency_s = {}",
             match self.metric_definitions {
                 MetricDefinitions::Tokenperf => "TPOT, (e2e - ttft) / (output tokens - 1)",
                 MetricDefinitions::Llmperf =>
@@ -587,12 +587,19 @@ impl RunSummary {
             ("e2e from intended send", &self.e2e_from_intended_s),
             ("schedule lag", &self.schedule_lag_s),
         ] {
+            let at = |q: f64| {
+                let v = ms(st.at(q));
+                match st.interval(q) {
+                    Some((lo, hi)) => format!("{v} ({:.2}–{:.2})", lo * 1e3, hi * 1e3),
+                    None => v,
+                }
+            };
             let _ = writeln!(
                 s,
-                "  {name:<24} p50 {:>9} ms  p90 {:>9} ms  p99 {:>9} ms  (n={})",
-                ms(st.p50),
-                ms(st.p90),
-                ms(st.p99),
+                "  {name:<24} p50 {} ms  p90 {} ms  p99 {} ms  (n={})",
+                at(0.5),
+                at(0.9),
+                at(0.99),
                 st.count
             );
         }
@@ -653,6 +660,48 @@ impl RunSummary {
                 let shown: String = m.chars().take(300).collect();
                 let _ = writeln!(s, "         {n:>6} × {shown}");
             }
+        }
+        s
+    }
+
+    /// The readable summary, first thing a run prints: what ran, how many succeeded, throughput,
+    /// and the latencies that matter with their 95 % intervals.
+    pub fn headline(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "{} of {} requests succeeded ({} errors{}) in {}: {} output tokens/s, {} requests/min",
+            self.num_completed_requests,
+            self.num_requests_started,
+            self.number_errors,
+            if self.dropped > 0 {
+                format!(", {} dropped", self.dropped)
+            } else {
+                String::new()
+            },
+            self.window_s.map_or("n/a".into(), |w| format!("{w:.2} s")),
+            self.mean_output_throughput_token_per_s
+                .map_or("n/a".into(), |v| format!("{v:.1}")),
+            self.num_completed_requests_per_min
+                .map_or("n/a".into(), |v| format!("{v:.1}")),
+        );
+        let itl_name = match self.metric_definitions {
+            MetricDefinitions::Tokenperf => "time per output token",
+            MetricDefinitions::Llmperf => "inter-token (LLMPerf's)",
+        };
+        for (name, st, unit, k) in [
+            ("time to first token", &self.ttft_s, "ms", 1e3),
+            (itl_name, &self.inter_token_latency_s, "ms", 1e3),
+            ("end-to-end latency", &self.end_to_end_latency_s, "s", 1.0),
+        ] {
+            let at = |q: f64| {
+                let v = st.at(q).map_or("n/a".into(), |v| format!("{:.2}", v * k));
+                match st.interval(q) {
+                    Some((a, b)) => format!("{v} {unit} ({:.2}–{:.2})", a * k, b * k),
+                    None => format!("{v} {unit}"),
+                }
+            };
+            let _ = writeln!(s, "  {name:<24} p50 {:<28} p99 {}", at(0.5), at(0.99));
         }
         s
     }

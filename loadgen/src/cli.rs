@@ -363,6 +363,10 @@ pub struct Args {
     /// Exit with code 1 when the error rate (0–1) is above this.
     #[arg(long, allow_negative_numbers = true, value_parser = fraction)]
     pub max_error_rate: Option<f64>,
+    /// Also print LLMPerf's result block (`token_benchmark_ray.py`'s console output, 60 lines of
+    /// figures) on stdout, first, for scripts that parse it; the files hold the same figures.
+    #[arg(long)]
+    pub llmperf_block: bool,
     /// Print only the summary (no progress, no warnings).
     #[arg(long, short)]
     pub quiet: bool,
@@ -471,6 +475,8 @@ pub struct Plan {
     pub cache_bust: bool,
     pub max_error_rate: Option<f64>,
     pub quiet: bool,
+    /// Print LLMPerf's console block too.
+    pub llmperf_block: bool,
     pub ground_truth: bool,
     pub selfcheck: bool,
     pub slo: Option<Slo>,
@@ -585,6 +591,7 @@ impl Args {
             cache_bust: self.cache_bust,
             max_error_rate: self.max_error_rate,
             quiet: self.quiet,
+            llmperf_block: self.llmperf_block,
             ground_truth: self.ground_truth,
             selfcheck: self.selfcheck,
             slo: self.slo,

@@ -101,26 +101,6 @@ pub(crate) fn unix_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// Marks records sent in the first `warmup_s` seconds, or finished in the last `cooldown_s` seconds
-/// of the run, as excluded from the results (what a run marks as it goes, for records in hand).
-pub fn mark_trims(records: &mut [RequestRecord], warmup_s: f64, cooldown_s: f64) {
-    let end = records
-        .iter()
-        .filter_map(|r| r.done_at_us)
-        .max()
-        .unwrap_or(0);
-    let warm_us = (warmup_s * 1e6) as u64;
-    let cool_from = end.saturating_sub((cooldown_s * 1e6) as u64);
-    for r in records.iter_mut() {
-        let sent = r.sent_at_us.unwrap_or(r.intended_send_us);
-        if warmup_s > 0.0 && sent < warm_us {
-            r.excluded = Some("warmup".into());
-        } else if cooldown_s > 0.0 && r.done_at_us.is_some_and(|d| d > cool_from) {
-            r.excluded = Some("cooldown".into());
-        }
-    }
-}
-
 /// The model ids the server lists at `{base}/models`, when it answers that in a few seconds with
 /// OpenAI's shape; `None` otherwise (many servers do not serve it, and the run reports its own errors).
 pub async fn list_models(plan: &Plan) -> Option<Vec<String>> {
@@ -320,6 +300,7 @@ fn collect_plan(plan: &Plan) -> collect::CollectPlan {
         slo: plan.slo,
         warm_us: (plan.warmup_s * 1e6) as u64,
         cool_us: (plan.cooldown_s > 0.0).then_some((plan.cooldown_s * 1e6) as u64),
+        requests: plan.requests.map(|n| plan.shard.part(n)),
     }
 }
 
@@ -695,7 +676,11 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     let plan = args.into_plan()?;
-    let (model, quiet, grace) = (plan.model.clone(), plan.quiet, Duration::from_secs(10));
+    let (model, grace) = (plan.model.clone(), Duration::from_secs(10));
+    let print = Printing {
+        quiet: plan.quiet,
+        llmperf_block: plan.llmperf_block,
+    };
     let sweeping = plan.sweep.is_some();
     let control = Control::new();
     let mut signals =
@@ -720,14 +705,26 @@ pub async fn run(args: Args) -> anyhow::Result<Exit> {
         return Ok(exit);
     }
     let out = run_plan(plan, control).await?;
-    print_run(&out, &model, quiet);
+    print_run(&out, &model, print);
     Ok(out.exit)
 }
 
-/// What a finished run prints: LLMPerf's block on stdout, then (unless `quiet`) ours and the
-/// warnings on stderr; failures always, for a run that failed must look failed.
-fn print_run(out: &RunOutput, model: &str, quiet: bool) {
-    print!("{}", out.summary.console_block(model, "openai"));
+/// What the binary prints of a run.
+#[derive(Debug, Clone, Copy)]
+struct Printing {
+    quiet: bool,
+    llmperf_block: bool,
+}
+
+/// What a finished run prints: with `--llmperf-block` LLMPerf's block first (as LLMPerf printed it),
+/// then the readable summary on stdout, then (unless `quiet`) the details and, on stderr, the
+/// warnings; failures always, for a run that failed must look failed.
+fn print_run(out: &RunOutput, model: &str, print: Printing) {
+    let quiet = print.quiet;
+    if print.llmperf_block {
+        print!("{}", out.summary.console_block(model, "openai"));
+    }
+    print!("{}", out.summary.headline());
     if !quiet {
         print!("{}", out.summary.tokenperf_block());
         if let Some(g) = &out.goodput {

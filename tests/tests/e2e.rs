@@ -143,8 +143,8 @@ async fn mock_loadgen_analyze() {
         a.runs[0].summary, out.summary,
         "analyze and loadgen disagree on the summary"
     );
-    // The seed's four, three CDFs, the timeline and load over time.
-    assert_eq!(a.charts.len(), 9, "{:?}", a.charts);
+    // The seed's four, the pooled chunk gaps, three CDFs, the timeline and load over time.
+    assert_eq!(a.charts.len(), 10, "{:?}", a.charts);
     let written: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&a.summaries[0]).unwrap()).unwrap();
     assert_eq!(written["schema_version"], tokenperf_core::SCHEMA_VERSION);
@@ -152,6 +152,7 @@ async fn mock_loadgen_analyze() {
     for name in [
         "e2e_latencies",
         "inter_token_latencies",
+        "chunk_gaps",
         "time_to_first_token",
         "inter_token_vs_throughput",
         "cdf_ttft",

@@ -7,7 +7,11 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 use tokenperf_core::stats::quantile;
 
-use super::{Chart, FONT, Format, color, draw_err, framed, legend, padded, subtitle, with_backend};
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::{
+    Chart, FONT, Format, color, draw_err, framed, legend_at, padded, subtitle, tick, with_backend,
+};
 use crate::input::Run;
 
 /// A CDF of one metric column.
@@ -88,6 +92,8 @@ impl Cdf {
             .y_desc("Fraction of requests")
             .axis_desc_style((FONT, 20))
             .label_style((FONT, 15))
+            .x_label_formatter(&tick)
+            .y_label_formatter(&tick)
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(draw_err)?;
@@ -115,20 +121,31 @@ impl Cdf {
                 chart
                     .draw_series(std::iter::once(Circle::new((x, q), 5, c.filled())))
                     .map_err(draw_err)?;
+                let (pos, y) = label_place(x, (x0, x1), q, i);
                 chart
                     .draw_series(std::iter::once(Text::new(
-                        format!("{name} {x:.3}"),
-                        (x, q - 0.045),
-                        (FONT, 14).into_font().color(&c),
+                        format!("{name} {}", tick(&x)),
+                        (x, y),
+                        (FONT, 14).into_font().color(&c).pos(pos),
                     )))
                     .map_err(draw_err)?;
             }
         }
         if runs.len() > 1 {
-            legend(&mut chart)?;
+            // The curves rise from lower left to upper right: the lower right is empty.
+            legend_at(&mut chart, SeriesLabelPosition::LowerRight)?;
         }
         Ok(())
     }
+}
+
+/// Where the label of run `run`'s marker at `(x, q)` goes: runs stacked one line apart under the
+/// marker, so neighbouring runs' labels do not print over each other, and anchored on the side
+/// that stays inside the plot (left of the marker in the right half, right of it in the left).
+fn label_place(x: f64, (x0, x1): (f64, f64), q: f64, run: usize) -> (Pos, f64) {
+    let right_half = x > x0 + (x1 - x0) * 0.5;
+    let h = if right_half { HPos::Right } else { HPos::Left };
+    (Pos::new(h, VPos::Top), q - 0.02 - 0.045 * run as f64)
 }
 
 impl Chart for Cdf {
@@ -138,5 +155,26 @@ impl Chart for Cdf {
     fn render(&self, runs: &[&Run], path: &Path, format: Format) -> anyhow::Result<()> {
         with_backend!(path, format, |root: &DrawingArea<_, Shift>| self
             .draw(root, runs))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn labels_of_neighbouring_runs_stack_and_stay_on_the_inside() {
+        let range = (0.0, 100.0);
+        let (a, ya) = label_place(95.0, range, 0.99, 0);
+        let (_, yb) = label_place(95.0, range, 0.99, 1);
+        assert!(ya > yb, "each run its own line");
+        assert!(
+            matches!(a.h_pos, HPos::Right),
+            "near the right edge the text runs leftwards"
+        );
+        assert!(matches!(
+            label_place(3.0, range, 0.5, 0).0.h_pos,
+            HPos::Left
+        ));
     }
 }

@@ -17,10 +17,10 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
         .collect::<anyhow::Result<Vec<_>>>()?;
     draw_histogram(
         root,
-        "End-to-end Latencies (s)",
-        "End-to-end latency (s)",
+        ("End-to-end Latencies (s)", "End-to-end latency (s)", "s"),
         runs,
         &series,
+        "Requests",
     )
 }
 

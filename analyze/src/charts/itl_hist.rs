@@ -1,5 +1,7 @@
-//! "Inter-token Latencies (ms)": histogram of successful requests' `inter_token_latency_s` in
-//! milliseconds, 30 bins (TPOT, unless the run used `--metrics llmperf`).
+//! "Inter-token Latencies (ms)" (the seed's chart and file name): a histogram of one value per
+//! successful request, its `inter_token_latency_s` in milliseconds, 30 bins. That value is the
+//! request's time per output token (TPOT) unless the run used `--metrics llmperf`, and the title
+//! says which; the gaps between chunks, pooled over requests, are `chunk_gaps`.
 
 use std::path::Path;
 
@@ -7,6 +9,8 @@ use plotters::coord::Shift;
 use plotters::prelude::*;
 
 use super::{Chart, Format, draw_histogram, with_backend};
+use tokenperf_core::llmperf::MetricDefinitions;
+
 use crate::input::Run;
 
 pub struct ItlHistogram;
@@ -21,13 +25,21 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
                 .collect())
         })
         .collect::<anyhow::Result<Vec<Vec<f64>>>>()?;
-    draw_histogram(
-        root,
-        "Inter-token Latencies (ms)",
-        "Inter-token latency (ms)",
-        runs,
-        &series,
-    )
+    let llmperf = runs
+        .iter()
+        .any(|r| r.summary.metric_definitions == MetricDefinitions::Llmperf);
+    let (title, x_desc) = if llmperf {
+        (
+            "Inter-token Latencies (ms), LLMPerf's definition, one per request",
+            "(last content - send) / data events (ms)",
+        )
+    } else {
+        (
+            "Inter-token Latencies (ms): time per output token, one per request",
+            "TPOT = (e2e - TTFT) / (output tokens - 1) (ms)",
+        )
+    };
+    draw_histogram(root, (title, x_desc, "ms"), runs, &series, "Requests")
 }
 
 impl Chart for ItlHistogram {

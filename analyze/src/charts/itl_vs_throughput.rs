@@ -14,17 +14,19 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
     let series = runs
         .iter()
         .map(|r| {
-            r.ok_pairs(
+            // Milliseconds, as every inter-token axis (the histogram, the CDF).
+            let pairs = r.ok_pairs(
                 "inter_token_latency_s",
                 "request_output_throughput_token_per_s",
-            )
+            )?;
+            Ok(pairs.into_iter().map(|(l, t)| (l * 1e3, t)).collect())
         })
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .collect::<anyhow::Result<Vec<Vec<(f64, f64)>>>>()?;
     draw_scatter(
         root,
         "Inter-token Latency vs. Output Throughput",
         runs,
-        ("Inter-token latency (s)", "Output throughput (tokens/s)"),
+        ("Inter-token latency (ms)", "Output throughput (tokens/s)"),
         &series,
     )
 }

@@ -72,7 +72,17 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
     let area = framed(
         root,
         "Load over Time",
-        &format!("{} · {} buckets", run.name, BUCKETS),
+        &format!(
+            "{} · {} buckets of {} s each",
+            run.name,
+            BUCKETS,
+            super::tick(
+                &series
+                    .get(1)
+                    .zip(series.first())
+                    .map_or(0.0, |(b, a)| b.0 - a.0)
+            )
+        ),
     )?;
     let (top, bottom) = area.split_vertically(area.dim_in_pixel().1 / 2);
     let x1 = series.last().map_or(1.0, |s| s.0) * 1.02 + 1e-3;
@@ -95,6 +105,8 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
             .y_desc(desc)
             .axis_desc_style((FONT, 17))
             .label_style((FONT, 14))
+            .x_label_formatter(&super::tick)
+            .y_label_formatter(&super::tick)
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(draw_err)?;

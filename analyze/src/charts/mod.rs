@@ -8,6 +8,7 @@
 //! out of latency charts; the caption counts them.
 
 mod cdf;
+mod chunk_gaps;
 mod e2e_hist;
 mod itl_hist;
 mod itl_vs_throughput;
@@ -26,6 +27,7 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use crate::input::Run;
 
 pub use cdf::Cdf;
+pub use chunk_gaps::ChunkGaps;
 pub use e2e_hist::E2eHistogram;
 pub use itl_hist::ItlHistogram;
 pub use itl_vs_throughput::ItlVsThroughput;
@@ -76,6 +78,7 @@ pub fn all_charts() -> Vec<Box<dyn Chart>> {
     vec![
         Box::new(E2eHistogram),
         Box::new(ItlHistogram),
+        Box::new(ChunkGaps),
         Box::new(TtftVsInput),
         Box::new(ItlVsThroughput),
         Box::new(Cdf::ttft()),
@@ -172,6 +175,25 @@ pub(crate) fn framed<DB: DrawingBackend>(
     Ok(body)
 }
 
+/// A tick or point label: whole numbers without a decimal point (`50`, not `50.0`), others with
+/// three significant digits at most, so ticks stay short and comparable.
+pub fn tick(v: &f64) -> String {
+    let v = *v;
+    if !v.is_finite() {
+        return String::new();
+    }
+    if (v - v.round()).abs() < 1e-9 * v.abs().max(1.0) {
+        return format!("{}", v.round() as i64);
+    }
+    let digits = (3 - 1 - v.abs().log10().floor() as i32).clamp(0, 6) as usize;
+    let s = format!("{v:.digits$}");
+    if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    } else {
+        s
+    }
+}
+
 /// The caption under the title: what is shown, and what was left out.
 pub fn subtitle(runs: &[&Run], shown: usize, sampled_from: Option<usize>) -> String {
     let (n, failed) = runs
@@ -251,17 +273,33 @@ pub fn histogram(values: &[f64], n: usize) -> Vec<Bin> {
     }
 }
 
-/// Draws a histogram: filled bars for one run, outlined steps for several over common bins.
+/// Draws a histogram: filled bars for one run, outlined steps for several over common bins. `unit`
+/// names the x axis' unit, for the caption's bin width.
 pub(crate) fn draw_histogram<DB: DrawingBackend>(
     root: &DrawingArea<DB, Shift>,
-    title: &str,
-    x_desc: &str,
+    (title, x_desc, unit): (&str, &str, &str),
     runs: &[&Run],
     series: &[Vec<f64>],
+    counted: &str,
 ) -> anyhow::Result<()> {
     let shown: usize = series.iter().map(Vec::len).sum();
-    let area = framed(root, title, &subtitle(runs, shown, None))?;
     let range = bin_range(series.iter().flatten().copied()).unwrap_or((0.0, 1.0));
+    let base = if counted == "Requests" {
+        subtitle(runs, shown, None)
+    } else {
+        // Values are not requests here (e.g. gaps): count the requests they came from.
+        let ok: usize = runs.iter().map(|r| r.counts().0 - r.counts().1).sum();
+        format!(
+            "{} · {shown} {}",
+            subtitle(runs, ok, None),
+            counted.to_lowercase()
+        )
+    };
+    let caption = format!(
+        "{base} · 30 bins of {} {unit}",
+        tick(&((range.1 - range.0) / 30.0))
+    );
+    let area = framed(root, title, &caption)?;
     let all_bins: Vec<Vec<Bin>> = series.iter().map(|v| histogram_in(v, 30, range)).collect();
     let top = all_bins
         .iter()
@@ -280,9 +318,10 @@ pub(crate) fn draw_histogram<DB: DrawingBackend>(
     chart
         .configure_mesh()
         .x_desc(x_desc)
-        .y_desc("Requests")
+        .y_desc(counted)
         .axis_desc_style((FONT, 20))
         .label_style((FONT, 15))
+        .x_label_formatter(&tick)
         .light_line_style(RGBColor(235, 235, 235))
         .y_labels(ymax.min(10) as usize)
         .draw()
@@ -375,6 +414,8 @@ pub(crate) fn draw_scatter<DB: DrawingBackend>(
         .y_desc(y_desc)
         .axis_desc_style((FONT, 20))
         .label_style((FONT, 15))
+        .x_label_formatter(&tick)
+        .y_label_formatter(&tick)
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(draw_err)?;
@@ -445,6 +486,18 @@ mod tests {
         assert_eq!((one[0].lo, one[29].hi), (2.5, 3.5));
         assert_eq!(one.iter().map(|x| x.count).sum::<u64>(), 2);
         assert!(histogram(&[], 30).is_empty());
+    }
+
+    #[test]
+    fn ticks_are_short_and_whole_numbers_have_no_point() {
+        assert_eq!(tick(&50.0), "50");
+        assert_eq!(tick(&1.0), "1");
+        assert_eq!(tick(&0.0), "0");
+        assert_eq!(tick(&2.5), "2.5");
+        assert_eq!(tick(&0.0125), "0.0125");
+        assert_eq!(tick(&123.456), "123");
+        assert_eq!(tick(&-7.25), "-7.25");
+        assert_eq!(tick(&0.30000000000000004), "0.3");
     }
 
     #[test]

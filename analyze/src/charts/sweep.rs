@@ -69,6 +69,8 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
         .configure_mesh()
         .x_desc("Overall output throughput (tokens/s)")
         .y_desc("Latency (ms)")
+        .x_label_formatter(&super::tick)
+        .y_label_formatter(&super::tick)
         .axis_desc_style((FONT, 20))
         .label_style((FONT, 15))
         .light_line_style(RGBColor(235, 235, 235))

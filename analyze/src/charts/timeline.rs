@@ -1,6 +1,8 @@
 //! The timeline of a run: for each request, its intended send, actual send, first token and end, on a
 //! shared time axis (needs our records). The grey part is the client's own lag behind the schedule,
-//! orange is the time to first token, blue the streaming. Above 2,000 requests, an even sample.
+//! orange is the time to first token, blue the streaming; a failed request is red from its send to
+//! its failure, and one never sent is a red cross at its intended time, so a server that died
+//! mid-run shows. Bars are at least 2 px thick. Above 2,000 requests, an even sample.
 
 use std::path::Path;
 
@@ -14,8 +16,8 @@ pub struct Timeline;
 
 const MAX_ROWS: usize = 2_000;
 
-/// Seconds since run start: intended send, actual send, first token, end.
-type Row = (f64, Option<f64>, Option<f64>, Option<f64>);
+/// Seconds since run start: intended send, actual send, first token, end; and whether it failed.
+type Row = (f64, Option<f64>, Option<f64>, Option<f64>, bool);
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> anyhow::Result<()> {
     let run = runs[0];
@@ -28,6 +30,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
                 r.sent_at_us.map(|t| t as f64 * 1e-6),
                 r.first_token_at_us().map(|t| t as f64 * 1e-6),
                 r.done_at_us.map(|t| t as f64 * 1e-6),
+                !r.outcome.is_ok(),
             )
         })
         .collect();
@@ -39,9 +42,17 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
         .fold(0.0f64, f64::max)
         .max(1e-3);
     let dropped = records.iter().filter(|r| r.sent_at_us.is_none()).count();
-    let mut sub = format!("{} · {} requests", run.name, records.len());
+    let failed = records
+        .iter()
+        .filter(|r| r.sent_at_us.is_some() && !r.outcome.is_ok())
+        .count();
+    let mut sub = format!(
+        "{} · {} requests · {failed} failed (red)",
+        run.name,
+        records.len()
+    );
     if dropped > 0 {
-        sub.push_str(&format!(" · {dropped} never sent (dropped)"));
+        sub.push_str(&format!(" · {dropped} never sent (red crosses)"));
     }
     if let Some(n) = from {
         sub.push_str(&format!(" · even sample of {n}"));
@@ -59,15 +70,20 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
         .y_desc("Request (by intended send time)")
         .axis_desc_style((FONT, 20))
         .label_style((FONT, 15))
+        .x_label_formatter(&super::tick)
+        .y_label_formatter(&super::tick)
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(draw_err)?;
     let grey = RGBColor(150, 150, 150);
-    let (orange, blue) = (color(1), color(0));
+    let (orange, blue, red) = (color(1), color(0), color(3));
+    // One row's share of the plot's height, at least 2 px, so bars stay visible at any count.
+    let thick = (chart.plotting_area().dim_in_pixel().1 / rows.len().max(1) as u32).clamp(2, 12);
     let seg = |y: f64, a: Option<f64>, b: Option<f64>, c: RGBColor| {
         a.zip(b)
-            .map(|(a, b)| PathElement::new([(a, y), (b, y)], c.stroke_width(1)))
+            .map(|(a, b)| PathElement::new([(a, y), (b, y)], c.stroke_width(thick)))
     };
+    let ok = |r: &&Row| !r.4;
     let lag: Vec<_> = rows
         .iter()
         .enumerate()
@@ -76,12 +92,26 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
     let ttft: Vec<_> = rows
         .iter()
         .enumerate()
+        .filter(|(_, r)| ok(r))
         .filter_map(|(i, r)| seg(i as f64, r.1, r.2, orange))
         .collect();
     let stream: Vec<_> = rows
         .iter()
         .enumerate()
+        .filter(|(_, r)| ok(r))
         .filter_map(|(i, r)| seg(i as f64, r.2.or(r.1), r.3, blue))
+        .collect();
+    let failures: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.4 && r.1.is_some())
+        .filter_map(|(i, r)| seg(i as f64, r.1, r.3.or(r.1), red))
+        .collect();
+    let unsent: Vec<_> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.1.is_none())
+        .map(|(i, r)| Cross::new((r.0, i as f64), 4, red.stroke_width(2)))
         .collect();
     chart
         .draw_series(lag)
@@ -98,6 +128,16 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
         .map_err(draw_err)?
         .label("first token → end")
         .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], blue.stroke_width(3)));
+    chart
+        .draw_series(failures)
+        .map_err(draw_err)?
+        .label("failed: sent → failure")
+        .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], red.stroke_width(3)));
+    chart
+        .draw_series(unsent)
+        .map_err(draw_err)?
+        .label("never sent (dropped)")
+        .legend(move |(x, y)| Cross::new((x + 10, y), 4, red.stroke_width(2)));
     // Rows rise to the upper right, so the legend goes where the chart is empty.
     legend_at(&mut chart, SeriesLabelPosition::LowerRight)
 }

@@ -13,13 +13,17 @@ pub struct TtftVsInput;
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> anyhow::Result<()> {
     let series = runs
         .iter()
-        .map(|r| r.ok_pairs("number_input_tokens", "ttft_s"))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+        .map(|r| {
+            // Milliseconds, as every TTFT axis (the CDF, the sweep).
+            let pairs = r.ok_pairs("number_input_tokens", "ttft_s")?;
+            Ok(pairs.into_iter().map(|(n, t)| (n, t * 1e3)).collect())
+        })
+        .collect::<anyhow::Result<Vec<Vec<(f64, f64)>>>>()?;
     draw_scatter(
         root,
         "Number of Input Tokens vs. TTFT",
         runs,
-        ("Number of input tokens", "TTFT (s)"),
+        ("Number of input tokens", "TTFT (ms)"),
         &series,
     )
 }
