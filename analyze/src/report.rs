@@ -42,7 +42,11 @@ pub fn describe(run: &Run) -> Vec<String> {
         d.push(format!("model {m}"));
     }
     let Some(info) = &run.info else {
-        d.push("LLMPerf-format records (no run metadata)".into());
+        d.push(if run.records.is_some() {
+            "no *_run.json beside the records, so no more is known".into()
+        } else {
+            "LLMPerf-format records (no run metadata)".into()
+        });
         return d;
     };
     let plan = &info.plan;

@@ -120,6 +120,37 @@ fn several_runs_overlay_and_compare_and_the_report_links_resolve() {
         html.contains("rate_limit_exceeded"),
         "the LLMPerf block is in the report"
     );
+    // The report answers first: what ran and the headline, then the comparison, the charts (the
+    // sweep's first), and LLMPerf's blocks last.
+    let at = |needle: &str| {
+        html.find(needle)
+            .unwrap_or_else(|| panic!("'{needle}' not in the report"))
+    };
+    let (what, headline) = (
+        at("no *_run.json beside the records"),
+        at("requests succeeded"),
+    );
+    let (table, charts, sweep) = (
+        at("<h2>Comparison</h2>"),
+        at("<h2>Charts</h2>"),
+        at("sweep.png"),
+    );
+    let llmperf = at("<h2>LLMPerf's result blocks</h2>");
+    assert!(
+        what < headline && headline < table && table < charts,
+        "{html}"
+    );
+    assert!(
+        charts < sweep && sweep < at("e2e_latencies.png"),
+        "the sweep leads"
+    );
+    assert!(charts < llmperf && at("Results for token benchmark") > llmperf);
+    // Percentiles carry intervals in the table, and the note says what * means.
+    assert!(cmp["runs"][0]["TTFT p50 (ms)"].get("ci95").is_some());
+    assert!(html.contains("* marks a percentile"));
+    // The console leads with the readable summary; LLMPerf's block only when asked.
+    let console = analyze::report::console(&a.runs[0]);
+    assert!(console.contains("requests succeeded") && !console.contains("Results for token"));
 }
 
 #[test]

@@ -164,6 +164,12 @@ async fn mock_loadgen_analyze() {
         let img = image::open(out_dir.join(format!("{name}.png"))).unwrap();
         assert_eq!((img.width(), img.height()), analyze::charts::SIZE, "{name}");
     }
+    // The report opens with what was run, from the run's metadata.
+    let html = std::fs::read_to_string(&a.report).unwrap();
+    let described = html.find("closed loop, 4 streams").expect("the load shape");
+    assert!(html.contains("tokenperf-loadgen") && html.contains("seed 11111"));
+    assert!(html.contains(&format!("server {base}")));
+    assert!(described < html.find("<h2>Charts</h2>").unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

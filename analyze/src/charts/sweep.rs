@@ -7,6 +7,7 @@ use std::path::Path;
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::{Chart, FONT, Format, color, draw_err, framed, legend, padded, with_backend};
 use crate::input::Run;
@@ -96,11 +97,20 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
     }
     for (x, r) in &points {
         if let Some(y) = r.summary.ttft_s.p50 {
+            // Names of points in the right half run leftwards, so none is cut at the edge.
+            let h = if *x > x0 + (x1 - x0) * 0.5 {
+                HPos::Right
+            } else {
+                HPos::Left
+            };
             chart
                 .draw_series(std::iter::once(Text::new(
                     r.name.clone(),
                     (*x, y * 1e3),
-                    (FONT, 13).into_font(),
+                    (FONT, 13)
+                        .into_font()
+                        .color(&BLACK)
+                        .pos(Pos::new(h, VPos::Bottom)),
                 )))
                 .map_err(draw_err)?;
         }
