@@ -89,8 +89,8 @@ pub struct RunOutput {
     pub littles_law: Option<LittlesLaw>,
     /// Goodput against `--slo`.
     pub goodput: Option<Goodput>,
-    /// A file that could not be written (a full disk): the run stopped there, and the exit is
-    /// [`Exit::Fatal`]; the summary is still complete for the console.
+    /// A file that could not be written (a full disk; the run stopped there), or prompts that could
+    /// not all be built: the exit is [`Exit::Fatal`]; the summary is still complete for the console.
     pub file_error: Option<anyhow::Error>,
     pub exit: Exit,
 }
@@ -424,7 +424,7 @@ impl Client {
         let drain = tokio::spawn(async move { while wrx.recv().await.is_some() {} });
         runner::closed_loop(
             warm,
-            workload.specs.clone(),
+            workload.prompts.clone(),
             plan.concurrency(),
             Some(plan.shard.part(plan.warmup_requests)),
             plan.shard,
@@ -479,12 +479,12 @@ async fn drive(
     tx: mpsc::Sender<RequestRecord>,
 ) {
     let stop_at = ctx.run_start + Duration::from_secs_f64(plan.timeout_s);
-    let specs = workload.specs.clone();
+    let prompts = workload.prompts.clone();
     match (&plan.load, &workload.arrivals) {
         (Load::Closed { .. }, _) | (_, None) => {
             runner::closed_loop(
                 ctx,
-                specs,
+                prompts,
                 plan.concurrency(),
                 plan.requests.map(|n| plan.shard.part(n)),
                 plan.shard,
@@ -505,7 +505,7 @@ async fn drive(
             Some(arrivals),
         ) => {
             let cap = max_concurrency.map(|c| plan.shard.part(c));
-            runner::open_loop(ctx, specs, arrivals, cap, stop_at, control.clone(), tx).await;
+            runner::open_loop(ctx, prompts, arrivals, cap, stop_at, control.clone(), tx).await;
         }
     }
 }
@@ -541,6 +541,14 @@ async fn report(
     let mut file_error = c
         .error
         .map(|e| e.context("writing records as they finished"));
+    if let Some(e) = workload.prompts.error() {
+        // Prompts past the first are built during the run; one that fails leaves the run cycling
+        // the ones before it, which is not the plan.
+        file_error.get_or_insert(anyhow::anyhow!(
+            "building the prompts stopped after {} of them, and requests cycled those: {e}",
+            workload.prompts.built()
+        ));
+    }
     if let Some(f) = &files {
         let mut extra = Vec::new();
         if let Some(m) = &c.measurement_error {

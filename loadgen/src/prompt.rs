@@ -138,9 +138,33 @@ pub fn bust_cache(
     salt: u64,
     tokenizer: &tokenperf_core::tokenizer::TokenCounter,
 ) -> anyhow::Result<()> {
-    let mut rng = Rng::new(salt);
+    let mut buster = CacheBuster::new(salt);
     for spec in specs {
-        let marker = format!("[{:016x}] ", rng.next_u64());
+        buster.apply(spec, tokenizer)?;
+    }
+    Ok(())
+}
+
+/// `--cache-bust` one prompt at a time, in order: the same markers as [`bust_cache`] over the
+/// same prompts.
+pub struct CacheBuster {
+    rng: Rng,
+}
+
+impl CacheBuster {
+    pub fn new(salt: u64) -> Self {
+        Self {
+            rng: Rng::new(salt),
+        }
+    }
+
+    /// Puts the next marker ahead of `spec`'s prompt (or its first message).
+    pub fn apply(
+        &mut self,
+        spec: &mut PromptSpec,
+        tokenizer: &tokenperf_core::tokenizer::TokenCounter,
+    ) -> anyhow::Result<()> {
+        let marker = format!("[{:016x}] ", self.rng.next_u64());
         match spec.messages.as_mut().and_then(|m| m.first_mut()) {
             Some(first) => {
                 if let Some(text) = first.get("content").and_then(|c| c.as_str()) {
@@ -150,8 +174,8 @@ pub fn bust_cache(
             None => spec.prompt.insert_str(0, &marker),
         }
         spec.prompt_tokens += tokenizer.count(&marker, false)? as u64;
+        Ok(())
     }
-    Ok(())
 }
 
 /// LLMPerf's `sample_random_positive_int`: `int(gauss(mean, stddev))`, redrawn while ≤ 0.

@@ -23,7 +23,7 @@ use tokio::task::JoinSet;
 
 use crate::cli::Shard;
 use crate::client::{Context, measure};
-use crate::prompt::PromptSpec;
+use crate::workload::PromptPool;
 
 /// Stop signals shared by the workers.
 #[derive(Clone)]
@@ -65,11 +65,13 @@ impl Control {
     }
 }
 
-/// The record of an arrival that was never sent.
-fn unsent(id: u64, intended_us: u64, spec: &PromptSpec, outcome: Outcome) -> RequestRecord {
+/// The record of an arrival that was never sent (its prompt's lengths when the prompt is built).
+fn unsent(id: u64, intended_us: u64, prompts: &PromptPool, outcome: Outcome) -> RequestRecord {
     let mut r = RequestRecord::new(id, intended_us);
-    r.max_tokens = Some(spec.max_tokens);
-    r.input_tokens = TokenCount::new(None, Some(spec.prompt_tokens));
+    if let Some(Some(spec)) = prompts.try_get(id) {
+        r.max_tokens = Some(spec.max_tokens);
+        r.input_tokens = TokenCount::new(None, Some(spec.prompt_tokens));
+    }
     r.outcome = outcome;
     r
 }
@@ -79,7 +81,7 @@ fn unsent(id: u64, intended_us: u64, spec: &PromptSpec, outcome: Outcome) -> Req
 /// recorded as dropped; arrivals after `stop_at` or after a stop are recorded as `not_due`.
 pub async fn open_loop(
     ctx: Arc<Context>,
-    specs: Arc<Vec<PromptSpec>>,
+    prompts: Arc<PromptPool>,
     schedule: &[(u64, u64)],
     max_concurrency: Option<u64>,
     stop_at: Instant,
@@ -89,7 +91,6 @@ pub async fn open_loop(
     let slots = max_concurrency.map(|c| Arc::new(Semaphore::new(c as usize)));
     let mut stop = control.stop_receiver();
     let mut tasks = JoinSet::new();
-    let spec_of = |i: u64| &specs[i as usize % specs.len()];
     for (k, &(i, t)) in schedule.iter().enumerate() {
         let at = ctx.run_start + Duration::from_micros(t);
         if !control.is_stopped() && at <= stop_at {
@@ -111,7 +112,7 @@ pub async fn open_loop(
                         message: "the run stopped before its scheduled time".into(),
                     }
                 };
-                if tx.send(unsent(j, tj, spec_of(j), outcome)).await.is_err() {
+                if tx.send(unsent(j, tj, &prompts, outcome)).await.is_err() {
                     break;
                 }
             }
@@ -125,7 +126,7 @@ pub async fn open_loop(
                         "all {} slots were busy at its scheduled time (--max-concurrency)",
                         max_concurrency.unwrap_or(0)
                     );
-                    let rec = unsent(i, t, spec_of(i), Outcome::Dropped { message: why });
+                    let rec = unsent(i, t, &prompts, Outcome::Dropped { message: why });
                     if tx.send(rec).await.is_err() {
                         break;
                     }
@@ -134,12 +135,15 @@ pub async fn open_loop(
             },
             None => None,
         };
-        let (ctx, specs, tx, control) = (ctx.clone(), specs.clone(), tx.clone(), control.clone());
+        let (ctx, prompts, tx, control) =
+            (ctx.clone(), prompts.clone(), tx.clone(), control.clone());
         tasks.spawn(async move {
             let _permit = permit;
             let mut cut = control.cut_receiver();
-            let spec = &specs[i as usize % specs.len()];
-            let done = measure(&ctx, i, t, spec, &mut cut).await;
+            let Some(spec) = prompts.get(i).await else {
+                return;
+            };
+            let done = measure(&ctx, i, t, &spec, &mut cut).await;
             if let Ok(slot) = tx.reserve_owned().await {
                 done.finish_and_send(&ctx, slot);
             }
@@ -152,12 +156,12 @@ pub async fn open_loop(
 
 /// Runs a closed loop with `concurrency` workers until `limit` requests were sent (if given) or
 /// `stop_at`; the `k`-th request sent is the plan's request `shard.id(k)` and uses
-/// `specs[id % specs.len()]`. Worker `w` starts `w/concurrency · ramp` after the others' start.
+/// prompt `id` of the pool. Worker `w` starts `w/concurrency · ramp` after the others' start.
 /// Records go to `tx` as they finish.
 #[allow(clippy::too_many_arguments)]
 pub async fn closed_loop(
     ctx: Arc<Context>,
-    specs: Arc<Vec<PromptSpec>>,
+    prompts: Arc<PromptPool>,
     concurrency: u64,
     limit: Option<u64>,
     shard: Shard,
@@ -171,9 +175,9 @@ pub async fn closed_loop(
     let mut workers = Vec::new();
     for k in 0..workers_wanted {
         let first = ctx.run_start + ramp.mul_f64(k as f64 / workers_wanted as f64);
-        let (ctx, specs, next, control, tx) = (
+        let (ctx, prompts, next, control, tx) = (
             ctx.clone(),
-            specs.clone(),
+            prompts.clone(),
             next.clone(),
             control.clone(),
             tx.clone(),
@@ -196,9 +200,11 @@ pub async fn closed_loop(
                     break;
                 }
                 let i = shard.id(k);
-                let spec = &specs[i as usize % specs.len()];
                 let intended = ctx.now_us();
-                let done = measure(&ctx, i, intended, spec, &mut cut).await;
+                let Some(spec) = prompts.get(i).await else {
+                    break;
+                };
+                let done = measure(&ctx, i, intended, &spec, &mut cut).await;
                 // A full queue (the writer behind, a slow disk) holds the next request back rather
                 // than let records pile up in memory.
                 let Ok(slot) = tx.clone().reserve_owned().await else {

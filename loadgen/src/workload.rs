@@ -1,13 +1,19 @@
 //! The workload stage: what every request of the plan sends (prompt and `max_tokens`) and, for an
-//! open loop or a trace, when; built from the seed before any load is offered. Every shard builds
-//! the same whole-plan workload and keeps its own requests, so the shards' union is exactly the
-//! unsharded plan (request `i` is shard `i mod N`'s).
+//! open loop or a trace, when; all from the seed. Every shard builds the same whole-plan workload and
+//! keeps its own requests, so the shards' union is exactly the unsharded plan (request `i` is shard
+//! `i mod N`'s).
+//!
+//! Corpus and dataset prompts are built in order on a thread of their own ([`PromptPool`]) while the
+//! load already runs: the first request waits for the first prompt only, not for a pool of 100,000
+//! (which takes tens of seconds with a real tokenizer). A request whose prompt is not built yet waits
+//! for it, and that wait shows as its schedule lag.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use tokenperf_core::rng::Rng;
 use tokenperf_core::tokenizer::{PROJECT_CORPUS, TokenCounter};
+use tokio::sync::Notify;
 
 use crate::cli::{Load, Plan};
 use crate::prompt::{self, PromptBuilder, PromptSpec};
@@ -17,18 +23,125 @@ use crate::{arrival, dataset, tokenizer, trace, unix_us};
 /// [`crate::cli::MAX_PROMPT_POOL`], so a long run of long prompts costs bounded memory.
 pub const MAX_POOL_BYTES: usize = 64 << 20;
 
+/// Prompts in the making: request `i` sends prompt `i mod target` (the pool's planned size), of
+/// the ones built so far when the builder stopped short (at [`MAX_POOL_BYTES`] of text, or at an
+/// error, which the run reports).
+pub struct PromptPool {
+    target: usize,
+    state: Mutex<PoolState>,
+    grown: Notify,
+}
+
+#[derive(Default)]
+struct PoolState {
+    specs: Vec<Arc<PromptSpec>>,
+    finished: bool,
+    error: Option<String>,
+}
+
+impl PromptPool {
+    /// A pool built already.
+    pub fn ready(specs: Vec<PromptSpec>) -> Arc<Self> {
+        Arc::new(Self {
+            target: specs.len().max(1),
+            state: Mutex::new(PoolState {
+                specs: specs.into_iter().map(Arc::new).collect(),
+                finished: true,
+                error: None,
+            }),
+            grown: Notify::new(),
+        })
+    }
+
+    /// A pool of `target` prompts that `build` makes on its own thread, passing each to its
+    /// argument, which says whether to go on.
+    pub fn build(
+        target: usize,
+        build: impl FnOnce(&mut dyn FnMut(PromptSpec) -> bool) -> anyhow::Result<()> + Send + 'static,
+    ) -> anyhow::Result<Arc<Self>> {
+        let pool = Arc::new(Self {
+            target: target.max(1),
+            state: Mutex::new(PoolState::default()),
+            grown: Notify::new(),
+        });
+        let p = pool.clone();
+        std::thread::Builder::new()
+            .name("loadgen-prompts".into())
+            .spawn(move || {
+                let mut push = |spec: PromptSpec| {
+                    let mut st = p.lock();
+                    st.specs.push(Arc::new(spec));
+                    let more = st.specs.len() < p.target;
+                    drop(st);
+                    p.grown.notify_waiters();
+                    more
+                };
+                let result = build(&mut push);
+                let mut st = p.lock();
+                st.finished = true;
+                st.error = result.err().map(|e| format!("{e:#}"));
+                drop(st);
+                p.grown.notify_waiters();
+            })
+            .context("starting the prompt-building thread")?;
+        Ok(pool)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, PoolState> {
+        // A builder that panicked leaves the state as it was: still usable.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Request `i`'s prompt, waiting until it is built; `None` only when no prompt could be built.
+    pub async fn get(&self, i: u64) -> Option<Arc<PromptSpec>> {
+        loop {
+            let grown = self.grown.notified();
+            if let Some(found) = self.try_get(i) {
+                return found;
+            }
+            grown.await;
+        }
+    }
+
+    /// Request `i`'s prompt if it is decided: `Some(Some(p))` built, `Some(None)` never will be,
+    /// `None` not built yet.
+    pub fn try_get(&self, i: u64) -> Option<Option<Arc<PromptSpec>>> {
+        let st = self.lock();
+        let k = (i % self.target as u64) as usize;
+        if let Some(p) = st.specs.get(k) {
+            return Some(Some(p.clone()));
+        }
+        if st.finished {
+            let n = st.specs.len();
+            return Some((n > 0).then(|| st.specs[k % n].clone()));
+        }
+        None
+    }
+
+    /// Why the builder stopped before the pool was full, if it failed.
+    pub fn error(&self) -> Option<String> {
+        self.lock().error.clone()
+    }
+
+    /// Prompts built so far.
+    pub fn built(&self) -> usize {
+        self.lock().specs.len()
+    }
+}
+
 /// What the drive stage sends.
 pub struct Workload {
     pub tokenizer: Arc<TokenCounter>,
-    /// Request `i` sends `specs[i % specs.len()]`.
-    pub specs: Arc<Vec<PromptSpec>>,
+    /// Request `i` sends prompt `i` of the pool (cycled).
+    pub prompts: Arc<PromptPool>,
     /// Open loop or trace: this shard's arrivals as (plan index, µs after the run start), in time
     /// order. `None`: a closed loop.
     pub arrivals: Option<Vec<(u64, u64)>>,
 }
 
 impl Workload {
-    /// Loads the tokenizer and corpus, samples the prompts, and lays out the arrivals.
+    /// Loads the tokenizer and corpus, starts building the prompts, and lays out the arrivals;
+    /// returns once the first prompt is built (so a bad corpus or dataset fails before any load).
     pub async fn prepare(plan: &Plan) -> anyhow::Result<Self> {
         let tokenizer = Arc::new(
             tokenizer::resolve(&plan.tokenizer)
@@ -40,12 +153,13 @@ impl Workload {
                 .with_context(|| format!("reading the corpus file '{}' (--corpus)", p.display()))?,
             None => PROJECT_CORPUS.to_string(),
         };
-        let builder = PromptBuilder::new(&corpus_text, &tokenizer)?;
-        if builder.is_empty() {
+        if corpus_text.lines().all(|l| l.trim().is_empty()) {
             anyhow::bail!("--corpus: the corpus has no non-empty lines to build prompts from");
         }
-        // A trace brings its own schedule and lengths; everything else samples prompts up front.
-        let (schedule, mut specs) = match &plan.load {
+        let salt = plan.cache_bust.then(|| plan.seed ^ unix_us());
+        // A trace brings its own schedule and lengths, built here; everything else samples prompts
+        // on the pool's thread.
+        let (schedule, prompts) = match &plan.load {
             Load::Trace {
                 path, time_scale, ..
             } => {
@@ -54,21 +168,32 @@ impl Workload {
                     entries.truncate(n as usize);
                 }
                 let mut rng = Rng::new(plan.seed);
-                let (schedule, specs) =
+                let builder = PromptBuilder::new(&corpus_text, &tokenizer)?;
+                let (schedule, mut specs) =
                     trace::plan(&entries, *time_scale, &builder, &tokenizer, &mut rng)?;
-                (Some(schedule), specs)
+                if let Some(salt) = salt {
+                    // Salted with the wall clock, so a re-run with the same seed does not meet
+                    // its own prefixes.
+                    prompt::bust_cache(&mut specs, salt, &tokenizer)?;
+                }
+                (Some(schedule), PromptPool::ready(specs))
             }
-            Load::Open { .. } => (
-                Some(open_schedule(plan)),
-                build_prompts(plan, &builder, &tokenizer)?,
-            ),
-            Load::Closed { .. } => (None, build_prompts(plan, &builder, &tokenizer)?),
+            load => {
+                let schedule = matches!(load, Load::Open { .. }).then(|| open_schedule(plan));
+                let (plan2, tok) = (plan.clone(), tokenizer.clone());
+                let pool = PromptPool::build(plan.prompt_pool() as usize, move |push| {
+                    build_prompts(&plan2, &corpus_text, &tok, salt, push)
+                })?;
+                if pool.get(0).await.is_none() {
+                    anyhow::bail!(
+                        "{}",
+                        pool.error()
+                            .unwrap_or_else(|| "no prompt could be built".into())
+                    );
+                }
+                (schedule, pool)
+            }
         };
-        if plan.cache_bust {
-            // Salted with the wall clock, so a re-run with the same seed does not meet its own
-            // prefixes.
-            prompt::bust_cache(&mut specs, plan.seed ^ unix_us(), &tokenizer)?;
-        }
         let arrivals = schedule.map(|s| {
             s.into_iter()
                 .enumerate()
@@ -78,7 +203,7 @@ impl Workload {
         });
         Ok(Self {
             tokenizer,
-            specs: Arc::new(specs),
+            prompts,
             arrivals,
         })
     }
@@ -112,21 +237,26 @@ fn open_schedule(plan: &Plan) -> Vec<u64> {
     schedule
 }
 
-/// Samples every request's prompt and `max_tokens` up front, seeded, as LLMPerf does: from the corpus,
-/// or from `--dataset`; with `--shared-prefix`, prefixes go ahead of the prompts in turn. At most
-/// [`MAX_POOL_BYTES`] of corpus prompts are kept; requests past the pool cycle through it.
+/// Samples every request's prompt and `max_tokens` in order, seeded, as LLMPerf does: from the
+/// corpus, or from `--dataset`; with `--shared-prefix`, prefixes go ahead of the prompts in turn;
+/// with a `salt`, `--cache-bust`'s markers. Each goes to `push` as it is made, until `push` says
+/// stop, the pool is full, or [`MAX_POOL_BYTES`] of corpus prompts were made.
 pub fn build_prompts(
     plan: &Plan,
-    builder: &PromptBuilder<'_>,
+    corpus: &str,
     tokenizer: &TokenCounter,
-) -> anyhow::Result<Vec<PromptSpec>> {
+    salt: Option<u64>,
+    push: &mut dyn FnMut(PromptSpec) -> bool,
+) -> anyhow::Result<()> {
+    let builder = PromptBuilder::new(corpus, tokenizer)?;
+    let mut buster = salt.map(prompt::CacheBuster::new);
     let mut rng = Rng::new(plan.seed);
     let out = (
         plan.mean_output_tokens as f64,
         plan.stddev_output_tokens as f64,
     );
     let prefixes = match plan.shared_prefix {
-        Some((n, p)) => dataset::shared_prefixes(builder, tokenizer, &mut rng, n, p)
+        Some((n, p)) => dataset::shared_prefixes(&builder, tokenizer, &mut rng, n, p)
             .context("building the shared prefixes (--shared-prefix)")?,
         None => Vec::new(),
     };
@@ -135,7 +265,7 @@ pub fn build_prompts(
             dataset::DatasetFormat::Jsonl => dataset::read_jsonl(path)?,
             dataset::DatasetFormat::Sharegpt => dataset::read_sharegpt(path, tokenizer)?,
         };
-        return dataset::specs(
+        let specs = dataset::specs(
             &items,
             plan.prompt_pool(),
             *sampling,
@@ -143,7 +273,16 @@ pub fn build_prompts(
             tokenizer,
             &mut rng,
             out,
-        );
+        )?;
+        for mut spec in specs {
+            if let Some(b) = &mut buster {
+                b.apply(&mut spec, tokenizer)?;
+            }
+            if !push(spec) {
+                break;
+            }
+        }
+        return Ok(());
     }
     let input = (
         plan.mean_input_tokens as f64,
@@ -156,7 +295,6 @@ pub fn build_prompts(
         ),
         prompt::PromptSampling::Exact => None,
     };
-    let mut specs = Vec::new();
     let mut bytes = 0usize;
     for k in 0..plan.prompt_pool() {
         if bytes >= MAX_POOL_BYTES {
@@ -171,8 +309,76 @@ pub fn build_prompts(
             spec.prompt = format!("{prefix}{}", spec.prompt);
             spec.prompt_tokens = tokenizer.count(&spec.prompt, true)? as u64;
         }
+        if let Some(b) = &mut buster {
+            b.apply(&mut spec, tokenizer)?;
+        }
         bytes += spec.prompt.len();
-        specs.push(spec);
+        if !push(spec) {
+            break;
+        }
     }
-    Ok(specs)
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(n: u64) -> PromptSpec {
+        PromptSpec {
+            prompt: format!("p{n}"),
+            messages: None,
+            max_tokens: n,
+            prompt_tokens: n,
+            target_tokens: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_wait_for_their_prompt_and_cycle_the_pool() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let pool = PromptPool::build(3, move |push| {
+            for n in 0..10 {
+                // Each prompt waits for the test's go, so a request can be ahead of the builder.
+                rx.recv().ok();
+                if !push(spec(n)) {
+                    break;
+                }
+            }
+            Ok(())
+        })
+        .unwrap();
+        assert!(pool.try_get(1).is_none(), "not built yet");
+        let waiting = {
+            let pool = pool.clone();
+            tokio::spawn(async move { pool.get(4).await })
+        };
+        for _ in 0..3 {
+            tx.send(()).unwrap();
+        }
+        // Request 4 is prompt 4 mod 3 = 1; the builder stops at the pool's size.
+        assert_eq!(waiting.await.unwrap().unwrap().max_tokens, 1);
+        assert_eq!(pool.get(5).await.unwrap().max_tokens, 2);
+        while pool.built() < 3 || pool.try_get(99).is_none() {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(pool.built(), 3);
+        assert!(pool.error().is_none());
+    }
+
+    #[tokio::test]
+    async fn a_builder_that_stops_short_is_cycled_and_its_error_kept() {
+        let pool = PromptPool::build(10, |push| {
+            push(spec(0));
+            push(spec(1));
+            anyhow::bail!("the tokenizer failed")
+        })
+        .unwrap();
+        // Prompt 7 was never built: the two that were serve in turn.
+        assert_eq!(pool.get(7).await.unwrap().max_tokens, 1);
+        assert_eq!(pool.get(12).await.unwrap().max_tokens, 0);
+        assert!(pool.error().unwrap().contains("tokenizer failed"));
+        let none = PromptPool::build(4, |_| anyhow::bail!("bad corpus")).unwrap();
+        assert!(none.get(0).await.is_none());
+    }
 }
