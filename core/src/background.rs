@@ -50,10 +50,15 @@ impl Background {
     }
 }
 
-fn work(rx: &Mutex<Receiver<Job>>) {
-    // Linux keeps nice values per thread, so this lowers only this thread. Failing to lower it
-    // costs timing precision on a one-core run, never correctness.
+/// Lowers the calling thread to nice 19 where the system allows it: Linux keeps nice values per
+/// thread, so this lowers only this thread. Failing to lower it costs timing precision on a busy
+/// machine, never correctness.
+pub fn lower_this_thread() {
     let _ = rustix::process::setpriority_process(None, 19);
+}
+
+fn work(rx: &Mutex<Receiver<Job>>) {
+    lower_this_thread();
     loop {
         let job = match rx.lock() {
             Ok(rx) => rx.recv(),

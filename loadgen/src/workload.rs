@@ -8,12 +8,13 @@
 //! (which takes tens of seconds with a real tokenizer). A request whose prompt is not built yet waits
 //! for it, and that wait shows as its schedule lag.
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context as _;
 use tokenperf_core::rng::Rng;
 use tokenperf_core::tokenizer::{PROJECT_CORPUS, TokenCounter};
-use tokio::sync::Notify;
+use tokio::sync::oneshot;
 
 use crate::cli::{Load, Plan};
 use crate::prompt::{self, PromptBuilder, PromptSpec};
@@ -29,7 +30,6 @@ pub const MAX_POOL_BYTES: usize = 64 << 20;
 pub struct PromptPool {
     target: usize,
     state: Mutex<PoolState>,
-    grown: Notify,
 }
 
 #[derive(Default)]
@@ -37,6 +37,27 @@ struct PoolState {
     specs: Vec<Arc<PromptSpec>>,
     finished: bool,
     error: Option<String>,
+    /// Requests waiting, by the pool index they wait for: each is woken once, when its prompt
+    /// exists (waking every waiter on every prompt would cost 1,000 wake-ups per prompt at 1,000
+    /// streams).
+    waiting: BTreeMap<usize, Vec<oneshot::Sender<()>>>,
+}
+
+impl PoolState {
+    /// Wakes the requests whose prompt now exists (every one, once the builder is done).
+    fn wake(&mut self) {
+        let later = if self.finished {
+            BTreeMap::new()
+        } else {
+            self.waiting.split_off(&self.specs.len())
+        };
+        for tx in std::mem::replace(&mut self.waiting, later)
+            .into_values()
+            .flatten()
+        {
+            let _ = tx.send(());
+        }
+    }
 }
 
 impl PromptPool {
@@ -47,9 +68,8 @@ impl PromptPool {
             state: Mutex::new(PoolState {
                 specs: specs.into_iter().map(Arc::new).collect(),
                 finished: true,
-                error: None,
+                ..PoolState::default()
             }),
-            grown: Notify::new(),
         })
     }
 
@@ -62,7 +82,6 @@ impl PromptPool {
         let pool = Arc::new(Self {
             target: target.max(1),
             state: Mutex::new(PoolState::default()),
-            grown: Notify::new(),
         });
         let p = pool.clone();
         std::thread::Builder::new()
@@ -71,17 +90,19 @@ impl PromptPool {
                 let mut push = |spec: PromptSpec| {
                     let mut st = p.lock();
                     st.specs.push(Arc::new(spec));
-                    let more = st.specs.len() < p.target;
-                    drop(st);
-                    p.grown.notify_waiters();
-                    more
+                    if st.specs.len() == 1 {
+                        // The first prompt is on the start-up's critical path; the others must not
+                        // take the CPU the measuring threads want.
+                        tokenperf_core::background::lower_this_thread();
+                    }
+                    st.wake();
+                    st.specs.len() < p.target
                 };
                 let result = build(&mut push);
                 let mut st = p.lock();
                 st.finished = true;
                 st.error = result.err().map(|e| format!("{e:#}"));
-                drop(st);
-                p.grown.notify_waiters();
+                st.wake();
             })
             .context("starting the prompt-building thread")?;
         Ok(pool)
@@ -95,18 +116,27 @@ impl PromptPool {
     /// Request `i`'s prompt, waiting until it is built; `None` only when no prompt could be built.
     pub async fn get(&self, i: u64) -> Option<Arc<PromptSpec>> {
         loop {
-            let grown = self.grown.notified();
-            if let Some(found) = self.try_get(i) {
-                return found;
-            }
-            grown.await;
+            let rx = {
+                let mut st = self.lock();
+                if let Some(found) = self.decided(&st, i) {
+                    return found;
+                }
+                let (tx, rx) = oneshot::channel();
+                let k = (i % self.target as u64) as usize;
+                st.waiting.entry(k).or_default().push(tx);
+                rx
+            };
+            let _ = rx.await;
         }
     }
 
     /// Request `i`'s prompt if it is decided: `Some(Some(p))` built, `Some(None)` never will be,
     /// `None` not built yet.
     pub fn try_get(&self, i: u64) -> Option<Option<Arc<PromptSpec>>> {
-        let st = self.lock();
+        self.decided(&self.lock(), i)
+    }
+
+    fn decided(&self, st: &PoolState, i: u64) -> Option<Option<Arc<PromptSpec>>> {
         let k = (i % self.target as u64) as usize;
         if let Some(p) = st.specs.get(k) {
             return Some(Some(p.clone()));
