@@ -12,14 +12,8 @@ cd "$(dirname "$0")/.."
 rev="${1:-}"
 out="bench-results/memory${rev:+-$rev}"
 mkdir -p "$out"
-if [ -n "$rev" ]; then
-    src="/tmp/tokenperf-$rev"
-    [ -d "$src" ] || git worktree add --detach "$src" "$rev" >&2
-else
-    src="$PWD"
-fi
-(cd "$src" && cargo build --release --locked -p mock-server -p loadgen >&2)
-bin="$src/target/release"
+. scripts/rev-build.sh
+rev_build "$rev"
 streams="${STREAMS:-1000}"
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 

@@ -10,14 +10,8 @@ cd "$(dirname "$0")/.."
 rev="${1:-}"
 out="bench-results/startup${rev:+-$rev}"
 mkdir -p "$out"
-if [ -n "$rev" ]; then
-    src="/tmp/tokenperf-$rev"
-    [ -d "$src" ] || git worktree add --detach "$src" "$rev" >&2
-else
-    src="$PWD"
-fi
-(cd "$src" && cargo build --release --locked -p mock-server -p loadgen >&2)
-bin="$src/target/release"
+. scripts/rev-build.sh
+rev_build "$rev"
 tok="${TOKENIZER:-tokenperf}"
 
 "$bin/mock-server" --port 0 --host 127.0.0.1 --ttft-ms 0 --itl-ms 0 >"$out/mock.log" 2>&1 &

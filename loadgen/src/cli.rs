@@ -1024,37 +1024,27 @@ mod tests {
 
     #[test]
     fn more_shards_than_streams_is_refused_naming_the_flag() {
-        let e = Args::from_flags(&[
-            "--model",
-            "m",
-            "--api-base",
-            "http://x/v1",
-            "--api-key",
-            "k",
-            "--num-concurrent-requests",
-            "2",
-            "--shard",
-            "0/3",
-        ])
-        .unwrap()
-        .into_plan()
-        .unwrap_err();
-        assert_eq!(e.flag, "--num-concurrent-requests");
-        let p = Args::from_flags(&[
-            "--model",
-            "m",
-            "--api-base",
-            "http://x/v1",
-            "--api-key",
-            "k",
-            "--num-concurrent-requests",
-            "5",
-            "--shard",
-            "1/3",
-        ])
-        .unwrap()
-        .into_plan()
-        .unwrap();
+        let plan = |streams: &str, shard: &str| {
+            Args::from_flags(&[
+                "--model",
+                "m",
+                "--api-base",
+                "http://x/v1",
+                "--api-key",
+                "k",
+                "--num-concurrent-requests",
+                streams,
+                "--shard",
+                shard,
+            ])
+            .unwrap()
+            .into_plan()
+        };
+        assert_eq!(
+            plan("2", "0/3").unwrap_err().flag,
+            "--num-concurrent-requests"
+        );
+        let p = plan("5", "1/3").unwrap();
         assert_eq!((p.concurrency(), p.whole_concurrency()), (2, 5));
     }
 
