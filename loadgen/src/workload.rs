@@ -278,17 +278,23 @@ pub fn build_prompts(
     salt: Option<u64>,
     push: &mut dyn FnMut(PromptSpec) -> bool,
 ) -> anyhow::Result<()> {
-    let builder = PromptBuilder::new(corpus, tokenizer)?;
+    // The exact builder tokenizes every corpus line: made only when something uses it, since it is
+    // on the start-up's critical path and LLMPerf's sampler counts the lines itself.
+    let needs_builder =
+        plan.shared_prefix.is_some() || plan.prompt_sampling == prompt::PromptSampling::Exact;
+    let builder = needs_builder
+        .then(|| PromptBuilder::new(corpus, tokenizer))
+        .transpose()?;
     let mut buster = salt.map(prompt::CacheBuster::new);
     let mut rng = Rng::new(plan.seed);
     let out = (
         plan.mean_output_tokens as f64,
         plan.stddev_output_tokens as f64,
     );
-    let prefixes = match plan.shared_prefix {
-        Some((n, p)) => dataset::shared_prefixes(&builder, tokenizer, &mut rng, n, p)
+    let prefixes = match (plan.shared_prefix, &builder) {
+        (Some((n, p)), Some(b)) => dataset::shared_prefixes(b, tokenizer, &mut rng, n, p)
             .context("building the shared prefixes (--shared-prefix)")?,
-        None => Vec::new(),
+        _ => Vec::new(),
     };
     if let Some((path, format, sampling)) = &plan.dataset {
         let items = match format {
@@ -320,7 +326,7 @@ pub fn build_prompts(
     );
     let mut llmperf = match plan.prompt_sampling {
         prompt::PromptSampling::Llmperf => Some(
-            prompt::LlmperfSampler::new(builder.corpus(), tokenizer, plan.seed)
+            prompt::LlmperfSampler::new(corpus, tokenizer, plan.seed)
                 .context("reading the corpus (--corpus)")?,
         ),
         prompt::PromptSampling::Exact => None,
@@ -330,11 +336,14 @@ pub fn build_prompts(
         if bytes >= MAX_POOL_BYTES {
             break;
         }
-        let mut spec = match &mut llmperf {
-            Some(s) => s.next(input, out),
-            None => builder.sample(&mut rng, input, out),
-        }
-        .context("building a prompt")?;
+        let made = if let Some(s) = &mut llmperf {
+            s.next(input, out)
+        } else if let Some(b) = &builder {
+            b.sample(&mut rng, input, out)
+        } else {
+            anyhow::bail!("exact prompt sampling needs its builder (a bug: please report it)");
+        };
+        let mut spec = made.context("building a prompt")?;
         if let Some(prefix) = prefixes.get(k as usize % prefixes.len().max(1)) {
             spec.prompt = format!("{prefix}{}", spec.prompt);
             spec.prompt_tokens = tokenizer.count(&spec.prompt, true)? as u64;
