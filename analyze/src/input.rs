@@ -403,17 +403,7 @@ pub fn load_with(path: &Path, shards_apart: bool) -> anyhow::Result<Vec<Run>> {
         }
         let shards = shard_dirs(path)?;
         if files.is_empty() && !shards.is_empty() {
-            if !shards_apart {
-                return Ok(vec![merge_shards(path, &shards)?]);
-            }
-            let mut runs = Vec::new();
-            for (i, n, d) in &shards {
-                for mut r in load(d).with_context(|| format!("shard '{}'", d.display()))? {
-                    r.name = format!("shard-{i}-of-{n}");
-                    runs.push(r);
-                }
-            }
-            return Ok(runs);
+            return load_shards(path, &shards, shards_apart);
         }
         if files.is_empty() {
             // A sweep folder: one run per numbered subfolder, in order.
@@ -524,10 +514,27 @@ pub fn shard_dirs(dir: &Path) -> anyhow::Result<Vec<(u64, u64, PathBuf)>> {
     Ok(out)
 }
 
-/// Shards of one plan as one run: every shard present once, each record moved onto the shared wall
-/// clock (the earliest shard start is the zero; each shard's `run_started_unix_us` says where its
-/// own zero was), and the statistics computed over the union of their records, as for one run.
-pub fn merge_shards(dir: &Path, shards: &[(u64, u64, PathBuf)]) -> anyhow::Result<Run> {
+/// A folder of shard folders: one merged run, or one run per shard.
+fn load_shards(
+    dir: &Path,
+    shards: &[(u64, u64, PathBuf)],
+    apart: bool,
+) -> anyhow::Result<Vec<Run>> {
+    if !apart {
+        return Ok(vec![merge_shards(dir, shards)?]);
+    }
+    let mut runs = Vec::new();
+    for (i, n, d) in shards {
+        for mut r in load(d).with_context(|| format!("shard '{}'", d.display()))? {
+            r.name = format!("shard-{i}-of-{n}");
+            runs.push(r);
+        }
+    }
+    Ok(runs)
+}
+
+/// Checks that `shards` are every shard of one split, each once.
+fn check_shard_set(dir: &Path, shards: &[(u64, u64, PathBuf)]) -> anyhow::Result<()> {
     let count = shards[0].1;
     if let Some((_, n, p)) = shards.iter().find(|s| s.1 != count) {
         bail!(
@@ -548,25 +555,39 @@ pub fn merge_shards(dir: &Path, shards: &[(u64, u64, PathBuf)]) -> anyhow::Resul
             missing.join(", ")
         );
     }
-    let mut parts = Vec::new();
-    for (_, _, d) in shards {
-        let files = find_with_suffix(d, "_requests.jsonl")?;
-        let [jsonl] = files.as_slice() else {
-            bail!(
-                "'{}' should hold one *_requests.jsonl, holds {}",
-                d.display(),
-                files.len()
-            );
-        };
-        let info = read_run_info(jsonl)?.with_context(|| {
-            format!(
-                "'{}' has no *_run.json beside it: its start time is needed to merge it",
-                jsonl.display()
-            )
-        })?;
-        let (records, warnings) = read_jsonl(jsonl)?;
-        parts.push((info, records, warnings));
-    }
+    Ok(())
+}
+
+/// One shard folder's records, metadata (needed: its start time places its records) and warnings.
+fn read_shard(d: &Path) -> anyhow::Result<(RunInfo, Vec<RequestRecord>, Vec<String>)> {
+    let files = find_with_suffix(d, "_requests.jsonl")?;
+    let [jsonl] = files.as_slice() else {
+        bail!(
+            "'{}' should hold one *_requests.jsonl, holds {}",
+            d.display(),
+            files.len()
+        );
+    };
+    let info = read_run_info(jsonl)?.with_context(|| {
+        format!(
+            "'{}' has no *_run.json beside it: its start time is needed to merge it",
+            jsonl.display()
+        )
+    })?;
+    let (records, warnings) = read_jsonl(jsonl)?;
+    Ok((info, records, warnings))
+}
+
+/// Shards of one plan as one run: every shard present once, each record moved onto the shared wall
+/// clock (the earliest shard start is the zero; each shard's `run_started_unix_us` says where its
+/// own zero was), and the statistics computed over the union of their records, as for one run.
+pub fn merge_shards(dir: &Path, shards: &[(u64, u64, PathBuf)]) -> anyhow::Result<Run> {
+    check_shard_set(dir, shards)?;
+    let count = shards[0].1;
+    let mut parts = shards
+        .iter()
+        .map(|(_, _, d)| read_shard(d))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     let zero = parts
         .iter()
         .map(|p| p.0.run_started_unix_us)

@@ -373,3 +373,78 @@ fn nothing_is_silently_dropped_or_overwritten() {
     );
     assert!(e.contains("sweep point") && e.contains("02-c2"), "{e}");
 }
+
+/// A folder of shard folders that is not one split plan is refused, naming what is wrong; a shard
+/// whose last line was cut still merges, with a warning.
+#[test]
+fn shard_folders_that_are_not_one_plan_are_refused() {
+    let records = std::fs::read_to_string(our_records()).unwrap();
+    let info = serde_json::json!({
+        "schema_version": 1, "tool": "t", "model": "m", "llm_api": "openai",
+        "mean_input_tokens": 1, "stddev_input_tokens": 0, "mean_output_tokens": 1,
+        "stddev_output_tokens": 0, "num_concurrent_requests": 1,
+        "run_started_unix_us": 1_700_000_000_000_000u64
+    });
+    // Shard `folder` with the fixture's records, ids moved by `shift`; with or without run.json.
+    let shard = |root: &Path, folder: &str, shift: u64, with_info: bool| {
+        let d = root.join(folder);
+        std::fs::create_dir_all(&d).unwrap();
+        let moved: String = records
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["id"] = (v["id"].as_u64().unwrap() * 2 + shift).into();
+                format!("{v}\n")
+            })
+            .collect();
+        std::fs::write(d.join("m_1_1_requests.jsonl"), moved).unwrap();
+        if with_info {
+            std::fs::write(d.join("m_1_1_run.json"), info.to_string()).unwrap();
+        }
+    };
+    let err = |root: &Path| format!("{:#}", analyze::input::load(root).unwrap_err());
+
+    let dup = tempfile::tempdir().unwrap();
+    shard(dup.path(), "shard-0-of-2", 0, true);
+    shard(dup.path(), "shard-1-of-2", 0, true);
+    assert!(
+        err(dup.path()).contains("appears in more than one shard"),
+        "{}",
+        err(dup.path())
+    );
+
+    let mixed = tempfile::tempdir().unwrap();
+    shard(mixed.path(), "shard-0-of-2", 0, true);
+    shard(mixed.path(), "shard-1-of-3", 1, true);
+    assert!(
+        err(mixed.path()).contains("is a shard of 3"),
+        "{}",
+        err(mixed.path())
+    );
+
+    let no_info = tempfile::tempdir().unwrap();
+    shard(no_info.path(), "shard-0-of-2", 0, true);
+    shard(no_info.path(), "shard-1-of-2", 1, false);
+    assert!(
+        err(no_info.path()).contains("no *_run.json"),
+        "{}",
+        err(no_info.path())
+    );
+
+    // A cut last line: the complete records merge, and the warning names the file.
+    let cut = tempfile::tempdir().unwrap();
+    shard(cut.path(), "shard-0-of-2", 0, true);
+    shard(cut.path(), "shard-1-of-2", 1, true);
+    let f = cut.path().join("shard-1-of-2/m_1_1_requests.jsonl");
+    let mut text = std::fs::read_to_string(&f).unwrap();
+    text.push_str("{\"schema_version\": 1, \"id\": 9");
+    std::fs::write(&f, text).unwrap();
+    let runs = analyze::input::load(cut.path()).unwrap();
+    let n = records.lines().count();
+    assert_eq!(runs[0].records.as_ref().unwrap().len(), 2 * n);
+    assert!(
+        runs[0].warnings.iter().any(|w| w.contains("shard-1-of-2")),
+        "{:?}",
+        runs[0].warnings
+    );
+}

@@ -12,7 +12,7 @@ use std::collections::BTreeMap;
 use serde_json::Value;
 
 use crate::histogram::GapHistogram;
-use crate::llmperf::MetricDefinitions;
+use crate::llmperf::{LlmperfMetrics, MetricDefinitions};
 use crate::record::{Outcome, RequestRecord, TokenSource};
 use crate::stats::Stats;
 use crate::summary::{CachedInput, Connections, ErrorGroup, RunSummary, ShortOutputs};
@@ -142,8 +142,20 @@ impl SummaryBuilder {
         }
     }
 
-    /// Adds one record the results keep.
+    /// Adds one record the results keep, computing its LLMPerf keys (a record read from a file
+    /// may carry stale ones).
     pub fn add(&mut self, r: &RequestRecord) {
+        let m = r.llmperf_metrics(self.defs);
+        self.add_with(r, &m);
+    }
+
+    /// Adds a record that [`RequestRecord::finalize`] just filled with this builder's definitions,
+    /// using its LLMPerf keys as they are instead of computing them again.
+    pub fn add_finalized(&mut self, r: &RequestRecord) {
+        self.add_with(r, &r.llmperf);
+    }
+
+    fn add_with(&mut self, r: &RequestRecord, m: &LlmperfMetrics) {
         *self
             .outcomes
             .entry(r.outcome.kind().to_string())
@@ -163,7 +175,7 @@ impl SummaryBuilder {
         let Some(sent) = r.sent_at_us else { return };
         self.add_sent(r, sent);
         if r.outcome.is_ok() {
-            self.add_ok(r);
+            self.add_ok(r, m);
         } else {
             self.failed_sent += 1;
             let code = match r.outcome.error_code() {
@@ -194,9 +206,8 @@ impl SummaryBuilder {
         }
     }
 
-    fn add_ok(&mut self, r: &RequestRecord) {
+    fn add_ok(&mut self, r: &RequestRecord, m: &LlmperfMetrics) {
         self.succeeded += 1;
-        let m = r.llmperf_metrics(self.defs);
         let c = &mut self.ok;
         let push = |col: &mut Vec<f64>, v: Option<f64>| {
             if let Some(v) = v.filter(|v| v.is_finite()) {

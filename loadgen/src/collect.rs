@@ -69,7 +69,8 @@ struct Writer {
 impl Writer {
     fn keep(&mut self, r: RequestRecord) {
         if r.excluded.is_none() {
-            self.summary.add(&r);
+            // `complete` filled the record's LLMPerf keys with the run's definitions.
+            self.summary.add_finalized(&r);
             if let Some(g) = &mut self.goodput {
                 g.add(&r);
             }

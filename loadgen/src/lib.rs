@@ -550,19 +550,12 @@ async fn report(
         ));
     }
     if let Some(f) = &files {
-        let mut extra = Vec::new();
-        if let Some(m) = &c.measurement_error {
-            extra.push(("measurement_error", serde_json::to_value(m)?));
-        }
-        if let Some(l) = &run.littles_law {
-            extra.push(("littles_law", serde_json::to_value(l)?));
-        }
-        if let Some(g) = &c.goodput {
-            extra.push(("goodput", serde_json::to_value(g)?));
-        }
-        if let Some(s) = &selfcheck {
-            extra.push(("selfcheck", serde_json::to_value(s)?));
-        }
+        let extra = summary_extras(
+            c.measurement_error.as_ref(),
+            run.littles_law.as_ref(),
+            c.goodput.as_ref(),
+            selfcheck.as_ref(),
+        )?;
         let stem = plan.stem();
         if let Err(e) = output::write_final(
             f,
@@ -581,23 +574,12 @@ async fn report(
         run.littles_law,
         run.server_models.as_deref(),
     );
-    if summary.output_token_mismatches > 0 {
-        warnings.push(format!(
-            "{} of {} successful requests: the server's usage and the tokenizer ('{}') disagree on \
-             output tokens by more than 5 %; metrics use the server's count (see *_requests.jsonl, \
-             output_tokens)",
-            summary.output_token_mismatches,
-            summary.num_completed_requests,
-            workload.tokenizer.name()
-        ));
-    }
-    if run.elapsed_s >= plan.timeout_s
-        && plan
-            .requests
-            .is_some_and(|n| summary.num_requests_started < plan.shard.part(n))
-    {
-        warnings.push("Test timed out before all requests could be completed.".into());
-    }
+    warnings.extend(count_warnings(
+        plan,
+        &summary,
+        workload.tokenizer.name(),
+        run.elapsed_s,
+    ));
     let exit = exit_code(plan, &summary, file_error.is_some(), control);
     Ok(RunOutput {
         records_received: c.records,
@@ -612,6 +594,55 @@ async fn report(
         file_error,
         exit,
     })
+}
+
+/// What `*_summary.json` carries beyond LLMPerf's keys, under `tokenperf`.
+fn summary_extras(
+    measurement_error: Option<&tokenperf_core::selfcheck::SelfCheck>,
+    littles_law: Option<&LittlesLaw>,
+    goodput: Option<&Goodput>,
+    selfcheck: Option<&selfcheck::SelfCheckReport>,
+) -> anyhow::Result<Vec<(&'static str, serde_json::Value)>> {
+    let mut extra = Vec::new();
+    if let Some(m) = measurement_error {
+        extra.push(("measurement_error", serde_json::to_value(m)?));
+    }
+    if let Some(l) = littles_law {
+        extra.push(("littles_law", serde_json::to_value(l)?));
+    }
+    if let Some(g) = goodput {
+        extra.push(("goodput", serde_json::to_value(g)?));
+    }
+    if let Some(s) = selfcheck {
+        extra.push(("selfcheck", serde_json::to_value(s)?));
+    }
+    Ok(extra)
+}
+
+/// Token counts that disagree, and requests the time limit cut off.
+fn count_warnings(
+    plan: &Plan,
+    summary: &RunSummary,
+    tokenizer: &str,
+    elapsed_s: f64,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    if summary.output_token_mismatches > 0 {
+        warnings.push(format!(
+            "{} of {} successful requests: the server's usage and the tokenizer ('{tokenizer}') \
+             disagree on output tokens by more than 5 %; metrics use the server's count (see \
+             *_requests.jsonl, output_tokens)",
+            summary.output_token_mismatches, summary.num_completed_requests,
+        ));
+    }
+    if elapsed_s >= plan.timeout_s
+        && plan
+            .requests
+            .is_some_and(|n| summary.num_requests_started < plan.shard.part(n))
+    {
+        warnings.push("Test timed out before all requests could be completed.".into());
+    }
+    warnings
 }
 
 fn exit_code(plan: &Plan, summary: &RunSummary, file_error: bool, control: &Control) -> Exit {

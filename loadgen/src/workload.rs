@@ -296,20 +296,8 @@ pub fn build_prompts(
             .context("building the shared prefixes (--shared-prefix)")?,
         _ => Vec::new(),
     };
-    if let Some((path, format, sampling)) = &plan.dataset {
-        let items = match format {
-            dataset::DatasetFormat::Jsonl => dataset::read_jsonl(path)?,
-            dataset::DatasetFormat::Sharegpt => dataset::read_sharegpt(path, tokenizer)?,
-        };
-        let specs = dataset::specs(
-            &items,
-            plan.prompt_pool(),
-            *sampling,
-            &prefixes,
-            tokenizer,
-            &mut rng,
-            out,
-        )?;
+    if plan.dataset.is_some() {
+        let specs = dataset_prompts(plan, tokenizer, &prefixes, &mut rng, out)?;
         for mut spec in specs {
             if let Some(b) = &mut buster {
                 b.apply(&mut spec, tokenizer)?;
@@ -357,6 +345,32 @@ pub fn build_prompts(
         }
     }
     Ok(())
+}
+
+/// `--dataset`'s prompts, drawn as `--sample` says, shared prefixes ahead.
+fn dataset_prompts(
+    plan: &Plan,
+    tokenizer: &TokenCounter,
+    prefixes: &[String],
+    rng: &mut Rng,
+    out: (f64, f64),
+) -> anyhow::Result<Vec<PromptSpec>> {
+    let Some((path, format, sampling)) = &plan.dataset else {
+        return Ok(Vec::new());
+    };
+    let items = match format {
+        dataset::DatasetFormat::Jsonl => dataset::read_jsonl(path)?,
+        dataset::DatasetFormat::Sharegpt => dataset::read_sharegpt(path, tokenizer)?,
+    };
+    dataset::specs(
+        &items,
+        plan.prompt_pool(),
+        *sampling,
+        prefixes,
+        tokenizer,
+        rng,
+        out,
+    )
 }
 
 #[cfg(test)]

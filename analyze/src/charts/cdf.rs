@@ -4,6 +4,7 @@
 use std::path::Path;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use tokenperf_core::stats::quantile;
 
@@ -116,20 +117,7 @@ impl Cdf {
                     PathElement::new([(x, y), (x + 20, y)], c.stroke_width(3))
                 });
             }
-            for (q, name) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
-                let x = quantile(v, q).unwrap_or(0.0);
-                chart
-                    .draw_series(std::iter::once(Circle::new((x, q), 5, c.filled())))
-                    .map_err(draw_err)?;
-                let (pos, y) = label_place(x, (x0, x1), q, i);
-                chart
-                    .draw_series(std::iter::once(Text::new(
-                        format!("{name} {}", tick(&x)),
-                        (x, y),
-                        (FONT, 14).into_font().color(&c).pos(pos),
-                    )))
-                    .map_err(draw_err)?;
-            }
+            mark_quantiles(&mut chart, v, i, (x0, x1))?;
         }
         if runs.len() > 1 {
             // The curves rise from lower left to upper right: the lower right is empty.
@@ -137,6 +125,31 @@ impl Cdf {
         }
         Ok(())
     }
+}
+
+/// Run `run`'s p50, p90 and p99 on its curve: a dot and a label placed by [`label_place`].
+fn mark_quantiles<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    v: &[f64],
+    i: usize,
+    (x0, x1): (f64, f64),
+) -> anyhow::Result<()> {
+    let c = color(i);
+    for (q, name) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
+        let x = quantile(v, q).unwrap_or(0.0);
+        chart
+            .draw_series(std::iter::once(Circle::new((x, q), 5, c.filled())))
+            .map_err(draw_err)?;
+        let (pos, y) = label_place(x, (x0, x1), q, i);
+        chart
+            .draw_series(std::iter::once(Text::new(
+                format!("{name} {}", tick(&x)),
+                (x, y),
+                (FONT, 14).into_font().color(&c).pos(pos),
+            )))
+            .map_err(draw_err)?;
+    }
+    Ok(())
 }
 
 /// Where the label of run `run`'s marker at `(x, q)` goes: runs stacked one line apart under the

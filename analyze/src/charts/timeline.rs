@@ -7,6 +7,7 @@
 use std::path::Path;
 
 use plotters::coord::Shift;
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use super::{Chart, FONT, Format, color, draw_err, framed, legend_at, sample, with_backend};
@@ -19,28 +20,31 @@ const MAX_ROWS: usize = 2_000;
 /// Seconds since run start: intended send, actual send, first token, end; and whether it failed.
 type Row = (f64, Option<f64>, Option<f64>, Option<f64>, bool);
 
-fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> anyhow::Result<()> {
-    let run = runs[0];
-    let records = run.records.as_deref().unwrap_or_default();
+/// One row per record, by intended send time.
+fn rows_of(records: &[tokenperf_core::record::RequestRecord]) -> Vec<Row> {
+    let s = |t: u64| t as f64 * 1e-6;
     let mut rows: Vec<Row> = records
         .iter()
         .map(|r| {
             (
-                r.intended_send_us as f64 * 1e-6,
-                r.sent_at_us.map(|t| t as f64 * 1e-6),
-                r.first_token_at_us().map(|t| t as f64 * 1e-6),
-                r.done_at_us.map(|t| t as f64 * 1e-6),
+                s(r.intended_send_us),
+                r.sent_at_us.map(s),
+                r.first_token_at_us().map(s),
+                r.done_at_us.map(s),
                 !r.outcome.is_ok(),
             )
         })
         .collect();
     rows.sort_by(|a, b| a.0.total_cmp(&b.0));
-    let (rows, from) = sample(&rows, MAX_ROWS);
-    let end = rows
-        .iter()
-        .filter_map(|r| r.3)
-        .fold(0.0f64, f64::max)
-        .max(1e-3);
+    rows
+}
+
+/// The caption: how many requests, failed and never sent, and whether it is a sample.
+fn caption(
+    run: &Run,
+    records: &[tokenperf_core::record::RequestRecord],
+    from: Option<usize>,
+) -> String {
     let dropped = records.iter().filter(|r| r.sent_at_us.is_none()).count();
     let failed = records
         .iter()
@@ -57,7 +61,19 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
     if let Some(n) = from {
         sub.push_str(&format!(" · even sample of {n}"));
     }
-    let area = framed(root, "Request Timeline", &sub)?;
+    sub
+}
+
+fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> anyhow::Result<()> {
+    let run = runs[0];
+    let records = run.records.as_deref().unwrap_or_default();
+    let (rows, from) = sample(&rows_of(records), MAX_ROWS);
+    let end = rows
+        .iter()
+        .filter_map(|r| r.3)
+        .fold(0.0f64, f64::max)
+        .max(1e-3);
+    let area = framed(root, "Request Timeline", &caption(run, records, from))?;
     let mut chart = ChartBuilder::on(&area)
         .margin(20)
         .x_label_area_size(55)
@@ -75,6 +91,17 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
         .light_line_style(RGBColor(235, 235, 235))
         .draw()
         .map_err(draw_err)?;
+    draw_rows(&mut chart, &rows)?;
+    // Rows rise to the upper right, so the legend goes where the chart is empty.
+    legend_at(&mut chart, SeriesLabelPosition::LowerRight)
+}
+
+/// Each row as its phases: lag grey, TTFT orange, streaming blue; a failure red from send to
+/// failure, a request never sent a red cross at its intended time.
+fn draw_rows<DB: DrawingBackend>(
+    chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
+    rows: &[Row],
+) -> anyhow::Result<()> {
     let grey = RGBColor(150, 150, 150);
     let (orange, blue, red) = (color(1), color(0), color(3));
     // One row's share of the plot's height, at least 2 px, so bars stay visible at any count.
@@ -138,8 +165,7 @@ fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> any
         .map_err(draw_err)?
         .label("never sent (dropped)")
         .legend(move |(x, y)| Cross::new((x + 10, y), 4, red.stroke_width(2)));
-    // Rows rise to the upper right, so the legend goes where the chart is empty.
-    legend_at(&mut chart, SeriesLabelPosition::LowerRight)
+    Ok(())
 }
 
 impl Chart for Timeline {
