@@ -1,5 +1,6 @@
 //! Reading runs: our `*_requests.jsonl`, and LLMPerf-format `*_individual_responses.json` (ours or
-//! LLMPerf's own), from a file or a results folder, into one polars frame per run.
+//! LLMPerf's own), from a file, a results folder, a sweep folder or a folder of shard folders, into
+//! one polars frame per run ([`crate::frame`] reads the files) and its summary.
 //!
 //! LLMPerf's files have quirks every reader must accept: bare `NaN` (not JSON), numbers written as
 //! strings, `error_code` null, int or string, records in completion order with no ids or timestamps.
@@ -9,33 +10,34 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use polars::prelude::*;
-use serde::Deserialize;
 use serde_json::Value;
-use tokenperf_core::llmperf::{LlmperfMetrics, MetricDefinitions, sanitize_nonstandard_json};
+use tokenperf_core::llmperf::MetricDefinitions;
 use tokenperf_core::record::RequestRecord;
 use tokenperf_core::summary::{RunInfo, RunSummary};
+
+use crate::frame::{self, Source};
 
 /// One run, loaded.
 #[derive(Debug)]
 pub struct Run {
     /// Short name for legends and tables (the file stem).
     pub name: String,
-    /// The file the records came from.
+    /// The file (or shard folder) the records came from.
     pub source: PathBuf,
-    /// One row per request: `ok`, `error_code` and the LLMPerf metric columns (f64, null when absent).
+    /// One row per request, in [`frame::FRAME_COLUMNS`] and [`METRIC_COLUMNS`].
     pub frame: DataFrame,
-    /// Our raw records, when the source had them.
-    pub records: Option<Vec<RequestRecord>>,
+    /// Our records' files, for the per-chunk scans ([`Run::token_events`]); empty for LLMPerf's.
+    pub sources: Vec<Source>,
+    /// The filter the run was read with (the per-chunk scans apply it too).
+    pub filter: Filter,
     /// The run metadata, when a `*_run.json` sat beside the records.
     pub info: Option<RunInfo>,
     /// The model the run measured, from its metadata or LLMPerf's summary, when either says.
     pub model: Option<String>,
     /// What the reader had to leave out, for the user (e.g. a last line cut short).
     pub warnings: Vec<String>,
-    /// The summary, computed with the shared statistics (equal to loadgen's for our runs).
+    /// The summary: core's statistics (equal to loadgen's for our runs).
     pub summary: RunSummary,
-    /// The nine-key rows the frame was built from (sent requests only).
-    pub rows: Vec<LlmperfMetrics>,
 }
 
 /// Which requests to keep.
@@ -52,9 +54,34 @@ impl Filter {
     pub fn is_empty(&self) -> bool {
         self.window_s.is_none() && self.outcomes.is_empty()
     }
+
+    /// Whether one of our records is kept.
+    pub fn keeps(&self, r: &RequestRecord) -> bool {
+        self.window_s.is_none_or(|(a, b)| {
+            r.sent_at_us
+                .is_some_and(|t| (a..b).contains(&(t as f64 * 1e-6)))
+        }) && (self.outcomes.is_empty() || self.outcomes.iter().any(|k| k == r.outcome.kind()))
+    }
+
+    /// The same choice as a polars predicate over a frame's `sent_us` and `kind` columns.
+    pub fn expr(&self) -> Expr {
+        let mut e = lit(true);
+        if let Some((a, b)) = self.window_s {
+            let t = col("sent_us").cast(DataType::Float64) * lit(1e-6);
+            e = e.and(t.clone().gt_eq(lit(a)).and(t.lt(lit(b))));
+        }
+        if !self.outcomes.is_empty() {
+            let any = self
+                .outcomes
+                .iter()
+                .fold(lit(false), |acc, k| acc.or(col("kind").eq(lit(k.as_str()))));
+            e = e.and(any);
+        }
+        e
+    }
 }
 
-/// Column names of [`Run::frame`] besides `ok` and `error_code`, in LLMPerf's order.
+/// Column names of [`Run::frame`]'s LLMPerf metrics, in LLMPerf's order.
 pub const METRIC_COLUMNS: [&str; 7] = [
     "inter_token_latency_s",
     "ttft_s",
@@ -64,257 +91,6 @@ pub const METRIC_COLUMNS: [&str; 7] = [
     "number_output_tokens",
     "number_input_tokens",
 ];
-
-/// A number that may arrive as a number, a numeric string, or null (`NaN` was already turned into
-/// null). A visitor rather than a `Value`, so a million records parse without a tree per field.
-fn lenient_f64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<f64>, D::Error> {
-    struct V;
-    impl<'de> serde::de::Visitor<'de> for V {
-        type Value = Option<f64>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a number, a numeric string or null")
-        }
-        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(v.is_finite().then_some(v))
-        }
-        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v as f64))
-        }
-        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v as f64))
-        }
-        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-            Ok(v.trim().parse::<f64>().ok().filter(|x| x.is_finite()))
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
-            d.deserialize_any(V)
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// LLMPerf's `error_code`: null, an int (sometimes written as a float by pandas), or a string.
-fn lenient_code<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
-    struct V;
-    impl<'de> serde::de::Visitor<'de> for V {
-        type Value = Option<Value>;
-        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("an error code: null, a number or a string")
-        }
-        fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-            Ok(Some(if v.fract() == 0.0 {
-                (v as i64).into()
-            } else {
-                v.into()
-            }))
-        }
-        fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-            Ok(Some(v.into()))
-        }
-        fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-            Ok(Some(v.into()))
-        }
-        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-            Ok((!v.is_empty()).then(|| v.into()))
-        }
-        fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-            Ok(v.then(|| true.into()))
-        }
-        fn visit_none<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_unit<E>(self) -> Result<Self::Value, E> {
-            Ok(None)
-        }
-        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
-            d.deserialize_any(V)
-        }
-    }
-    d.deserialize_any(V)
-}
-
-/// An LLMPerf record as found in the wild.
-#[derive(Deserialize)]
-struct LooseRecord {
-    #[serde(default, deserialize_with = "lenient_code")]
-    error_code: Option<Value>,
-    #[serde(default, deserialize_with = "lenient_f64")]
-    inter_token_latency_s: Option<f64>,
-    #[serde(default, deserialize_with = "lenient_f64")]
-    ttft_s: Option<f64>,
-    #[serde(default, deserialize_with = "lenient_f64")]
-    end_to_end_latency_s: Option<f64>,
-    #[serde(default, deserialize_with = "lenient_f64")]
-    request_output_throughput_token_per_s: Option<f64>,
-    #[serde(default, deserialize_with = "lenient_f64")]
-    number_total_tokens: Option<f64>,
-    #[serde(default, deserialize_with = "lenient_f64")]
-    number_output_tokens: Option<f64>,
-    #[serde(default, deserialize_with = "lenient_f64")]
-    number_input_tokens: Option<f64>,
-}
-
-/// Columns under construction.
-#[derive(Default)]
-struct Columns {
-    ok: Vec<bool>,
-    error_code: Vec<Option<String>>,
-    metrics: [Vec<Option<f64>>; 7],
-}
-
-impl Columns {
-    fn push(&mut self, error_code: &Value, m: [Option<f64>; 7]) {
-        // `error_code` arrives null on success; anything else (int, string) is a failure.
-        let code = match error_code {
-            Value::Null => None,
-            Value::String(s) if s.is_empty() => None,
-            Value::String(s) => Some(s.clone()),
-            // LLMPerf's pandas writes codes that went through a float column as 500.0.
-            Value::Number(n) => Some(match n.as_f64() {
-                Some(f) if f.fract() == 0.0 => format!("{}", f as i64),
-                _ => n.to_string(),
-            }),
-            other => Some(other.to_string()),
-        };
-        self.ok.push(code.is_none());
-        self.error_code.push(code);
-        for (col, v) in self.metrics.iter_mut().zip(m) {
-            col.push(v);
-        }
-    }
-
-    fn push_metrics(&mut self, m: &LlmperfMetrics) {
-        self.push(
-            &m.error_code.clone().unwrap_or(Value::Null),
-            [
-                m.inter_token_latency_s,
-                m.ttft_s,
-                m.end_to_end_latency_s,
-                m.request_output_throughput_token_per_s,
-                Some(m.number_total_tokens as f64),
-                Some(m.number_output_tokens as f64),
-                Some(m.number_input_tokens as f64),
-            ],
-        );
-    }
-
-    fn into_frame(self) -> PolarsResult<DataFrame> {
-        let mut cols: Vec<Column> = vec![
-            Column::new("ok".into(), self.ok),
-            Column::new("error_code".into(), self.error_code),
-        ];
-        for (name, v) in METRIC_COLUMNS.iter().zip(self.metrics) {
-            cols.push(Column::new((*name).into(), v));
-        }
-        DataFrame::new_infer_height(cols)
-    }
-}
-
-/// Reads an LLMPerf-format array of records into nine-key rows.
-pub fn read_llmperf(path: &Path) -> anyhow::Result<Vec<LlmperfMetrics>> {
-    let bytes = std::fs::read(path).with_context(|| format!("reading '{}'", path.display()))?;
-    let clean = sanitize_nonstandard_json(&bytes);
-    let first = clean.iter().find(|b| !b.is_ascii_whitespace());
-    if first != Some(&b'[') {
-        // Tell "not JSON" from "JSON, but not an array of records".
-        if let Err(e) = serde_json::from_slice::<serde::de::IgnoredAny>(&clean) {
-            bail!("'{}' is not valid JSON: {e}", path.display());
-        }
-        bail!(
-            "'{}' is not an LLMPerf individual-responses file: expected a JSON array of records",
-            path.display()
-        );
-    }
-    let records: Vec<LooseRecord> = serde_json::from_slice(&clean).map_err(|e| {
-        if e.is_syntax() || e.is_eof() {
-            anyhow::anyhow!("'{}' is not valid JSON: {e}", path.display())
-        } else {
-            anyhow::anyhow!(
-                "'{}': a record has the wrong shape ({e}); expected objects with LLMPerf's keys",
-                path.display()
-            )
-        }
-    })?;
-    let count = |v: Option<f64>| v.map_or(0, |x| x.max(0.0) as u64);
-    Ok(records
-        .into_iter()
-        .map(|r| LlmperfMetrics {
-            error_code: r.error_code,
-            error_msg: String::new(),
-            inter_token_latency_s: r.inter_token_latency_s,
-            ttft_s: r.ttft_s,
-            end_to_end_latency_s: r.end_to_end_latency_s,
-            request_output_throughput_token_per_s: r.request_output_throughput_token_per_s,
-            number_total_tokens: count(r.number_total_tokens),
-            number_output_tokens: count(r.number_output_tokens),
-            number_input_tokens: count(r.number_input_tokens),
-        })
-        .collect())
-}
-
-/// The frame of nine-key rows.
-pub fn frame_from_rows(rows: &[LlmperfMetrics]) -> anyhow::Result<DataFrame> {
-    let mut c = Columns::default();
-    for r in rows {
-        c.push_metrics(r);
-    }
-    Ok(c.into_frame()?)
-}
-
-/// Reads our JSONL records (line numbers in errors). A last line cut short (a crash or a full disk
-/// mid-write: no newline after it, and not a whole record) is left out with a warning, so every
-/// complete record is still read; a bad line anywhere else is an error.
-pub fn read_jsonl(path: &Path) -> anyhow::Result<(Vec<RequestRecord>, Vec<String>)> {
-    let text =
-        std::fs::read_to_string(path).with_context(|| format!("reading '{}'", path.display()))?;
-    let cut_at_end = !text.is_empty() && !text.ends_with('\n');
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = Vec::new();
-    let mut warnings = Vec::new();
-    for (i, line) in lines.iter().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        match serde_json::from_str::<RequestRecord>(line) {
-            Ok(r) => out.push(r),
-            Err(_) if cut_at_end && i + 1 == lines.len() => warnings.push(format!(
-                "'{}' line {}: the last line is cut short (the run ended mid-write); read the {} complete records before it",
-                path.display(),
-                i + 1,
-                out.len()
-            )),
-            Err(e) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "'{}' line {}: not a tokenperf request record",
-                    path.display(),
-                    i + 1
-                )));
-            }
-        }
-    }
-    Ok((out, warnings))
-}
-
-/// The nine-key rows of our records (sent requests only), with the run's definitions.
-pub fn rows_from_records(
-    records: &[RequestRecord],
-    defs: MetricDefinitions,
-) -> Vec<LlmperfMetrics> {
-    records
-        .iter()
-        .filter(|r| r.sent_at_us.is_some())
-        .map(|r| r.llmperf_metrics(defs))
-        .collect()
-}
 
 fn stem_of(path: &Path, suffix: &str) -> String {
     let name = path
@@ -347,8 +123,9 @@ pub struct LlmperfSummary {
 /// Reads an LLMPerf `*_summary.json`, quirks accepted: bare `NaN`, numbers written as strings.
 pub fn read_llmperf_summary(path: &Path) -> anyhow::Result<LlmperfSummary> {
     let bytes = std::fs::read(path).with_context(|| format!("reading '{}'", path.display()))?;
-    let v: Value = serde_json::from_slice(&sanitize_nonstandard_json(&bytes))
-        .with_context(|| format!("'{}' is not valid JSON", path.display()))?;
+    let v: Value =
+        serde_json::from_slice(&tokenperf_core::llmperf::sanitize_nonstandard_json(&bytes))
+            .with_context(|| format!("'{}' is not valid JSON", path.display()))?;
     if !v.is_object() || v.get("results_num_completed_requests").is_none() {
         bail!(
             "'{}' is not an LLMPerf summary (no results_num_completed_requests)",
@@ -371,11 +148,17 @@ pub fn read_llmperf_summary(path: &Path) -> anyhow::Result<LlmperfSummary> {
 /// shard folders (`shard-I-of-N`) is one run, merged ([`merge_shards`]), or with `shards_apart`
 /// one run per shard.
 pub fn load(path: &Path) -> anyhow::Result<Vec<Run>> {
-    load_with(path, false)
+    load_filtered(path, false, &Filter::default())
 }
 
 /// [`load`], with shards kept apart when asked.
 pub fn load_with(path: &Path, shards_apart: bool) -> anyhow::Result<Vec<Run>> {
+    load_filtered(path, shards_apart, &Filter::default())
+}
+
+/// [`load_with`], keeping only the requests `filter` keeps (summaries, frames and per-chunk scans
+/// alike).
+pub fn load_filtered(path: &Path, shards_apart: bool, filter: &Filter) -> anyhow::Result<Vec<Run>> {
     if !path.exists() {
         bail!("'{}' does not exist", path.display());
     }
@@ -390,7 +173,7 @@ pub fn load_with(path: &Path, shards_apart: bool) -> anyhow::Result<Vec<Run>> {
                 records.display()
             );
         }
-        return Ok(vec![load_file(&records)?]);
+        return Ok(vec![load_file(&records, filter)?]);
     }
     if path.is_dir() {
         let mut files = find_with_suffix(path, "_requests.jsonl")?;
@@ -403,7 +186,7 @@ pub fn load_with(path: &Path, shards_apart: bool) -> anyhow::Result<Vec<Run>> {
         }
         let shards = shard_dirs(path)?;
         if files.is_empty() && !shards.is_empty() {
-            return load_shards(path, &shards, shards_apart);
+            return load_shards(path, &shards, shards_apart, filter);
         }
         if files.is_empty() {
             // A sweep folder: one run per numbered subfolder, in order.
@@ -421,8 +204,8 @@ pub fn load_with(path: &Path, shards_apart: bool) -> anyhow::Result<Vec<Run>> {
                 let is_point = !find_with_suffix(&d, "_requests.jsonl")?.is_empty()
                     || !find_with_suffix(&d, "_individual_responses.json")?.is_empty();
                 if is_point {
-                    let mut r =
-                        load(&d).with_context(|| format!("sweep point '{}'", d.display()))?;
+                    let mut r = load_filtered(&d, shards_apart, filter)
+                        .with_context(|| format!("sweep point '{}'", d.display()))?;
                     runs.append(&mut r);
                 }
             }
@@ -443,9 +226,9 @@ pub fn load_with(path: &Path, shards_apart: bool) -> anyhow::Result<Vec<Run>> {
                 })
                 .collect());
         }
-        return files.iter().map(|f| load_file(f)).collect();
+        return files.iter().map(|f| load_file(f, filter)).collect();
     }
-    Ok(vec![load_file(path)?])
+    Ok(vec![load_file(path, filter)?])
 }
 
 /// The `*_run.json` beside a records file, when there is one.
@@ -458,39 +241,6 @@ fn read_run_info(jsonl: &Path) -> anyhow::Result<Option<RunInfo>> {
         })?)),
         Err(_) => Ok(None),
     }
-}
-
-/// A run of our records: the ones the results keep (loadgen's --warmup-seconds and
-/// --cooldown-seconds marks hold here too), with their summary and frame.
-fn run_from_records(
-    name: String,
-    source: &Path,
-    records: Vec<RequestRecord>,
-    info: Option<RunInfo>,
-    warnings: Vec<String>,
-) -> anyhow::Result<Run> {
-    let records: Vec<RequestRecord> = records
-        .into_iter()
-        .filter(|r| r.excluded.is_none())
-        .collect();
-    let defs = info
-        .as_ref()
-        .map(|i| i.metric_definitions)
-        .unwrap_or_default();
-    let rows = rows_from_records(&records, defs);
-    let frame = frame_from_rows(&rows)?;
-    let summary = RunSummary::from_records(&records, defs);
-    Ok(Run {
-        name,
-        source: source.to_path_buf(),
-        frame,
-        records: Some(records),
-        model: info.as_ref().map(|i| i.model.clone()),
-        warnings,
-        info,
-        summary,
-        rows,
-    })
 }
 
 /// The shard folders loadgen's `--shard I/N` writes (`shard-I-of-N`) directly in `dir`, by index.
@@ -519,13 +269,16 @@ fn load_shards(
     dir: &Path,
     shards: &[(u64, u64, PathBuf)],
     apart: bool,
+    filter: &Filter,
 ) -> anyhow::Result<Vec<Run>> {
     if !apart {
-        return Ok(vec![merge_shards(dir, shards)?]);
+        return Ok(vec![merge_shards(dir, shards, filter)?]);
     }
     let mut runs = Vec::new();
     for (i, n, d) in shards {
-        for mut r in load(d).with_context(|| format!("shard '{}'", d.display()))? {
+        for mut r in
+            load_filtered(d, false, filter).with_context(|| format!("shard '{}'", d.display()))?
+        {
             r.name = format!("shard-{i}-of-{n}");
             runs.push(r);
         }
@@ -558,8 +311,8 @@ fn check_shard_set(dir: &Path, shards: &[(u64, u64, PathBuf)]) -> anyhow::Result
     Ok(())
 }
 
-/// One shard folder's records, metadata (needed: its start time places its records) and warnings.
-fn read_shard(d: &Path) -> anyhow::Result<(RunInfo, Vec<RequestRecord>, Vec<String>)> {
+/// One shard folder's records file and metadata (needed: its start time places its records).
+fn shard_files(d: &Path) -> anyhow::Result<(PathBuf, RunInfo)> {
     let files = find_with_suffix(d, "_requests.jsonl")?;
     let [jsonl] = files.as_slice() else {
         bail!(
@@ -574,197 +327,180 @@ fn read_shard(d: &Path) -> anyhow::Result<(RunInfo, Vec<RequestRecord>, Vec<Stri
             jsonl.display()
         )
     })?;
-    let (records, warnings) = read_jsonl(jsonl)?;
-    Ok((info, records, warnings))
+    Ok((jsonl.clone(), info))
 }
 
 /// Shards of one plan as one run: every shard present once, each record moved onto the shared wall
 /// clock (the earliest shard start is the zero; each shard's `run_started_unix_us` says where its
 /// own zero was), and the statistics computed over the union of their records, as for one run.
-pub fn merge_shards(dir: &Path, shards: &[(u64, u64, PathBuf)]) -> anyhow::Result<Run> {
+/// The frame's `shard` column says which shard each request came from.
+pub fn merge_shards(
+    dir: &Path,
+    shards: &[(u64, u64, PathBuf)],
+    filter: &Filter,
+) -> anyhow::Result<Run> {
     check_shard_set(dir, shards)?;
     let count = shards[0].1;
-    let mut parts = shards
+    let parts = shards
         .iter()
-        .map(|(_, _, d)| read_shard(d))
+        .map(|(i, _, d)| Ok((*i, shard_files(d)?)))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let zero = parts
         .iter()
-        .map(|p| p.0.run_started_unix_us)
+        .map(|p| p.1.1.run_started_unix_us)
         .min()
         .unwrap_or(0);
-    let mut merged = Vec::new();
-    let mut warnings = Vec::new();
-    let mut seen = std::collections::HashSet::new();
-    for (info, records, w) in &mut parts {
-        let offset = info.run_started_unix_us - zero;
-        warnings.append(w);
-        for mut r in records.drain(..) {
-            if !seen.insert(r.id) {
-                bail!(
-                    "request {} appears in more than one shard of '{}': these shards are not one split plan",
-                    r.id,
-                    dir.display()
-                );
-            }
-            shift(&mut r, offset);
-            merged.push(r);
-        }
-    }
-    let spread_us = parts
+    let mut sources: Vec<Source> = parts
         .iter()
-        .map(|p| p.0.run_started_unix_us - zero)
-        .max()
-        .unwrap_or(0);
+        .map(|(i, (path, info))| Source {
+            path: path.clone(),
+            offset_us: info.run_started_unix_us - zero,
+            shard: Some(*i as u32),
+            whole_bytes: None,
+        })
+        .collect();
+    let mut info = parts[0].1.1.clone();
+    let ours = crate::jsonl::read_ours(&mut sources, info.metric_definitions, filter)?;
+    let frame = ours.frame.sort(["id"], SortMultipleOptions::default())?;
+    if let Some(id) = first_duplicate(&frame)? {
+        bail!(
+            "request {id} appears in more than one shard of '{}': these shards are not one split plan",
+            dir.display()
+        );
+    }
+    let mut warnings = ours.warnings;
+    let spread_us = sources.iter().map(|s| s.offset_us).max().unwrap_or(0);
     if spread_us > 100_000 {
         warnings.push(format!(
             "the {count} shards started up to {:.2} s apart (use loadgen --start-at to start them together)",
             spread_us as f64 / 1e6
         ));
     }
-    merged.sort_by_key(|r| r.id);
-    let mut info = parts.swap_remove(0).0;
     info.run_started_unix_us = zero;
     info.shard = None;
-    let name = dir
-        .file_name()
-        .map_or("shards".into(), |n| n.to_string_lossy().into_owned());
-    run_from_records(name, dir, merged, Some(info), warnings)
+    Ok(Run {
+        name: dir
+            .file_name()
+            .map_or("shards".into(), |n| n.to_string_lossy().into_owned()),
+        source: dir.to_path_buf(),
+        model: Some(info.model.clone()),
+        frame,
+        sources,
+        filter: filter.clone(),
+        info: Some(info),
+        warnings,
+        summary: ours.summary,
+    })
 }
 
-/// Moves a record's times `offset_us` later: from its shard's clock zero to the merged run's.
-fn shift(r: &mut RequestRecord, offset_us: u64) {
-    r.intended_send_us += offset_us;
-    for t in [
-        &mut r.sent_at_us,
-        &mut r.response_head_at_us,
-        &mut r.done_at_us,
-    ]
-    .into_iter()
-    .flatten()
-    {
-        *t += offset_us;
-    }
-    for e in &mut r.events {
-        e.0 += offset_us;
-    }
-    if let Some(gt) = &mut r.ground_truth {
-        // Ground truth places events with `run_start_mono_us + at_us`: keep the sum.
-        gt.run_start_mono_us = gt.run_start_mono_us.saturating_sub(offset_us);
-    }
-}
-
-fn load_file(path: &Path) -> anyhow::Result<Run> {
-    let s = path.to_string_lossy();
-    if s.ends_with(".jsonl") {
-        let info = read_run_info(path)?;
-        let (records, warnings) = read_jsonl(path)?;
-        run_from_records(
-            stem_of(path, "_requests.jsonl"),
-            path,
-            records,
-            info,
-            warnings,
-        )
-    } else {
-        let rows = read_llmperf(path)?;
-        // LLMPerf's files only ever hold LLMPerf's definitions (or ours, if we wrote them with
-        // `--metrics llmperf`); the label is informational for this kind of input.
-        let mut summary = RunSummary::from_llmperf_rows(&rows, MetricDefinitions::Llmperf);
-        let sibling = path.with_file_name(format!(
-            "{}_summary.json",
-            stem_of(path, "_individual_responses.json")
-        ));
-        let mut model = None;
-        if sibling.is_file() {
-            let s = read_llmperf_summary(&sibling)?;
-            summary.mean_output_throughput_token_per_s = s.throughput_tps;
-            summary.num_completed_requests_per_min = s.requests_per_min;
-            model = s.model;
+/// The first id that appears twice in a frame sorted by id.
+fn first_duplicate(sorted: &DataFrame) -> anyhow::Result<Option<u64>> {
+    let ids = sorted.column("id")?.u64()?;
+    let mut prev = None;
+    for id in ids.iter().flatten() {
+        if prev == Some(id) {
+            return Ok(Some(id));
         }
-        let frame = frame_from_rows(&rows)?;
-        Ok(Run {
-            name: stem_of(path, "_individual_responses.json")
-                .trim_end_matches(".json")
-                .to_string(),
-            source: path.to_path_buf(),
-            frame,
-            records: None,
-            info: None,
-            model,
-            warnings: Vec::new(),
-            summary,
-            rows,
-        })
+        prev = Some(id);
+    }
+    Ok(None)
+}
+
+/// A run of our records from one file.
+fn load_ours(path: &Path, filter: &Filter) -> anyhow::Result<Run> {
+    let info = read_run_info(path)?;
+    let defs = info
+        .as_ref()
+        .map(|i| i.metric_definitions)
+        .unwrap_or_default();
+    let mut sources = vec![Source {
+        path: path.to_path_buf(),
+        offset_us: 0,
+        shard: None,
+        whole_bytes: None,
+    }];
+    let ours = crate::jsonl::read_ours(&mut sources, defs, filter)?;
+    Ok(Run {
+        name: stem_of(path, "_requests.jsonl"),
+        source: path.to_path_buf(),
+        frame: ours.frame,
+        sources,
+        filter: filter.clone(),
+        model: info.as_ref().map(|i| i.model.clone()),
+        info,
+        warnings: ours.warnings,
+        summary: ours.summary,
+    })
+}
+
+/// A run of LLMPerf-format records, with what its `*_summary.json` beside it adds.
+fn load_llmperf(path: &Path, filter: &Filter) -> anyhow::Result<Run> {
+    if filter.window_s.is_some() {
+        bail!(
+            "--window needs send times, and '{}' is an LLMPerf file without them",
+            path.display()
+        );
+    }
+    let mut frame = crate::llmperf_file::read_llmperf(path)?;
+    if !filter.is_empty() {
+        frame = frame.lazy().filter(filter.expr()).collect()?;
+    }
+    // LLMPerf's files only ever hold LLMPerf's definitions (or ours, if we wrote them with
+    // `--metrics llmperf`); the label is informational for this kind of input.
+    let mut summary = crate::llmperf_file::llmperf_summary(&frame, MetricDefinitions::Llmperf)?;
+    let stem = stem_of(path, "_individual_responses.json");
+    let sibling = path.with_file_name(format!("{stem}_summary.json"));
+    let mut model = None;
+    // Its run-level figures hold for the whole run, not for a filtered part of it.
+    if sibling.is_file() && filter.is_empty() {
+        let s = read_llmperf_summary(&sibling)?;
+        summary.mean_output_throughput_token_per_s = s.throughput_tps;
+        summary.num_completed_requests_per_min = s.requests_per_min;
+        model = s.model;
+    }
+    Ok(Run {
+        name: stem.trim_end_matches(".json").to_string(),
+        source: path.to_path_buf(),
+        frame,
+        sources: Vec::new(),
+        filter: filter.clone(),
+        info: None,
+        model,
+        warnings: Vec::new(),
+        summary,
+    })
+}
+
+fn load_file(path: &Path, filter: &Filter) -> anyhow::Result<Run> {
+    if path.to_string_lossy().ends_with(".jsonl") {
+        load_ours(path, filter)
+    } else {
+        load_llmperf(path, filter)
     }
 }
 
 impl Run {
-    /// The run with only the requests `filter` keeps; frame and summary are recomputed.
-    pub fn filtered(self, filter: &Filter) -> anyhow::Result<Run> {
-        if filter.is_empty() {
-            return Ok(self);
-        }
-        let defs = self.summary.metric_definitions;
-        match self.records {
-            Some(records) => {
-                let keep: Vec<RequestRecord> = records
-                    .into_iter()
-                    .filter(|r| {
-                        filter.window_s.is_none_or(|(a, b)| {
-                            r.sent_at_us
-                                .is_some_and(|t| (a..b).contains(&(t as f64 * 1e-6)))
-                        }) && (filter.outcomes.is_empty()
-                            || filter.outcomes.iter().any(|k| k == r.outcome.kind()))
-                    })
-                    .collect();
-                let rows = rows_from_records(&keep, defs);
-                Ok(Run {
-                    frame: frame_from_rows(&rows)?,
-                    summary: RunSummary::from_records(&keep, defs),
-                    rows,
-                    records: Some(keep),
-                    ..self
-                })
-            }
-            None => {
-                if filter.window_s.is_some() {
-                    bail!(
-                        "--window needs send times, and '{}' is an LLMPerf file without them",
-                        self.source.display()
-                    );
-                }
-                let rows: Vec<LlmperfMetrics> = self
-                    .rows
-                    .into_iter()
-                    .filter(|r| {
-                        let kind = if r.error_code.is_none() {
-                            "ok"
-                        } else {
-                            "error"
-                        };
-                        filter.outcomes.iter().any(|k| k == kind)
-                    })
-                    .collect();
-                Ok(Run {
-                    frame: frame_from_rows(&rows)?,
-                    summary: RunSummary::from_llmperf_rows(&rows, defs),
-                    rows,
-                    ..self
-                })
-            }
-        }
+    /// Whether the run is our records (with times, events and outcomes), not LLMPerf's nine keys.
+    pub fn ours(&self) -> bool {
+        !self.sources.is_empty()
+    }
+
+    /// The per-chunk events of the run's successful requests (see [`frame::token_events`]); empty
+    /// for LLMPerf's files.
+    pub fn token_events(&self) -> anyhow::Result<DataFrame> {
+        Ok(frame::token_events(&self.sources, &self.filter)?)
     }
 
     /// Values of a metric column over successful requests (nulls dropped).
     pub fn ok_values(&self, column: &str) -> anyhow::Result<Vec<f64>> {
-        let ok = self.frame.column("ok")?.bool()?;
-        let col = self.frame.column(column)?.f64()?;
-        Ok(ok
-            .iter()
-            .zip(col.iter())
-            .filter_map(|(ok, v)| if ok == Some(true) { v } else { None })
-            .collect())
+        let v = self
+            .frame
+            .clone()
+            .lazy()
+            .select([col(column).filter(col("ok").and(col(column).is_not_null()))])
+            .collect()?;
+        let c = v.column(column)?.cast(&DataType::Float64)?;
+        Ok(c.f64()?.into_no_null_iter().collect())
     }
 
     /// Pairs of two columns over successful requests where both are present.
@@ -783,16 +519,24 @@ impl Run {
             .collect())
     }
 
-    /// Requests in the frame, and how many of them failed.
+    /// Requests sent, and how many of them failed.
     pub fn counts(&self) -> (usize, usize) {
-        let n = self.frame.height();
+        let sum = |name: &str| {
+            self.frame
+                .column(name)
+                .ok()
+                .and_then(|c| c.bool().ok().map(|b| b.sum().unwrap_or(0) as usize))
+                .unwrap_or(0)
+        };
+        let sent = sum("sent");
         let ok = self
             .frame
             .column("ok")
             .ok()
-            .and_then(|c| c.bool().ok().map(|b| b.sum().unwrap_or(0) as usize))
+            .zip(self.frame.column("sent").ok())
+            .and_then(|(o, s)| Some((o.bool().ok()? & s.bool().ok()?).sum().unwrap_or(0) as usize))
             .unwrap_or(0);
-        (n, n - ok)
+        (sent, sent - ok)
     }
 }
 

@@ -1,15 +1,20 @@
 //! analyze: reads tokenperf and LLMPerf run records with polars and draws charts with plotters.
 //!
 //! # Layout
-//! * [`input`]: reading runs (our JSONL, LLMPerf JSON, results folders) into frames and summaries,
-//!   and the filters.
+//! * [`input`]: finding runs (files, results, sweep and shard folders) and the filters;
+//!   [`jsonl`] and [`llmperf_file`] read the two record formats into [`frame`]s; [`engine`] is
+//!   the statistics, as polars expressions and group-bys.
 //! * [`charts`]: one file per chart, behind the [`charts::Chart`] trait.
 //! * [`report`]: the comparison table and `report.html`.
 //!
 //! [`analyze`] is the whole command as a library call; `main.rs` only parses flags and maps errors.
 
 pub mod charts;
+pub mod engine;
+pub mod frame;
 pub mod input;
+pub mod jsonl;
+pub mod llmperf_file;
 pub mod report;
 
 use std::path::{Path, PathBuf};
@@ -146,9 +151,7 @@ pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
     };
     let mut runs = Vec::new();
     for p in &args.runs {
-        for run in input::load_with(p, args.shards_apart)? {
-            runs.push(run.filtered(&filter)?);
-        }
+        runs.extend(input::load_filtered(p, args.shards_apart, &filter)?);
     }
     unique_names(&mut runs);
     if !args.into_input {

@@ -29,7 +29,7 @@ pub fn llmperf_block(run: &Run) -> String {
 pub fn console(run: &Run) -> String {
     let mut s = format!("{}: {}\n", run.name, describe(run).join(", "));
     s.push_str(&run.summary.headline());
-    if run.records.is_some() {
+    if run.ours() {
         s.push_str(&run.summary.tokenperf_block());
     }
     s
@@ -42,7 +42,7 @@ pub fn describe(run: &Run) -> Vec<String> {
         d.push(format!("model {m}"));
     }
     let Some(info) = &run.info else {
-        d.push(if run.records.is_some() {
+        d.push(if run.ours() {
             "no *_run.json beside the records, so no more is known".into()
         } else {
             "LLMPerf-format records (no run metadata)".into()

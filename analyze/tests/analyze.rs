@@ -73,7 +73,9 @@ fn our_records_summary_equals_the_shared_one() {
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
     let want = tokenperf_core::summary::RunSummary::from_records(&records, Default::default());
-    assert_eq!(a.runs[0].summary, want);
+    // polars computes the six LLMPerf-metric statistics, core the rest; they may round the last
+    // bit differently, no more.
+    assert_eq!(a.runs[0].summary.first_difference(&want, 1e-12), None);
     assert!(a.charts.iter().any(|c| c.ends_with("timeline.png")));
     assert!(a.charts.iter().any(|c| c.ends_with("load_over_time.png")));
     check_images(&a.charts);
@@ -333,7 +335,7 @@ fn nothing_is_silently_dropped_or_overwritten() {
         "{w}"
     );
     // Every complete record is read: all but the cut one.
-    assert_eq!(a.runs[0].records.as_ref().unwrap().len(), whole - 1);
+    assert_eq!(a.runs[0].frame.height(), whole - 1);
 
     // Two inputs with the same file stem, from two folders.
     let b_dir = dir.path().join("b");
@@ -441,7 +443,7 @@ fn shard_folders_that_are_not_one_plan_are_refused() {
     std::fs::write(&f, text).unwrap();
     let runs = analyze::input::load(cut.path()).unwrap();
     let n = records.lines().count();
-    assert_eq!(runs[0].records.as_ref().unwrap().len(), 2 * n);
+    assert_eq!(runs[0].frame.height(), 2 * n);
     assert!(
         runs[0].warnings.iter().any(|w| w.contains("shard-1-of-2")),
         "{:?}",

@@ -411,6 +411,27 @@ impl RunSummary {
         }
     }
 
+    /// Replaces the six LLMPerf-metric statistics, in [`RunSummary::llmperf_metrics`] order (ITL,
+    /// TTFT, e2e, throughput, input, output tokens): for a summary built with
+    /// [`SummaryBuilder::llmperf_columns_elsewhere`].
+    pub fn set_llmperf_stats(&mut self, [itl, ttft, e2e, tps, input, output]: [Stats; 6]) {
+        self.inter_token_latency_s = itl;
+        self.ttft_s = ttft;
+        self.end_to_end_latency_s = e2e;
+        self.request_output_throughput_token_per_s = tps;
+        self.number_input_tokens = input;
+        self.number_output_tokens = output;
+    }
+
+    /// Where this summary and `other` differ, with numbers equal when within `rel` of each other
+    /// (relative): for comparing summaries that two implementations of the same statistics made
+    /// (core's and analyze's polars engine), which may round the last bits differently.
+    pub fn first_difference(&self, other: &RunSummary, rel: f64) -> Option<String> {
+        let a = serde_json::to_value(self).unwrap_or(Value::Null);
+        let b = serde_json::to_value(other).unwrap_or(Value::Null);
+        json_difference(&a, &b, rel, "summary")
+    }
+
     /// The six LLMPerf metrics with their key names, in LLMPerf's order.
     pub fn llmperf_metrics(&self) -> [(&'static str, &Stats); 6] {
         [
@@ -761,6 +782,29 @@ impl RunSummary {
             }
         }
         w
+    }
+}
+
+/// The first place two JSON values differ, numbers compared with relative tolerance `rel`.
+fn json_difference(a: &Value, b: &Value, rel: f64, at: &str) -> Option<String> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => {
+            let (x, y) = (x.as_f64()?, y.as_f64()?);
+            let scale = x.abs().max(y.abs()).max(f64::MIN_POSITIVE);
+            ((x - y).abs() / scale > rel).then(|| format!("{at}: {x} vs {y}"))
+        }
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (x, y))| json_difference(x, y, rel, &format!("{at}[{i}]"))),
+        (Value::Object(x), Value::Object(y)) if x.len() == y.len() => {
+            x.iter().find_map(|(k, v)| match y.get(k) {
+                Some(w) => json_difference(v, w, rel, &format!("{at}.{k}")),
+                None => Some(format!("{at}.{k}: only on one side")),
+            })
+        }
+        _ => (a != b).then(|| format!("{at}: {a} vs {b}")),
     }
 }
 

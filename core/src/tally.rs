@@ -45,6 +45,46 @@ impl BoundedCounts {
     pub fn into_map(self) -> BTreeMap<String, u64> {
         self.counts
     }
+
+    /// Adds `other`'s counts, within the same bound.
+    pub fn merge(&mut self, other: BoundedCounts) {
+        for (k, n) in other.counts {
+            if let Some(m) = self.counts.get_mut(&k) {
+                *m += n;
+            } else if self.counts.len() < MAX_DISTINCT || k == OTHERS {
+                self.counts.insert(k, n);
+            } else {
+                *self.counts.entry(OTHERS.to_string()).or_insert(0) += n;
+            }
+        }
+    }
+}
+
+impl Columns {
+    fn append(&mut self, mut o: Columns) {
+        for (a, b) in [
+            (&mut self.itl, &mut o.itl),
+            (&mut self.ttft, &mut o.ttft),
+            (&mut self.e2e, &mut o.e2e),
+            (&mut self.throughput, &mut o.throughput),
+            (&mut self.input, &mut o.input),
+            (&mut self.output, &mut o.output),
+            (&mut self.tpot, &mut o.tpot),
+            (&mut self.ttfe, &mut o.ttfe),
+            (&mut self.e2e_from_intended, &mut o.e2e_from_intended),
+            (&mut self.server_input, &mut o.server_input),
+            (&mut self.server_to_built, &mut o.server_to_built),
+            (&mut self.short_fraction, &mut o.short_fraction),
+        ] {
+            a.append(b);
+        }
+    }
+}
+
+fn add_counts<K: Ord>(a: &mut BTreeMap<K, u64>, b: BTreeMap<K, u64>) {
+    for (k, n) in b {
+        *a.entry(k).or_insert(0) += n;
+    }
 }
 
 /// The per-request values of successful requests, one column per statistic.
@@ -90,6 +130,8 @@ pub struct SummaryBuilder {
     cached: CachedInput,
     connections: Connections,
     events: u64,
+    /// Whether the six LLMPerf-metric columns are kept here (see [`SummaryBuilder::llmperf_columns_elsewhere`]).
+    llmperf_columns: bool,
 }
 
 impl SummaryBuilder {
@@ -118,7 +160,16 @@ impl SummaryBuilder {
             cached: CachedInput::default(),
             connections: Connections::default(),
             events: 0,
+            llmperf_columns: true,
         }
+    }
+
+    /// A builder that does not keep the per-request values of the six LLMPerf metrics, for a caller
+    /// that holds them already (analyze, in its polars frame) and fills their statistics with
+    /// [`RunSummary::set_llmperf_stats`]: a run's values are then held once, not twice.
+    pub fn llmperf_columns_elsewhere(mut self) -> Self {
+        self.llmperf_columns = false;
+        self
     }
 
     /// Makes room for `requests` successful requests at once, so a run of known length holds its
@@ -214,12 +265,14 @@ impl SummaryBuilder {
                 col.push(v);
             }
         };
-        push(&mut c.itl, m.inter_token_latency_s);
-        push(&mut c.ttft, m.ttft_s);
-        push(&mut c.e2e, m.end_to_end_latency_s);
-        push(&mut c.throughput, m.request_output_throughput_token_per_s);
-        push(&mut c.input, Some(m.number_input_tokens as f64));
-        push(&mut c.output, Some(m.number_output_tokens as f64));
+        if self.llmperf_columns {
+            push(&mut c.itl, m.inter_token_latency_s);
+            push(&mut c.ttft, m.ttft_s);
+            push(&mut c.e2e, m.end_to_end_latency_s);
+            push(&mut c.throughput, m.request_output_throughput_token_per_s);
+            push(&mut c.input, Some(m.number_input_tokens as f64));
+            push(&mut c.output, Some(m.number_output_tokens as f64));
+        }
         push(&mut c.tpot, r.tpot_s());
         push(&mut c.ttfe, r.ttfe_s());
         push(&mut c.e2e_from_intended, r.e2e_from_intended_s());
@@ -265,6 +318,48 @@ impl SummaryBuilder {
             self.short.tokens_missing += max - n;
             self.ok.short_fraction.push(n as f64 / max as f64);
         }
+    }
+
+    /// Adds everything `other` was given, as if its records had been added here: for building one
+    /// summary from parts of a file read in parallel. Every statistic comes out as from one pass
+    /// (values are sorted before they are summed), but which messages past [`MAX_DISTINCT`] are
+    /// named may depend on the split.
+    pub fn merge(&mut self, o: SummaryBuilder) {
+        self.ok.append(o.ok);
+        self.schedule_lag.extend(o.schedule_lag);
+        self.gaps.merge(&o.gaps);
+        add_counts(&mut self.outcomes, o.outcomes);
+        add_counts(&mut self.error_codes, o.error_codes);
+        for (kind, msgs) in o.errors {
+            self.errors.entry(kind).or_default().merge(msgs);
+        }
+        self.models.merge(o.models);
+        self.sent += o.sent;
+        self.failed_sent += o.failed_sent;
+        self.succeeded += o.succeeded;
+        self.dropped += o.dropped;
+        self.not_due += o.not_due;
+        self.first_send_us = match (self.first_send_us, o.first_send_us) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.last_done_us = self.last_done_us.max(o.last_done_us);
+        self.output_tokens += o.output_tokens;
+        self.from_server += o.from_server;
+        self.from_tokenizer += o.from_tokenizer;
+        self.mismatches += o.mismatches;
+        self.short.requests += o.short.requests;
+        self.short.of += o.short.of;
+        self.short.tokens_missing += o.short.tokens_missing;
+        let (c, d) = (&mut self.cached, o.cached);
+        c.requests_reporting += d.requests_reporting;
+        c.requests_with_hits += d.requests_with_hits;
+        c.cached_tokens += d.cached_tokens;
+        c.input_tokens += d.input_tokens;
+        self.connections.new += o.connections.new;
+        self.connections.reused += o.connections.reused;
+        self.connections.retried += o.connections.retried;
+        self.events += o.events;
     }
 
     /// The pooled per-chunk gaps so far (µs), to merge across shards or points.
@@ -346,6 +441,26 @@ fn error_groups(by_kind: BTreeMap<&'static str, BoundedCounts>) -> Vec<ErrorGrou
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Any split of the records, built apart and merged, gives the summary of one pass.
+    #[test]
+    fn merged_parts_equal_one_pass() {
+        let records: Vec<RequestRecord> = include_str!("../tests/data/requests-v1.jsonl")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        let whole = RunSummary::from_records(&records, MetricDefinitions::Tokenperf);
+        for cut in 0..=records.len() {
+            let part = |rs: &[RequestRecord]| {
+                let mut b = SummaryBuilder::new(MetricDefinitions::Tokenperf);
+                rs.iter().for_each(|r| b.add(r));
+                b
+            };
+            let mut a = part(&records[cut..]);
+            a.merge(part(&records[..cut]));
+            assert_eq!(a.finish(), whole, "cut at {cut}");
+        }
+    }
 
     #[test]
     fn distinct_messages_are_bounded_and_still_counted() {

@@ -7,6 +7,8 @@ use std::path::Path;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 
+use polars::prelude::*;
+
 use super::{Chart, FONT, Format, color, draw_err, framed, with_backend};
 use crate::input::Run;
 
@@ -14,12 +16,9 @@ pub struct LoadOverTime;
 
 const BUCKETS: usize = 100;
 
-/// (bucket start s, mean in flight, output tokens/s) per bucket.
-pub fn load_series(records: &[tokenperf_core::record::RequestRecord]) -> Vec<(f64, f64, f64)> {
-    let spans: Vec<(u64, u64)> = records
-        .iter()
-        .filter_map(|r| Some((r.sent_at_us?, r.done_at_us?)))
-        .collect();
+/// (bucket start s, mean in flight, output tokens/s) per bucket, from each request's (send, end) in
+/// µs and each token-carrying event's (arrival µs, tokens).
+pub fn load_series(spans: &[(u64, u64)], events: &[(u64, u64)]) -> Vec<(f64, f64, f64)> {
     let (Some(start), Some(end)) = (
         spans.iter().map(|s| s.0).min(),
         spans.iter().map(|s| s.1).max(),
@@ -33,7 +32,7 @@ pub fn load_series(records: &[tokenperf_core::record::RequestRecord]) -> Vec<(f6
     let mut busy = vec![0.0f64; BUCKETS];
     let mut tokens = vec![0u64; BUCKETS];
     let bucket = |t: f64| (((t - start as f64) / width) as usize).min(BUCKETS - 1);
-    for (a, b) in &spans {
+    for (a, b) in spans {
         let (a, b) = (*a as f64, *b as f64);
         for (k, slot) in busy
             .iter_mut()
@@ -48,11 +47,9 @@ pub fn load_series(records: &[tokenperf_core::record::RequestRecord]) -> Vec<(f6
             }
         }
     }
-    for r in records.iter().filter(|r| r.outcome.is_ok()) {
-        for e in r.events.iter().filter(|e| e.tokens() > 0) {
-            if (start..=end).contains(&e.at_us()) {
-                tokens[bucket(e.at_us() as f64)] += u64::from(e.tokens());
-            }
+    for (at, n) in events {
+        if (start..=end).contains(at) {
+            tokens[bucket(*at as f64)] += n;
         }
     }
     (0..BUCKETS)
@@ -66,9 +63,36 @@ pub fn load_series(records: &[tokenperf_core::record::RequestRecord]) -> Vec<(f6
         .collect()
 }
 
+/// Each sent request's (send, end) in µs.
+fn spans(run: &Run) -> anyhow::Result<Vec<(u64, u64)>> {
+    let f = &run.frame;
+    let (sent, done) = (f.column("sent_us")?.u64()?, f.column("done_us")?.u64()?);
+    Ok(sent
+        .iter()
+        .zip(done.iter())
+        .filter_map(|(a, b)| Some((a?, b?)))
+        .collect())
+}
+
+/// (arrival µs, tokens) of every token-carrying event.
+fn token_pairs(events: &DataFrame) -> anyhow::Result<Vec<(u64, u64)>> {
+    if events.height() == 0 {
+        return Ok(Vec::new());
+    }
+    let (at, n) = (
+        events.column("at_us")?.u64()?,
+        events.column("tokens")?.u64()?,
+    );
+    Ok(at
+        .iter()
+        .zip(n.iter())
+        .filter_map(|(a, b)| Some((a?, b?)))
+        .collect())
+}
+
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> anyhow::Result<()> {
     let run = runs[0];
-    let series = load_series(run.records.as_deref().unwrap_or_default());
+    let series = load_series(&spans(run)?, &token_pairs(&run.token_events()?)?);
     let area = framed(
         root,
         "Load over Time",
@@ -125,7 +149,7 @@ impl Chart for LoadOverTime {
         "load_over_time"
     }
     fn applies(&self, runs: &[&Run]) -> bool {
-        runs.len() == 1 && runs[0].records.as_ref().is_some_and(|r| !r.is_empty())
+        runs.len() == 1 && runs[0].ours() && runs[0].frame.height() > 0
     }
     fn render(&self, runs: &[&Run], path: &Path, format: Format) -> anyhow::Result<()> {
         with_backend!(path, format, |root: &DrawingArea<_, Shift>| draw(
@@ -137,20 +161,11 @@ impl Chart for LoadOverTime {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokenperf_core::record::{Event, RequestRecord, TokenCount};
 
     #[test]
     fn two_overlapping_requests() {
         // One request over the whole second, one over its second half: 1 then 2 in flight.
-        let mut a = RequestRecord::new(0, 0);
-        a.sent_at_us = Some(0);
-        a.done_at_us = Some(1_000_000);
-        a.events = vec![Event(100_000, 5)];
-        a.output_tokens = TokenCount::new(Some(5), None);
-        let mut b = RequestRecord::new(1, 0);
-        b.sent_at_us = Some(500_000);
-        b.done_at_us = Some(1_000_000);
-        let s = load_series(&[a, b]);
+        let s = load_series(&[(0, 1_000_000), (500_000, 1_000_000)], &[(100_000, 5)]);
         assert_eq!(s.len(), BUCKETS);
         assert!(
             (s[10].1 - 1.0).abs() < 1e-9 && (s[90].1 - 2.0).abs() < 1e-9,

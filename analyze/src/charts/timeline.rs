@@ -20,40 +20,37 @@ const MAX_ROWS: usize = 2_000;
 /// Seconds since run start: intended send, actual send, first token, end; and whether it failed.
 type Row = (f64, Option<f64>, Option<f64>, Option<f64>, bool);
 
-/// One row per record, by intended send time.
-fn rows_of(records: &[tokenperf_core::record::RequestRecord]) -> Vec<Row> {
-    let s = |t: u64| t as f64 * 1e-6;
-    let mut rows: Vec<Row> = records
-        .iter()
-        .map(|r| {
+/// One row per request, by intended send time.
+fn rows_of(frame: &polars::prelude::DataFrame) -> anyhow::Result<Vec<Row>> {
+    let s = |t: Option<u64>| t.map(|t| t as f64 * 1e-6);
+    let times = ["intended_us", "sent_us", "first_token_us", "done_us"]
+        .map(|c| frame.column(c).and_then(|c| c.u64().cloned()));
+    let [intended, sent, first, done] = times;
+    let (intended, sent, first, done) = (intended?, sent?, first?, done?);
+    let ok = frame.column("ok")?.bool()?;
+    let mut rows: Vec<Row> = (0..frame.height())
+        .map(|i| {
             (
-                s(r.intended_send_us),
-                r.sent_at_us.map(s),
-                r.first_token_at_us().map(s),
-                r.done_at_us.map(s),
-                !r.outcome.is_ok(),
+                s(intended.get(i)).unwrap_or(0.0),
+                s(sent.get(i)),
+                s(first.get(i)),
+                s(done.get(i)),
+                ok.get(i) != Some(true),
             )
         })
         .collect();
     rows.sort_by(|a, b| a.0.total_cmp(&b.0));
-    rows
+    Ok(rows)
 }
 
 /// The caption: how many requests, failed and never sent, and whether it is a sample.
-fn caption(
-    run: &Run,
-    records: &[tokenperf_core::record::RequestRecord],
-    from: Option<usize>,
-) -> String {
-    let dropped = records.iter().filter(|r| r.sent_at_us.is_none()).count();
-    let failed = records
-        .iter()
-        .filter(|r| r.sent_at_us.is_some() && !r.outcome.is_ok())
-        .count();
+fn caption(run: &Run, rows: &[Row], from: Option<usize>) -> String {
+    let dropped = rows.iter().filter(|r| r.1.is_none()).count();
+    let failed = rows.iter().filter(|r| r.1.is_some() && r.4).count();
     let mut sub = format!(
         "{} · {} requests · {failed} failed (red)",
         run.name,
-        records.len()
+        rows.len()
     );
     if dropped > 0 {
         sub.push_str(&format!(" · {dropped} never sent (red crosses)"));
@@ -66,14 +63,14 @@ fn caption(
 
 fn draw<DB: DrawingBackend>(root: &DrawingArea<DB, Shift>, runs: &[&Run]) -> anyhow::Result<()> {
     let run = runs[0];
-    let records = run.records.as_deref().unwrap_or_default();
-    let (rows, from) = sample(&rows_of(records), MAX_ROWS);
+    let all = rows_of(&run.frame)?;
+    let (rows, from) = sample(&all, MAX_ROWS);
     let end = rows
         .iter()
         .filter_map(|r| r.3)
         .fold(0.0f64, f64::max)
         .max(1e-3);
-    let area = framed(root, "Request Timeline", &caption(run, records, from))?;
+    let area = framed(root, "Request Timeline", &caption(run, &all, from))?;
     let mut chart = ChartBuilder::on(&area)
         .margin(20)
         .x_label_area_size(55)
@@ -173,7 +170,7 @@ impl Chart for Timeline {
         "timeline"
     }
     fn applies(&self, runs: &[&Run]) -> bool {
-        runs.len() == 1 && runs[0].records.as_ref().is_some_and(|r| !r.is_empty())
+        runs.len() == 1 && runs[0].ours() && runs[0].frame.height() > 0
     }
     fn render(&self, runs: &[&Run], path: &Path, format: Format) -> anyhow::Result<()> {
         with_backend!(path, format, |root: &DrawingArea<_, Shift>| draw(
