@@ -361,7 +361,7 @@ pub fn merge_shards(
         .collect();
     let mut info = parts[0].1.1.clone();
     let ours = crate::jsonl::read_ours(&mut sources, info.metric_definitions, filter)?;
-    let frame = ours.frame.sort(["id"], SortMultipleOptions::default())?;
+    let frame = ours.frame;
     if let Some(id) = first_duplicate(&frame)? {
         bail!(
             "request {id} appears in more than one shard of '{}': these shards are not one split plan",
@@ -393,9 +393,9 @@ pub fn merge_shards(
     })
 }
 
-/// The first id that appears twice in a frame sorted by id.
-fn first_duplicate(sorted: &DataFrame) -> anyhow::Result<Option<u64>> {
-    let ids = sorted.column("id")?.u64()?;
+/// The first id (in id order) that appears twice in `frame`; only the ids are sorted, not the frame.
+fn first_duplicate(frame: &DataFrame) -> anyhow::Result<Option<u64>> {
+    let ids = frame.column("id")?.u64()?.sort(false);
     let mut prev = None;
     for id in ids.iter().flatten() {
         if prev == Some(id) {

@@ -14,8 +14,10 @@
 //! * `outcome` is a tagged object: `{"kind": "ok"}`, `{"kind": "http_status", "status": 503, ...}` …
 //! * The nine LLMPerf keys (`error_code` … `number_input_tokens`) are written beside the raw fields so
 //!   that a line is also a valid LLMPerf record. They are derived from the raw fields by
-//!   [`RequestRecord::llmperf_metrics`]; readers that have the raw fields should recompute rather than
-//!   trust them.
+//!   [`RequestRecord::llmperf_metrics`], with the run's definitions, and an older version may have
+//!   derived them differently, so reading a record skips them (`llmperf` stays empty until
+//!   [`RequestRecord::finalize`]); this also spares every reader serde's buffering of flattened
+//!   fields, the largest part of parsing a line.
 
 use serde::{Deserialize, Serialize};
 
@@ -247,8 +249,9 @@ pub struct RequestRecord {
     /// What the server says it did, when it is a mock-server asked for ground truth.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ground_truth: Option<GroundTruth>,
-    /// The nine LLMPerf keys, derived from the fields above when written.
-    #[serde(flatten)]
+    /// The nine LLMPerf keys, derived from the fields above when written; empty when read (see
+    /// the module's notes), until [`RequestRecord::finalize`].
+    #[serde(flatten, skip_deserializing)]
     pub llmperf: LlmperfMetrics,
 }
 

@@ -5,9 +5,17 @@ use tokenperf_core::llmperf::MetricDefinitions;
 use tokenperf_core::record::{Outcome, RequestRecord, TokenSource};
 use tokenperf_core::summary::RunSummary;
 
+const TEXT: &str = include_str!("data/requests-v1.jsonl");
+
+/// The LLMPerf keys as stored on each line (reading a record leaves them out: they are recomputed).
+fn stored() -> Vec<tokenperf_core::llmperf::LlmperfMetrics> {
+    TEXT.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
 fn fixture() -> Vec<RequestRecord> {
-    let text = include_str!("data/requests-v1.jsonl");
-    text.lines()
+    TEXT.lines()
         .enumerate()
         .map(|(i, l)| serde_json::from_str(l).unwrap_or_else(|e| panic!("line {}: {e}", i + 1)))
         .collect()
@@ -17,7 +25,12 @@ fn fixture() -> Vec<RequestRecord> {
 fn v1_records_parse_and_recompute() {
     let recs = fixture();
     assert_eq!(recs.len(), 5);
-    for r in &recs {
+    for (r, kept) in recs.iter().zip(stored()) {
+        assert_eq!(
+            r.llmperf,
+            Default::default(),
+            "read records carry no stale keys"
+        );
         assert_eq!(r.schema_version, 1);
         if r.outcome.is_ok() {
             let m = r.llmperf_metrics(MetricDefinitions::Tokenperf);
@@ -33,7 +46,7 @@ fn v1_records_parse_and_recompute() {
             let stored_as_now = tokenperf_core::llmperf::LlmperfMetrics {
                 number_input_tokens: m.number_input_tokens,
                 number_total_tokens: m.number_input_tokens + m.number_output_tokens,
-                ..r.llmperf.clone()
+                ..kept
             };
             assert_eq!(m, stored_as_now, "record {} recomputes differently", r.id);
             assert_eq!(r.output_tokens.used, TokenSource::Server);
