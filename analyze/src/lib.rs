@@ -9,6 +9,7 @@
 //!
 //! [`analyze`] is the whole command as a library call; `main.rs` only parses flags and maps errors.
 
+pub mod breakdown;
 pub mod charts;
 pub mod engine;
 pub mod frame;
@@ -120,6 +121,8 @@ pub struct Analysis {
     /// `comparison.json`, when several runs were given.
     pub comparison: Option<PathBuf>,
     pub report: PathBuf,
+    /// Each run's breakdowns (over time, by shard), in run order.
+    pub breakdowns: Vec<Vec<breakdown::Breakdown>>,
 }
 
 /// Runs that share a name (two inputs with the same file stem) get `-2`, `-3` … in input order, so
@@ -184,9 +187,13 @@ pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
     }
     std::fs::create_dir_all(&args.out)
         .with_context(|| format!("creating the output folder '{}'", args.out.display()))?;
+    let breakdowns = runs
+        .iter()
+        .map(breakdown::all)
+        .collect::<anyhow::Result<Vec<_>>>()?;
 
     let mut summaries = Vec::new();
-    for run in &runs {
+    for (run, breakdowns) in runs.iter().zip(&breakdowns) {
         let dir = if runs.len() == 1 {
             args.out.clone()
         } else {
@@ -199,6 +206,7 @@ pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
             "run": run.name,
             "source": run.source,
             "summary": run.summary,
+            "breakdowns": breakdowns,
         });
         std::fs::write(&summary_path, serde_json::to_string_pretty(&doc)? + "\n")
             .with_context(|| format!("writing '{}'", summary_path.display()))?;
@@ -246,14 +254,18 @@ pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
         None
     };
     let report = args.out.join("report.html");
-    std::fs::write(&report, report::html(&runs, &charts, &args.out))
-        .with_context(|| format!("writing '{}'", report.display()))?;
+    std::fs::write(
+        &report,
+        report::html(&runs, &breakdowns, &charts, &args.out),
+    )
+    .with_context(|| format!("writing '{}'", report.display()))?;
     Ok(Analysis {
         runs,
         charts,
         summaries,
         comparison,
         report,
+        breakdowns,
     })
 }
 

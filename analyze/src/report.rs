@@ -275,7 +275,12 @@ fn esc(s: &str) -> String {
 /// tool, date), the headline figures with their intervals and the warnings, the comparison table
 /// when there are several runs, then the charts (a sweep's chart first), and LLMPerf's blocks last.
 /// Charts are linked relative to `out`, so the page works offline.
-pub fn html(runs: &[Run], charts: &[PathBuf], out: &Path) -> String {
+pub fn html(
+    runs: &[Run],
+    breakdowns: &[Vec<crate::breakdown::Breakdown>],
+    charts: &[PathBuf],
+    out: &Path,
+) -> String {
     let mut h = String::from(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>tokenperf report</title>\n\
          <style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}\
@@ -284,7 +289,7 @@ pub fn html(runs: &[Run], charts: &[PathBuf], out: &Path) -> String {
          .warn{color:#8a4b00}.apart{font-weight:bold}\
          img{max-width:100%;border:1px solid #ddd}figure{margin:2em 0}</style></head><body>\n<h1>tokenperf report</h1>\n",
     );
-    for r in runs {
+    for (r, tables) in runs.iter().zip(breakdowns) {
         let _ = writeln!(h, "<section><h2>{}</h2>", esc(&r.name));
         let _ = writeln!(h, "<p>{}</p>", esc(&describe(r).join(" · ")));
         let _ = writeln!(h, "<pre>{}</pre>", esc(&r.summary.headline()));
@@ -306,6 +311,9 @@ pub fn html(runs: &[Run], charts: &[PathBuf], out: &Path) -> String {
                 let _ = write!(h, "<li>{}</li>", esc(w));
             }
             h.push_str("</ul>\n");
+        }
+        for t in tables {
+            h.push_str(&crate::breakdown::html(t));
         }
         h.push_str("</section>\n");
     }

@@ -79,6 +79,14 @@ fn our_records_summary_equals_the_shared_one() {
     assert!(a.charts.iter().any(|c| c.ends_with("timeline.png")));
     assert!(a.charts.iter().any(|c| c.ends_with("load_over_time.png")));
     check_images(&a.charts);
+    // The over-time breakdown is in summary.json and report.html.
+    let doc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&a.summaries[0]).unwrap()).unwrap();
+    let rows = doc["breakdowns"][0]["rows"].as_array().unwrap();
+    let sent: u64 = rows.iter().map(|r| r["requests"].as_u64().unwrap()).sum();
+    assert_eq!(sent, want.num_requests_started);
+    let html = std::fs::read_to_string(&a.report).unwrap();
+    assert!(html.contains("Over the run: 10 windows"), "{html}");
 }
 
 #[test]

@@ -180,6 +180,19 @@ async fn shard_processes_merge_into_exactly_the_plan() {
         assert!(merged.summary.window_s.unwrap() >= own - 1e-9, "shard {i}");
     }
 
+    // The by-shard breakdown (a polars group-by over the merged frame) gives each shard what its
+    // own records give.
+    let by = analyze::breakdown::by_shard(merged).unwrap().unwrap();
+    assert_eq!(by.rows.len(), SHARDS as usize);
+    for (i, row) in by.rows.iter().enumerate() {
+        let (r, _) = read_run(&sharded.join(format!("shard-{i}-of-{SHARDS}")));
+        let own = RunSummary::from_records(&r, Default::default());
+        assert_eq!(row.group, format!("shard {i}"));
+        assert_eq!(row.requests, own.num_requests_started, "shard {i}");
+        let (a, b) = (row.ttft_s.p50.unwrap(), own.ttft_s.p50.unwrap());
+        assert!((a - b).abs() <= 1e-9 * b, "shard {i}: TTFT p50 {a} vs {b}");
+    }
+
     // Apart, each shard is its own run; a missing shard is an error that names it.
     assert_eq!(
         analyze::input::load_with(&sharded, true).unwrap().len(),
