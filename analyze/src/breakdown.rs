@@ -205,8 +205,15 @@ mod tests {
             assert!((a - b).abs() <= 1e-9 * b, "window {k}: {a} vs {b}");
             assert_eq!(row.ttft_s.count, want.count);
         }
-        assert!(b.rows[0].group.starts_with("0.0–0.1 s"), "{}", b.rows[0].group);
+        assert!(
+            b.rows[0].group.starts_with("0.0–0.1 s"),
+            "{}",
+            b.rows[0].group
+        );
         assert!(html(&b).contains("<th>TTFT p99 ms</th>"));
-        assert!(by_shard(&runs[0]).unwrap().is_none(), "one file is no shard set");
+        assert!(
+            by_shard(&runs[0]).unwrap().is_none(),
+            "one file is no shard set"
+        );
     }
 }

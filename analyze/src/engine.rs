@@ -144,7 +144,7 @@ pub fn stats_by(frame: LazyFrame, keys: &[&str], columns: &[&str]) -> PolarsResu
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     fn frame(values: &[Option<f64>], ok: &[bool]) -> DataFrame {

@@ -495,3 +495,59 @@ mod tests {
         assert!(e.contains("not valid JSON"), "{e}");
     }
 }
+
+/// The engine against core on LLMPerf files, with values taken from the files by an independent
+/// reader (serde over the sanitized text, numbers or numeric strings).
+#[cfg(test)]
+mod pinned {
+    use super::*;
+    use tokenperf_core::stats::Stats;
+
+    fn core_stats(path: &Path, key: &str) -> Stats {
+        let bytes = std::fs::read(path).unwrap();
+        let clean = tokenperf_core::llmperf::sanitize_nonstandard_json(&bytes);
+        let rows: Vec<serde_json::Value> = serde_json::from_slice(&clean).unwrap();
+        let num = |v: &serde_json::Value| match v {
+            serde_json::Value::Number(n) => n.as_f64(),
+            serde_json::Value::String(s) => s.parse().ok(),
+            _ => None,
+        };
+        Stats::from_values(
+            rows.iter()
+                .filter(|r| r["error_code"].is_null() || r["error_code"] == "")
+                .filter_map(|r| num(&r[key])),
+        )
+    }
+
+    #[test]
+    fn engine_statistics_equal_cores_on_llmperf_files() {
+        let dir = tempfile::tempdir().unwrap();
+        // A generated file with heavy tails and a few quirks, beside the committed fixture.
+        let big = dir.path().join("g_individual_responses.json");
+        let mut rng = tokenperf_core::rng::Rng::new(3);
+        let rows: Vec<String> = (0..30_000)
+            .map(|i| {
+                let code = if i % 50 == 7 { "429" } else { "null" };
+                let ttft = 0.05 + rng.exponential(0.02);
+                let itl = if i % 97 == 1 { "NaN".to_string() } else { format!("{}", 0.01 + rng.exponential(0.003)) };
+                format!(
+                    "{{\"error_code\": {code}, \"ttft_s\": {ttft}, \"inter_token_latency_s\": {itl}, \
+                     \"end_to_end_latency_s\": \"{}\", \"number_input_tokens\": {}}}",
+                    ttft + 1.0 + rng.next_f64(),
+                    100 + i % 37
+                )
+            })
+            .collect();
+        std::fs::write(&big, format!("[{}]", rows.join(",\n"))).unwrap();
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/data/llmperf_individual_responses.json");
+        for path in [fixture, big] {
+            let frame = read_llmperf(&path).unwrap();
+            let s = llmperf_summary(&frame, MetricDefinitions::Llmperf).unwrap();
+            for (key, got) in s.llmperf_metrics() {
+                let want = core_stats(&path, key);
+                crate::engine::tests::assert_same(got, &want, &format!("{} {key}", path.display()));
+            }
+        }
+    }
+}
