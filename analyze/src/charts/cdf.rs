@@ -54,11 +54,13 @@ impl Cdf {
         }
     }
 
+    /// Draws the chart; where each quantile label landed, and the plot's pixel area, so a test can
+    /// check them.
     fn draw<DB: DrawingBackend>(
         &self,
         root: &DrawingArea<DB, Shift>,
         runs: &[&Run],
-    ) -> anyhow::Result<()> {
+    ) -> anyhow::Result<Drawn> {
         let mut sorted = Vec::new();
         for r in runs {
             let mut v: Vec<f64> = r
@@ -98,6 +100,7 @@ impl Cdf {
             .light_line_style(RGBColor(235, 235, 235))
             .draw()
             .map_err(draw_err)?;
+        let mut labels = Vec::new();
         for (i, v) in sorted.iter().enumerate() {
             if v.is_empty() {
                 continue;
@@ -117,39 +120,65 @@ impl Cdf {
                     PathElement::new([(x, y), (x + 20, y)], c.stroke_width(3))
                 });
             }
-            mark_quantiles(&mut chart, v, i, (x0, x1))?;
+            labels.extend(mark_quantiles(&mut chart, v, i, (x0, x1))?);
         }
         if runs.len() > 1 {
             // The curves rise from lower left to upper right: the lower right is empty.
             legend_at(&mut chart, SeriesLabelPosition::LowerRight)?;
         }
-        Ok(())
+        let (xs, ys) = chart.plotting_area().get_pixel_range();
+        Ok(Drawn {
+            labels,
+            plot: ((xs.start, ys.start), (xs.end, ys.end)),
+        })
     }
 }
 
-/// Run `run`'s p50, p90 and p99 on its curve: a dot and a label placed by [`label_place`].
+/// A pixel rectangle: top-left and bottom-right corners.
+pub type Rect = ((i32, i32), (i32, i32));
+
+/// Where a chart's quantile labels went: (run, quantile, the text's pixel box), and the plot area.
+#[derive(Debug)]
+#[cfg_attr(not(test), allow(dead_code))] // read by the tests, which measure the labels
+pub struct Drawn {
+    pub labels: Vec<(usize, f64, Rect)>,
+    pub plot: Rect,
+}
+
+/// Run `run`'s p50, p90 and p99 on its curve: a dot and a label placed by [`label_place`]; each
+/// label's pixel box, measured with plotters' own text metrics.
 fn mark_quantiles<DB: DrawingBackend>(
     chart: &mut ChartContext<'_, DB, Cartesian2d<RangedCoordf64, RangedCoordf64>>,
     v: &[f64],
     i: usize,
     (x0, x1): (f64, f64),
-) -> anyhow::Result<()> {
+) -> anyhow::Result<Vec<(usize, f64, Rect)>> {
     let c = color(i);
+    let mut boxes = Vec::new();
     for (q, name) in [(0.5, "p50"), (0.9, "p90"), (0.99, "p99")] {
         let x = quantile(v, q).unwrap_or(0.0);
         chart
             .draw_series(std::iter::once(Circle::new((x, q), 5, c.filled())))
             .map_err(draw_err)?;
         let (pos, y) = label_place(x, (x0, x1), q, i);
+        let text = format!("{name} {}", tick(&x));
+        let style = (FONT, 14).into_font().color(&c).pos(pos);
+        let (w, h) = chart
+            .plotting_area()
+            .estimate_text_size(&text, &style)
+            .map_err(draw_err)?;
+        let (px, py) = chart.backend_coord(&(x, y));
+        let left = if matches!(pos.h_pos, HPos::Right) {
+            px - w as i32
+        } else {
+            px
+        };
+        boxes.push((i, q, ((left, py), (left + w as i32, py + h as i32))));
         chart
-            .draw_series(std::iter::once(Text::new(
-                format!("{name} {}", tick(&x)),
-                (x, y),
-                (FONT, 14).into_font().color(&c).pos(pos),
-            )))
+            .draw_series(std::iter::once(Text::new(text, (x, y), style)))
             .map_err(draw_err)?;
     }
-    Ok(())
+    Ok(boxes)
 }
 
 /// Where the label of run `run`'s marker at `(x, q)` goes: runs stacked one line apart under the
@@ -174,6 +203,52 @@ impl Chart for Cdf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Three runs whose quantiles sit close together and near both edges: every label, measured in
+    /// pixels with plotters' text metrics, lies inside the plot, and no two runs' labels overlap.
+    #[test]
+    fn labels_measured_inside_the_plot_and_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut runs = Vec::new();
+        for (k, shift) in [0.0, 0.4, 0.9].iter().enumerate() {
+            let rows: Vec<String> = (0..200)
+                .map(|i| {
+                    // Long tails push p99 to the right edge; the bulk near the left.
+                    let t = 0.010 + shift * 1e-3 + if i > 196 { 2.0 } else { i as f64 * 1e-5 };
+                    format!("{{\"error_code\": null, \"ttft_s\": {t}}}")
+                })
+                .collect();
+            let p = dir.path().join(format!("r{k}_individual_responses.json"));
+            std::fs::write(&p, format!("[{}]", rows.join(","))).unwrap();
+            runs.extend(crate::input::load(&p).unwrap());
+        }
+        let refs: Vec<&Run> = runs.iter().collect();
+        super::super::register_fonts().unwrap();
+        let (w, h) = super::super::SIZE;
+        let mut buf = vec![0u8; (w * h * 3) as usize];
+        let root = BitMapBackend::with_buffer(&mut buf, (w, h)).into_drawing_area();
+        let drawn = Cdf::ttft().draw(&root, &refs).unwrap();
+        assert_eq!(drawn.labels.len(), 9);
+        let ((l, t), (r, b)) = drawn.plot;
+        for (run, q, ((x0, y0), (x1, y1))) in &drawn.labels {
+            assert!(
+                *x0 >= l && *x1 <= r && *y0 >= t && *y1 <= b,
+                "run {run} q {q}: label {:?} outside the plot {:?}",
+                ((x0, y0), (x1, y1)),
+                drawn.plot
+            );
+        }
+        for (a, qa, ra) in &drawn.labels {
+            for (b, qb, rb) in &drawn.labels {
+                let apart =
+                    ra.1.0 <= rb.0.0 || rb.1.0 <= ra.0.0 || ra.1.1 <= rb.0.1 || rb.1.1 <= ra.0.1;
+                assert!(
+                    a == b || qa != qb || apart,
+                    "runs {a} and {b} at q {qa}: {ra:?} / {rb:?}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn labels_of_neighbouring_runs_stack_and_stay_on_the_inside() {
