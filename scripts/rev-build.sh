@@ -1,14 +1,34 @@
-# Sourced by the benchmark scripts that compare revisions: `rev_build REV` builds release mock-server
-# and loadgen from REV (a git worktree under /tmp, with its own target dir) or, with no REV, from
-# the working tree, and sets $src (the source tree) and $bin (its release binaries).
+# Sourced by the benchmark scripts that compare revisions: `rev_build REV [PACKAGE...]` builds the
+# release binaries of PACKAGEs (default: mock-server and loadgen) from REV (a git worktree under
+# /tmp, with its own target folder) or, with no REV (""), from the working tree, and sets $src (the
+# source tree) and $bin (its release binaries).
+#
+# A revision's target folder starts as a copy of this tree's release build, so the dependencies
+# (polars above all, 15 minutes from scratch) are not compiled again; the revision's own sources
+# are then touched, because cargo names a workspace crate's artifacts by its path inside the
+# workspace, so the copies would otherwise pass for the revision's.
 rev_build() {
     local rev="${1:-}"
-    if [ -n "$rev" ]; then
-        src="/tmp/tokenperf-$rev"
-        [ -d "$src" ] || git worktree add --detach "$src" "$rev" >&2
-    else
+    shift || true
+    local pkgs=("$@")
+    [ ${#pkgs[@]} -gt 0 ] || pkgs=(mock-server loadgen)
+    local args=()
+    for p in "${pkgs[@]}"; do args+=(-p "$p"); done
+    if [ -z "$rev" ]; then
         src="$PWD"
+        cargo build --release --locked "${args[@]}" >&2
+        bin="${CARGO_TARGET_DIR:-$PWD/target}/release"
+        return
     fi
-    (cd "$src" && cargo build --release --locked -p mock-server -p loadgen >&2)
+    src="/tmp/tokenperf-$rev"
+    [ -d "$src" ] || git worktree add --detach "$src" "$rev" >&2
+    local main_release="${CARGO_TARGET_DIR:-$PWD/target}/release"
+    if [ ! -d "$src/target/release" ] && [ -d "$main_release" ]; then
+        mkdir -p "$src/target"
+        cp -a "$main_release" "$src/target/release"
+        find "$src" -path "$src/target" -prune -o -type f \( -name '*.rs' -o -name Cargo.toml \) \
+            -exec touch {} +
+    fi
+    (cd "$src" && CARGO_TARGET_DIR="$src/target" cargo build --release --locked "${args[@]}" >&2)
     bin="$src/target/release"
 }

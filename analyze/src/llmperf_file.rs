@@ -53,12 +53,12 @@ const fn byte_classes() -> [u8; 256] {
     t[b'}' as usize] = 5;
     t[b'N' as usize] = 6;
     t[b'I' as usize] = 6;
-    t[b'-' as usize] = 6;
     t
 }
 const CLASSES: [u8; 256] = byte_classes();
-/// Python's non-JSON number words, each written as `null`.
-const WORDS: [&[u8]; 3] = [b"NaN", b"Infinity", b"-Infinity"];
+/// Python's non-JSON number words, each written as `null` (`-Infinity` too: its sign is taken back
+/// from the output when `Infinity` is found, so a `-`, common in exponents, is not a stop).
+const WORDS: [&[u8]; 2] = [b"NaN", b"Infinity"];
 
 /// Converts the records at the start of `input` (which begins inside the array, between records) to
 /// NDJSON in `out`, up to the last complete one, or to the array's end. `eof` says no more input
@@ -118,6 +118,9 @@ pub fn records_to_ndjson(input: &[u8], out: &mut Vec<u8>, eof: bool) -> Result<S
             6 => {
                 let rest = &input[i..];
                 if let Some(w) = WORDS.iter().find(|w| rest.starts_with(w)) {
+                    if w[0] == b'I' && out.last() == Some(&b'-') {
+                        out.pop();
+                    }
                     out.extend_from_slice(b"null");
                     i += w.len();
                 } else if WORDS.iter().any(|w| w.starts_with(rest)) {
