@@ -21,9 +21,9 @@ use crate::engine;
 use crate::input::METRIC_COLUMNS;
 
 /// Bytes read from the file at a time.
-const READ_BYTES: u64 = 32 << 20;
+const READ_BYTES: u64 = 16 << 20;
 /// NDJSON gathered before polars parses it as one batch.
-const BATCH_BYTES: usize = 16 << 20;
+const BATCH_BYTES: usize = 8 << 20;
 
 /// How far one call of [`records_to_ndjson`] got.
 #[derive(Debug, PartialEq)]
