@@ -38,21 +38,36 @@ pub enum Step {
 #[derive(Debug, PartialEq)]
 pub struct Invalid(pub usize);
 
-/// What each byte means outside strings, for [`records_to_ndjson`]'s inner loop: 0 is copied as is.
+/// What a byte means outside strings, for [`records_to_ndjson`]'s inner loop (0: copied as is).
+const SPACE: u8 = 1;
+const QUOTE: u8 = 2;
+const COMMA: u8 = 3;
+const OPEN: u8 = 4;
+const CLOSE: u8 = 5;
+/// The first letter of a Python number word ([`WORDS`]).
+const WORD: u8 = 6;
+const SPECIAL: [(u8, u8); 12] = [
+    (b' ', SPACE),
+    (b'\t', SPACE),
+    (b'\n', SPACE),
+    (b'\r', SPACE),
+    (b'"', QUOTE),
+    (b',', COMMA),
+    (b'[', OPEN),
+    (b'{', OPEN),
+    (b']', CLOSE),
+    (b'}', CLOSE),
+    (b'N', WORD),
+    (b'I', WORD),
+];
+
 const fn byte_classes() -> [u8; 256] {
     let mut t = [0u8; 256];
-    t[b' ' as usize] = 1;
-    t[b'\t' as usize] = 1;
-    t[b'\n' as usize] = 1;
-    t[b'\r' as usize] = 1;
-    t[b'"' as usize] = 2;
-    t[b',' as usize] = 3;
-    t[b'[' as usize] = 4;
-    t[b'{' as usize] = 4;
-    t[b']' as usize] = 5;
-    t[b'}' as usize] = 5;
-    t[b'N' as usize] = 6;
-    t[b'I' as usize] = 6;
+    let mut k = 0;
+    while k < SPECIAL.len() {
+        t[SPECIAL[k].0 as usize] = SPECIAL[k].1;
+        k += 1;
+    }
     t
 }
 const CLASSES: [u8; 256] = byte_classes();
@@ -85,28 +100,28 @@ pub fn records_to_ndjson(input: &[u8], out: &mut Vec<u8>, eof: bool) -> Result<S
         i += run;
         let Some(&b) = input.get(i) else { break };
         match CLASSES[b as usize] {
-            1 => {
+            SPACE => {
                 // Indentation comes in runs (LLMPerf's files are written with indent=4).
                 i += input[i..]
                     .iter()
-                    .position(|b| CLASSES[*b as usize] != 1)
+                    .position(|b| CLASSES[*b as usize] != SPACE)
                     .unwrap_or(input.len() - i);
             }
-            2 => match copy_string(input, i, out) {
+            QUOTE => match copy_string(input, i, out) {
                 Some(next) => i = next,
                 None => return need_more(out, i, (boundary, out_boundary)),
             },
-            3 if depth == 1 => {
+            COMMA if depth == 1 => {
                 i += 1;
                 (boundary, out_boundary) = (i, out.len());
             }
-            4 => {
+            OPEN => {
                 depth += 1;
                 out.push(b);
                 i += 1;
             }
-            5 if depth == 1 => return Ok(Step::End(i + 1)),
-            5 => {
+            CLOSE if depth == 1 => return Ok(Step::End(i + 1)),
+            CLOSE => {
                 depth -= 1;
                 out.push(b);
                 i += 1;
@@ -115,7 +130,7 @@ pub fn records_to_ndjson(input: &[u8], out: &mut Vec<u8>, eof: bool) -> Result<S
                     (boundary, out_boundary) = (i, out.len());
                 }
             }
-            6 => {
+            WORD => {
                 let rest = &input[i..];
                 if let Some(w) = WORDS.iter().find(|w| rest.starts_with(w)) {
                     if w[0] == b'I' && out.last() == Some(&b'-') {
