@@ -20,7 +20,7 @@ use tokenperf_core::tokenizer::TokenCounter;
 
 use tokio::sync::watch;
 
-use crate::http::{HttpClient, SendError};
+use crate::http::{HttpClient, SendError, WireClock};
 use crate::prompt::PromptSpec;
 use crate::sse::SseParser;
 
@@ -148,6 +148,18 @@ impl Context {
     /// Microseconds since the run start.
     pub fn now_us(&self) -> u64 {
         self.run_start.elapsed().as_micros() as u64
+    }
+
+    /// `t` as microseconds since the run start.
+    pub fn us_at(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.run_start).as_micros() as u64
+    }
+
+    /// When the bytes now in hand were read: the connection's last read (never later than now),
+    /// not when this task got them from the connection's task.
+    fn read_us(&self, clock: &WireClock) -> u64 {
+        let now = self.now_us();
+        clock.last_read().map_or(now, |t| self.us_at(t).min(now))
     }
 }
 
@@ -479,6 +491,9 @@ async fn send(
                 conn.connect_us = sent.connect_us;
                 conn.retried_after.clone_from(&sent.retried_after);
             }
+            // The send is when the request's first byte reached the socket, not when it was handed
+            // to the connection's task (which writes it after a wake-up).
+            rec.sent_at_us = Some(ctx.us_at(sent.sent_at));
             Ok(sent)
         }
         Ok(Err(SendError::Connect(m))) => fail(rec, c, Outcome::Connect { message: m }),
@@ -511,13 +526,13 @@ async fn exchange(
         Ok(s) => s,
         Err(o) => return o,
     };
-    let (mut resp, lease) = (sent.response, sent.lease);
-    rec.response_head_at_us = Some(ctx.now_us());
+    let (mut resp, lease, clock) = (sent.response, sent.lease, sent.clock);
+    rec.response_head_at_us = Some(ctx.read_us(&clock));
     if !resp.status().is_success() {
         return error_answer(ctx, rec, c, resp, lease).await;
     }
     let body = resp.body_mut();
-    let mut ended = match read_stream(ctx, rec, c, body).await {
+    let mut ended = match read_stream(ctx, rec, c, body, &clock).await {
         Ok(ended) => ended,
         Err(o) => return o,
     };
@@ -561,12 +576,14 @@ async fn error_answer(
 }
 
 /// Reads events until `[DONE]`, a failure, or the end of the body (then `Ok(true)`); every read is
-/// timestamped before it is parsed. A failure ends the request with its outcome.
+/// timestamped (with the socket read that brought it, from `clock`) before it is parsed. A failure
+/// ends the request with its outcome.
 async fn read_stream(
     ctx: &Context,
     rec: &mut RequestRecord,
     c: &mut Collected,
     body: &mut hyper::body::Incoming,
+    clock: &WireClock,
 ) -> Result<bool, Outcome> {
     let idle = ctx.config.idle_timeout;
     let mut parser = SseParser::with_limit(ctx.config.max_line_bytes);
@@ -574,7 +591,7 @@ async fn read_stream(
     // One idle timer for the whole stream, moved forward only when it fires early: a fresh timeout
     // per read would insert and remove a timer-wheel entry for every event.
     let idle_us = idle.as_micros() as u64;
-    let mut last_at = ctx.now_us();
+    let mut last_at = rec.response_head_at_us.unwrap_or_else(|| ctx.now_us());
     let idle_timer = tokio::time::sleep(idle);
     tokio::pin!(idle_timer);
     loop {
@@ -598,7 +615,8 @@ async fn read_stream(
                 });
             }
         };
-        let at = ctx.now_us();
+        // Never before the previous event, nor before the send (bytes read before the head).
+        let at = ctx.read_us(clock).max(last_at);
         last_at = at;
         let chunk = match next {
             Some(Ok(frame)) => match frame.into_data() {

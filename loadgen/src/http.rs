@@ -10,7 +10,11 @@
 //!   once, on a fresh connection;
 //! * that a 3xx is an answer to record, not a hop to follow.
 //!
-//! Every connection counts the bytes it reads, which is how "nothing read" is known exactly.
+//! Every connection counts the bytes it reads, which is how "nothing read" is known exactly, and
+//! keeps a [`WireClock`]: when its last read returned bytes and when the current request's first byte
+//! was written. The request's send and every event's arrival are stamped from it, at the socket,
+//! not when hyper's connection task hands the data on (a cross-task wake-up: about 0.1 ms each way
+//! on an idle machine, which the self-check measured as client error).
 
 use std::io;
 use std::pin::Pin;
@@ -91,10 +95,56 @@ impl Origin {
     }
 }
 
-/// A live connection: its request sender and the count of bytes read from it so far.
+/// When a connection last read bytes and first wrote the current request, as nanoseconds after a
+/// process-wide anchor, plus one (0: not yet).
+#[derive(Debug, Default)]
+pub struct WireClock {
+    read_bytes: AtomicU64,
+    last_read_ns: AtomicU64,
+    first_write_ns: AtomicU64,
+}
+
+/// The instant wire times are counted from.
+fn anchor() -> Instant {
+    static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *ANCHOR.get_or_init(Instant::now)
+}
+
+fn stamp() -> u64 {
+    anchor().elapsed().as_nanos() as u64 + 1
+}
+
+fn instant(ns: u64) -> Option<Instant> {
+    (ns > 0).then(|| anchor() + Duration::from_nanos(ns - 1))
+}
+
+impl WireClock {
+    /// When the last read that returned bytes returned (None before any).
+    pub fn last_read(&self) -> Option<Instant> {
+        instant(self.last_read_ns.load(Ordering::Acquire))
+    }
+
+    /// When the current request's first byte was written (None before it is).
+    pub fn first_write(&self) -> Option<Instant> {
+        instant(self.first_write_ns.load(Ordering::Acquire))
+    }
+
+    fn read(&self, n: usize) {
+        self.read_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.last_read_ns.store(stamp(), Ordering::Release);
+    }
+
+    fn wrote(&self) {
+        let _ =
+            self.first_write_ns
+                .compare_exchange(0, stamp(), Ordering::AcqRel, Ordering::Relaxed);
+    }
+}
+
+/// A live connection: its request sender and its wire clock.
 struct Conn {
     sender: SendRequest<Full<Bytes>>,
-    read_bytes: Arc<AtomicU64>,
+    clock: Arc<WireClock>,
 }
 
 /// What a successful send produced.
@@ -108,8 +158,11 @@ pub struct Sent {
     pub connect_us: Option<u64>,
     /// When the request went out a second time: why the first try failed.
     pub retried_after: Option<String>,
-    /// When the request was handed to the connection that answered.
+    /// When the request's first byte was written to the connection that answered (when it was
+    /// handed to it, if the write was not seen).
     pub sent_at: Instant,
+    /// The answering connection's clock: when each read of the response returned.
+    pub clock: Arc<WireClock>,
 }
 
 /// A connection lent to one request; back in the pool only when released after a clean end.
@@ -148,10 +201,11 @@ pub struct HttpClient {
     connect_timeout: Duration,
 }
 
-/// Counts the bytes read through it, so a failure can tell whether any response byte arrived.
+/// Counts the bytes read through it, so a failure can tell whether any response byte arrived, and
+/// stamps reads and the first write on the connection's [`WireClock`].
 struct Counted<T> {
     inner: T,
-    read: Arc<AtomicU64>,
+    clock: Arc<WireClock>,
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
@@ -164,7 +218,7 @@ impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
         let n = buf.filled().len() - before;
         if n > 0 {
-            self.read.fetch_add(n as u64, Ordering::Relaxed);
+            self.clock.read(n);
         }
         r
     }
@@ -176,14 +230,22 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.clock.wrote();
+        }
+        r
     }
     fn poll_write_vectored(
         mut self: Pin<&mut Self>,
         cx: &mut TaskContext<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.clock.wrote();
+        }
+        r
     }
     fn is_write_vectored(&self) -> bool {
         self.inner.is_write_vectored()
@@ -299,9 +361,9 @@ impl HttpClient {
                 .await
                 .map_err(|e| format!("connecting to {}: {}", self.origin.addr, error_chain(&e)))?;
             let _ = tcp.set_nodelay(true);
-            let read = Arc::new(AtomicU64::new(0));
+            let clock = Arc::new(WireClock::default());
             let sender = match &self.tls {
-                None => handshake(tcp, read.clone()).await?,
+                None => handshake(tcp, clock.clone()).await?,
                 Some(tls) => {
                     let name = rustls::pki_types::ServerName::try_from(self.origin.host.clone())
                         .map_err(|e| format!("'{}' as a TLS name: {e}", self.origin.host))?;
@@ -312,13 +374,10 @@ impl HttpClient {
                             error_chain(&e)
                         )
                     })?;
-                    handshake(stream, read.clone()).await?
+                    handshake(stream, clock.clone()).await?
                 }
             };
-            Ok::<_, String>(Conn {
-                sender,
-                read_bytes: read,
-            })
+            Ok::<_, String>(Conn { sender, clock })
         };
         match tokio::time::timeout(self.connect_timeout, fut).await {
             Ok(r) => r.map_err(SendError::Connect),
@@ -371,8 +430,9 @@ impl HttpClient {
         let mut retried_after = None;
         loop {
             let new_connection = connect_us.is_some();
-            let read_before = conn.read_bytes.load(Ordering::Relaxed);
-            let sent_at = Instant::now();
+            let read_before = conn.clock.read_bytes.load(Ordering::Relaxed);
+            conn.clock.first_write_ns.store(0, Ordering::Release);
+            let handed_at = Instant::now();
             on_send(new_connection);
             let result = conn
                 .sender
@@ -381,7 +441,10 @@ impl HttpClient {
             match result {
                 Ok(response) => {
                     let reusable = !closes(&response);
+                    let clock = conn.clock.clone();
                     return Ok(Sent {
+                        sent_at: clock.first_write().unwrap_or(handed_at),
+                        clock,
                         response,
                         lease: Lease {
                             conn: Some(conn),
@@ -391,11 +454,10 @@ impl HttpClient {
                         new_connection,
                         connect_us,
                         retried_after,
-                        sent_at,
                     });
                 }
                 Err(e) => {
-                    let nothing_read = conn.read_bytes.load(Ordering::Relaxed) == read_before;
+                    let nothing_read = conn.clock.read_bytes.load(Ordering::Relaxed) == read_before;
                     let why = error_chain(&e);
                     if !new_connection && nothing_read && retried_after.is_none() {
                         // The server closed this connection after its last response; it never saw
@@ -424,12 +486,12 @@ impl HttpClient {
 /// Most bytes a connection's read buffer may hold.
 pub const READ_BUFFER_BYTES: usize = 32 * 1024;
 
-/// HTTP/1.1 over `io`, counting the bytes read into `read`; the connection runs on its own task.
-async fn handshake<T>(io: T, read: Arc<AtomicU64>) -> Result<SendRequest<Full<Bytes>>, String>
+/// HTTP/1.1 over `io`, its reads and writes stamped on `clock`; the connection runs on its own task.
+async fn handshake<T>(io: T, clock: Arc<WireClock>) -> Result<SendRequest<Full<Bytes>>, String>
 where
     T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
-    let io = TokioIo::new(Counted { inner: io, read });
+    let io = TokioIo::new(Counted { inner: io, clock });
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
         // hyper's read buffer grows while reads fill it, up to ~400 KiB by default: a server that
         // bursts whole responses would make every one of 1,000 connections hold that much. 32 KiB
@@ -463,6 +525,46 @@ fn closes(r: &Response<Incoming>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The clock keeps a request's first write (until reset for the next request) and every read
+    /// that returned bytes, in order.
+    #[tokio::test]
+    async fn the_wire_clock_stamps_the_first_write_and_the_last_read() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (a, mut b) = tokio::io::duplex(64);
+        let clock = Arc::new(WireClock::default());
+        let mut io = Counted {
+            inner: a,
+            clock: clock.clone(),
+        };
+        assert!(clock.first_write().is_none() && clock.last_read().is_none());
+        let before = Instant::now();
+        io.write_all(b"POST").await.unwrap();
+        let first = clock.first_write().unwrap();
+        io.write_all(b" /v1").await.unwrap();
+        assert_eq!(
+            clock.first_write(),
+            Some(first),
+            "later writes keep the first"
+        );
+        assert!(first >= before && first <= Instant::now());
+        clock.first_write_ns.store(0, Ordering::Release);
+        io.write_all(b"next").await.unwrap();
+        assert!(
+            clock.first_write().unwrap() >= first,
+            "a reset clock takes the next request's"
+        );
+
+        b.write_all(b"data").await.unwrap();
+        let mut buf = [0u8; 8];
+        let n = io.read(&mut buf).await.unwrap();
+        let r1 = clock.last_read().unwrap();
+        assert_eq!(n, 4);
+        b.write_all(b"more").await.unwrap();
+        io.read(&mut buf).await.unwrap();
+        assert!(clock.last_read().unwrap() >= r1);
+        assert_eq!(clock.read_bytes.load(Ordering::Relaxed), 8);
+    }
 
     #[test]
     fn origins() {
