@@ -295,6 +295,12 @@ pub struct Args {
     /// rate grows linearly from 0 over it [default: 0].
     #[arg(long, allow_negative_numbers = true, value_parser = non_negative_seconds)]
     pub ramp_up: Option<f64>,
+    /// Keep one worker polling the sockets, never sleeping, while requests are in flight: a
+    /// sleeping thread's wake-up (about 0.1 ms on a VM) lands in every TTFT and inter-token time
+    /// measured. It costs a whole core, and helps only where loadgen has a core to itself: on a
+    /// machine it shares with the server it takes that core from the server (BENCHMARKS.md).
+    #[arg(long)]
+    pub busy_poll: bool,
     /// Seed for prompt and length sampling (LLMPerf's is 11111).
     #[arg(long, default_value_t = 11111)]
     pub seed: u64,
@@ -444,6 +450,8 @@ pub struct Plan {
     pub warmup_requests: u64,
     /// Seconds to reach full load (0: at once).
     pub ramp_up_s: f64,
+    /// Whether a worker polls the sockets without sleeping while requests are in flight.
+    pub busy_poll: bool,
     /// Leading and trailing seconds whose requests are left out of the results.
     pub warmup_s: f64,
     pub cooldown_s: f64,
@@ -558,6 +566,7 @@ impl Args {
             warmup_s: self.warmup_seconds.unwrap_or(0.0),
             cooldown_s: self.cooldown_seconds.unwrap_or(0.0),
             ramp_up_s: self.ramp_up.unwrap_or(0.0),
+            busy_poll: self.busy_poll,
             mean_input_tokens: self.mean_input_tokens,
             stddev_input_tokens: self.stddev_input_tokens,
             mean_output_tokens: self.mean_output_tokens,

@@ -17,6 +17,7 @@
 //! summary, end-of-run files and exit code).
 
 pub mod arrival;
+pub mod busy;
 pub mod cli;
 pub mod client;
 pub mod clock;
@@ -480,6 +481,7 @@ async fn drive(
 ) {
     let stop_at = ctx.run_start + Duration::from_secs_f64(plan.timeout_s);
     let prompts = workload.prompts.clone();
+    let _poller = busy::Poller::start(plan.busy_poll, ctx.in_flight.clone());
     match (&plan.load, &workload.arrivals) {
         (Load::Closed { .. }, _) | (_, None) => {
             runner::closed_loop(

@@ -38,6 +38,9 @@ pub struct SelfCheckArgs {
     /// Also write the report as JSON to this file.
     #[arg(long)]
     pub json: Option<std::path::PathBuf>,
+    /// loadgen's `--busy-poll`, to measure with and without it.
+    #[arg(long)]
+    pub busy_poll: bool,
 }
 
 /// A mock timing in milliseconds: 0 to an hour.
@@ -55,6 +58,8 @@ pub struct SelfCheckReport {
     pub tokens: u64,
     /// `in-process` or the base URL used.
     pub mock: String,
+    /// Whether the client busy-polled (`--busy-poll`).
+    pub busy_poll: bool,
     pub ok_requests: u64,
     pub errors: u64,
     pub events: u64,
@@ -73,8 +78,18 @@ pub struct SelfCheckReport {
 impl SelfCheckReport {
     pub fn table(&self) -> String {
         let mut s = format!(
-            "self-check: {} concurrent streams, {} requests, mock TTFT {} ms, gap {} ms, {} tokens ({})\n",
-            self.concurrency, self.requests, self.ttft_ms, self.itl_ms, self.tokens, self.mock
+            "self-check: {} concurrent streams, {} requests, mock TTFT {} ms, gap {} ms, {} tokens ({}){}\n",
+            self.concurrency,
+            self.requests,
+            self.ttft_ms,
+            self.itl_ms,
+            self.tokens,
+            self.mock,
+            if self.busy_poll {
+                "; the client busy-polls"
+            } else {
+                ""
+            }
         );
         s.push_str(&format!(
             "  {} ok, {} errors, {} events in {:.2} s; client CPU {:.2} s ({:.3} s per 100k events){}; peak RSS {:.0} MiB\n",
@@ -225,11 +240,13 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
         &ramp,
     ])?
     .into_plan()?;
+    plan.busy_poll = a.busy_poll;
     // The same few prompts serve every request: building thousands would only slow the start.
     plan.prompt_pool = Some(requests.min(64));
     let mock_cpu_before = thread_cpu_s("mock-");
     let cpu_before = process_usage().cpu_s;
     let t0 = Instant::now();
+    let busy_poll = plan.busy_poll;
     let out = run_plan(plan, Control::new()).await?;
     let wall_s = t0.elapsed().as_secs_f64();
     let mock_cpu = mock
@@ -240,6 +257,7 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
     drop(mock);
     let events = out.summary.events_read;
     let report = SelfCheckReport {
+        busy_poll,
         concurrency: a.concurrency,
         requests,
         ttft_ms: a.ttft_ms,
@@ -285,6 +303,8 @@ pub async fn after_run(
         tokens: plan.mean_output_tokens.clamp(8, 512),
         api_base: None,
         json: None,
+        // As the run it checks: busy-polling when the run did.
+        busy_poll: plan.busy_poll,
     };
     run_selfcheck(&a).await
 }

@@ -18,6 +18,7 @@ async fn check(concurrency: u64, requests: u64, tokens: u64, slack_ms: f64) {
         tokens,
         api_base: None,
         json: None,
+        busy_poll: false,
     })
     .await
     .unwrap();

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# The client's own share of TTFT at low load: loadgen's self-check against a release mock pinned to
+# CPU 0, loadgen pinned to CPU 1, at 1 and 10 streams (50 ms TTFT, 10 ms gaps, 20 tokens), for this
+# tree with and without --busy-poll and, when REV is given, for loadgen built from REV; the variants
+# alternate over ROUNDS rounds (default 3) so the VM's drift falls on all of them alike.
+#
+# Usage: scripts/bench-ttft-excess.sh [REV]      ROUNDS=5 scripts/bench-ttft-excess.sh ...
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/rev-build.sh
+rev="${1:-}"
+rounds="${ROUNDS:-3}"
+out="bench-results/ttft-excess"
+mkdir -p "$out"
+if [ -n "$rev" ]; then
+    rev_build "$rev" loadgen
+    old="$bin/loadgen"
+fi
+rev_build "" mock-server loadgen
+taskset -c 0 "$bin/mock-server" --port 0 --host 127.0.0.1 --ttft-ms 50 --itl-ms 10 >"$out/mock.log" 2>&1 &
+mock_pid=$!
+trap 'kill $mock_pid 2>/dev/null || true' EXIT
+for _ in $(seq 100); do grep -q "listening on" "$out/mock.log" && break; sleep 0.05; done
+url=$(grep -o 'http://[^ ]*' "$out/mock.log" | head -n 1)
+
+variants=("now" "now-busy-poll")
+[ -n "$rev" ] && variants=("$rev" "${variants[@]}")
+rm -f "$out"/*.json
+for round in $(seq "$rounds"); do
+    for v in "${variants[@]}"; do
+        case "$v" in
+            now) cmd=("$bin/loadgen" selfcheck) ;;
+            now-busy-poll) cmd=("$bin/loadgen" selfcheck --busy-poll) ;;
+            *) cmd=("$old" selfcheck) ;;
+        esac
+        for c in 1 10; do
+            n=$((c * 20 > 40 ? c * 20 : 40))
+            taskset -c 1 "${cmd[@]}" --api-base "$url" --concurrency "$c" --requests "$n" \
+                --ttft-ms 50 --itl-ms 10 --tokens 20 --json "$out/$v-c$c-r$round.json" >/dev/null
+        done
+    done
+done
+python3 - "$out" "${variants[@]}" <<'PY'
+import json, os, sys
+out, variants = sys.argv[1], sys.argv[2:]
+print("| loadgen | streams | TTFT error mean ms | TTFT error p50 ms | request delay p50 ms | receive delay p50 ms | client CPU s per 100k events |")
+print("|---|---:|---|---|---|---|---|")
+for v in variants:
+    for c in (1, 10):
+        runs = sorted(f for f in os.listdir(out) if f.startswith(f"{v}-c{c}-r"))
+        rs = [json.load(open(os.path.join(out, f))) for f in runs]
+        col = lambda k, s: ", ".join(f"{r['error'][k][s]:.3f}" for r in rs)
+        cpu = ", ".join(f"{r['client_cpu_s_per_100k_events']:.1f}" for r in rs)
+        print(f"| {v} | {c} | {col('ttft_error_ms', 'mean')} | {col('ttft_error_ms', 'p50')} | "
+              f"{col('request_delay_ms', 'p50')} | {col('receive_delay_ms', 'p50')} | {cpu} |")
+PY
