@@ -134,10 +134,13 @@ impl WireClock {
         self.last_read_ns.store(stamp(), Ordering::Release);
     }
 
-    fn wrote(&self) {
+    /// Keeps `before` (taken just before a write that then wrote bytes) as the request's first write.
+    /// Taken before the system call, never after: the write wakes the server, which on a shared
+    /// core may run (and stamp the request's arrival) before the writer is back.
+    fn wrote(&self, before: u64) {
         let _ =
             self.first_write_ns
-                .compare_exchange(0, stamp(), Ordering::AcqRel, Ordering::Relaxed);
+                .compare_exchange(0, before, Ordering::AcqRel, Ordering::Relaxed);
     }
 }
 
@@ -230,9 +233,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         cx: &mut TaskContext<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
+        let before = stamp();
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.clock.wrote();
+            self.clock.wrote(before);
         }
         r
     }
@@ -241,9 +245,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
         cx: &mut TaskContext<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
+        let before = stamp();
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
         if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.clock.wrote();
+            self.clock.wrote(before);
         }
         r
     }
@@ -561,7 +566,7 @@ mod tests {
         let r1 = clock.last_read().unwrap();
         assert_eq!(n, 4);
         b.write_all(b"more").await.unwrap();
-        io.read(&mut buf).await.unwrap();
+        assert_eq!(io.read(&mut buf).await.unwrap(), 4);
         assert!(clock.last_read().unwrap() >= r1);
         assert_eq!(clock.read_bytes.load(Ordering::Relaxed), 8);
     }
