@@ -2,10 +2,11 @@
 # Benchmarks for BENCHMARKS.md: mock-server emission rate and lateness, loadgen's CPU and memory per
 # stream, and the self-check accuracy table. Loopback only, bounded in requests and time.
 #
-# Usage: scripts/bench.sh [quick|full|c1000|knee|chunk4|floor]   (quick: a subset in about a minute;
+# Usage: scripts/bench.sh [quick|full|c1000|knee|chunk4|floor|ratios]   (quick: a subset in about a minute;
 #        full: every row; c1000: only the 1,000-stream accuracy row; knee: 200 to 800 streams; chunk4:
 #        200k tokens/s in 4-token chunks; floor: the kernel's cost per loopback write and read, without
-#        our code)
+#        our code; ratios: the floor, then the mock at 25, 50 and 80 % of the floor's writes per
+#        core-second, for scripts/bench-ratios.py)
 #        PIN=0 scripts/bench.sh ...        (no CPU pinning: both programs may use both cores)
 #
 # Both programs are release builds of just mock-server and loadgen (no polars: a few minutes).
@@ -69,6 +70,18 @@ floor() { # the kernel's own cost per loopback write and read, with no HTTP or J
     done
 }
 
+ratios() { # the mock's emission against the kernel's floor measured in the same run
+    floor
+    # The floor's writes per core-second at 1,000 streams × 10 ms (the writer keeps up there).
+    local w; w=$(grep -o '[0-9]*k writes per core-second' "$out/floor-10000.writer.txt" | grep -o '^[0-9]*')
+    echo "$w" >"$out/ratios-floor-kwrites.txt"
+    for pct in 25 50 80; do
+        # 1,000 streams, one token per write: the gap that offers pct % of the floor.
+        local gap; gap=$(awk -v w="$w" -v p="$pct" 'BEGIN { printf "%.3f", 1000 * 1000 / (w * 1000 * p / 100) }')
+        selfcheck "ratio-$pct" 1000 3000 20 "$gap" 100
+    done
+}
+
 knee() { # where the targets stop holding: the accuracy profile between 100 and 1,000 streams
     for c in 200 400 600 800; do selfcheck "knee-c$c" "$c" $((c * 3)) 50 10 100; done
 }
@@ -90,6 +103,11 @@ if [ "$mode" = chunk4 ]; then
 fi
 if [ "$mode" = floor ]; then
     floor
+    exit 0
+fi
+if [ "$mode" = ratios ]; then
+    ratios
+    python3 scripts/bench-ratios.py "$out" >&2
     exit 0
 fi
 if [ "$mode" = quick ]; then
