@@ -41,6 +41,12 @@ pub struct SelfCheckArgs {
     /// loadgen's `--busy-poll`, to measure with and without it.
     #[arg(long)]
     pub busy_poll: bool,
+    /// Worker threads of the in-process mock (its pacer has one heap per worker).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub mock_threads: u64,
+    /// The in-process mock's `--pacer-shards` (0: one per worker).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=64))]
+    pub mock_pacer_shards: u64,
 }
 
 /// A mock timing in milliseconds: 0 to an hour.
@@ -123,14 +129,14 @@ struct InProcessMock {
 }
 
 impl InProcessMock {
-    fn start(config: mock_server::Settings) -> anyhow::Result<Self> {
+    fn start(config: mock_server::Settings, threads: usize) -> anyhow::Result<Self> {
         let (url_tx, url_rx) = std::sync::mpsc::channel::<anyhow::Result<String>>();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("mock-main".into())
             .spawn(move || {
                 let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(1)
+                    .worker_threads(threads)
                     .thread_name("mock-worker")
                     .enable_all()
                     .build()
@@ -185,12 +191,16 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
     let requests = a.requests.unwrap_or((a.concurrency * 4).max(20));
     let mock = match &a.api_base {
         Some(_) => None,
-        None => Some(InProcessMock::start(mock_server::Settings {
-            ttft_ms: a.ttft_ms,
-            itl_ms: a.itl_ms,
-            max_waiting: usize::MAX,
-            ..mock_server::Settings::default()
-        })?),
+        None => Some(InProcessMock::start(
+            mock_server::Settings {
+                ttft_ms: a.ttft_ms,
+                itl_ms: a.itl_ms,
+                max_waiting: usize::MAX,
+                pacer_shards: a.mock_pacer_shards,
+                ..mock_server::Settings::default()
+            },
+            a.mock_threads as usize,
+        )?),
     };
     let base = a
         .api_base
@@ -263,7 +273,18 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
         ttft_ms: a.ttft_ms,
         itl_ms: a.itl_ms,
         tokens: a.tokens,
-        mock: a.api_base.clone().unwrap_or_else(|| "in-process".into()),
+        mock: a.api_base.clone().unwrap_or_else(|| {
+            let heaps = match a.mock_pacer_shards {
+                0 => a.mock_threads,
+                n => n,
+            };
+            format!(
+                "in-process, {} worker thread{}, {heaps} pacer heap{}",
+                a.mock_threads,
+                if a.mock_threads == 1 { "" } else { "s" },
+                if heaps == 1 { "" } else { "s" }
+            )
+        }),
         ok_requests: out.summary.num_completed_requests,
         errors: out.summary.number_errors,
         events,
@@ -305,6 +326,8 @@ pub async fn after_run(
         json: None,
         // As the run it checks: busy-polling when the run did.
         busy_poll: plan.busy_poll,
+        mock_threads: 1,
+        mock_pacer_shards: 1,
     };
     run_selfcheck(&a).await
 }

@@ -110,7 +110,8 @@ impl State {
     /// Builds the state with the given tokenizer (the project's own by default). Starts the pacer
     /// task, so it must be called inside the tokio runtime that will serve the requests.
     pub fn new(config: Config, tokenizer: TokenCounter) -> anyhow::Result<Arc<Self>> {
-        Self::with_pacer(config, tokenizer, Pacer::new())
+        let pacer = Pacer::with_shards(config.pacer_shards as usize);
+        Self::with_pacer(config, tokenizer, pacer)
     }
 
     /// Builds the state with a given pacer ([`Pacer::fake`] in schedule tests).

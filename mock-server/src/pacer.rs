@@ -1,8 +1,10 @@
 //! The high-resolution pacer: wakes a task at an absolute deadline with sub-millisecond precision.
 //!
 //! tokio's timer wheel rounds every deadline up to the next millisecond, which would make a 5 ms token
-//! gap come out anywhere between 5 and 6 ms. The pacer keeps all pending deadlines in one heap, served
-//! by one task on the server's own runtime. When the earliest deadline is more than [`SPIN`] away, the
+//! gap come out anywhere between 5 and 6 ms. The pacer keeps pending deadlines in heaps, each served
+//! by one task on the server's own runtime and handed deadlines in turn. One heap is the default;
+//! `--pacer-shards 0` gives one per runtime worker, so on a big machine the pacer's work (one release
+//! per token) can spread over the cores instead of capping the server near one. When the earliest deadline is more than [`SPIN`] away, the
 //! task waits on a CLOCK_MONOTONIC timerfd (which the kernel fires within tens of µs, unrounded).
 //! Closer than that, it yields in a loop: the worker keeps polling its sockets without blocking and
 //! releases every deadline on the same thread. So there is no futex, no cross-thread wake-up and no
@@ -80,31 +82,61 @@ enum Inner {
     Fake(Arc<Mutex<Vec<Instant>>>),
 }
 
-/// Ends the pacer task when the last [`Pacer`] handle is dropped.
+/// Ends the pacer tasks when the last [`Pacer`] handle is dropped.
 struct Owner {
-    shared: Arc<Shared>,
+    shards: Vec<Arc<Shared>>,
+    /// The shard the next deadline goes to (taken in turn).
+    next: std::sync::atomic::AtomicUsize,
 }
 
 impl Drop for Owner {
     fn drop(&mut self) {
-        if let Ok(mut q) = self.shared.queue.lock() {
-            q.shutdown = true;
+        for shared in &self.shards {
+            if let Ok(mut q) = shared.queue.lock() {
+                q.shutdown = true;
+            }
+            shared.notify.notify_one();
         }
-        self.shared.notify.notify_one();
     }
 }
 
 impl Pacer {
-    /// Starts the pacer task on the current tokio runtime.
+    /// Starts one pacer task (one heap) on the current tokio runtime.
     ///
     /// # Panics
     /// Outside a tokio runtime.
     #[allow(clippy::new_without_default)] // a Default that panics outside a runtime would surprise
     pub fn new() -> Self {
-        let shared = Arc::new(Shared::default());
-        tokio::spawn(run(shared.clone()));
+        Self::with_shards(1)
+    }
+
+    /// Starts `shards` pacer tasks (0: one per worker of the current tokio runtime).
+    ///
+    /// # Panics
+    /// Outside a tokio runtime.
+    pub fn with_shards(shards: usize) -> Self {
+        let n = match shards {
+            0 => tokio::runtime::Handle::current().metrics().num_workers(),
+            n => n,
+        }
+        .max(1);
+        let shards: Vec<Arc<Shared>> = (0..n).map(|_| Arc::new(Shared::default())).collect();
+        for shared in &shards {
+            tokio::spawn(run(shared.clone()));
+        }
         Self {
-            inner: Inner::Real(Arc::new(Owner { shared })),
+            inner: Inner::Real(Arc::new(Owner {
+                shards,
+                next: std::sync::atomic::AtomicUsize::new(0),
+            })),
+        }
+    }
+
+    /// How many heaps (each with its task) serve the deadlines; 0 for a fake pacer.
+    pub fn shards(&self) -> usize {
+        match &self.inner {
+            Inner::Real(o) => o.shards.len(),
+            Inner::Fake(_) => 0,
         }
     }
 
@@ -127,7 +159,10 @@ impl Pacer {
     /// A deadline already in the past returns at once.
     pub async fn sleep_until(&self, deadline: Instant) -> Instant {
         let shared = match &self.inner {
-            Inner::Real(o) => &o.shared,
+            Inner::Real(o) => {
+                let k = o.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                &o.shards[k % o.shards.len()]
+            }
             Inner::Fake(v) => {
                 v.lock().expect("fake pacer lock").push(deadline);
                 return deadline;
@@ -307,7 +342,10 @@ mod tests {
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn works_on_a_multi_thread_runtime() {
-        let p = Pacer::new();
+        let p = Pacer::with_shards(0);
+        assert_eq!(p.shards(), 2, "one heap per worker");
+        assert_eq!(Pacer::with_shards(3).shards(), 3);
+        assert_eq!(Pacer::new().shards(), 1);
         let start = Instant::now();
         let handles: Vec<_> = (0..50u64)
             .map(|i| {

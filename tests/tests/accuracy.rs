@@ -19,6 +19,8 @@ async fn check(concurrency: u64, requests: u64, tokens: u64, slack_ms: f64) {
         api_base: None,
         json: None,
         busy_poll: false,
+        mock_threads: 1,
+        mock_pacer_shards: 1,
     })
     .await
     .unwrap();
