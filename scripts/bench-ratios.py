@@ -8,9 +8,10 @@ same run (ratios-floor-kwrites.txt). Each ratio-P run offered P % of it: 1,000 s
 write. Targets (issue 17): at 80 % the mock keeps schedule (lateness p99 under one gap, so no token
 slips past the next one's due time); at up to 50 %, lateness p99 ≤ 0.5 ms.
 """
-import json
 import os
 import sys
+
+from bench_runs import load_run
 
 out = sys.argv[1] if len(sys.argv) > 1 else "bench-results"
 try:
@@ -22,14 +23,7 @@ print(f"floor: {floor_k:.0f}k writes per core-second")
 print("| offered, % of floor | tokens/s offered | gap ms | lateness p50 / p99 ms | tokens per mock CPU-second | target | met? |")
 print("|---:|---:|---:|---|---:|---|---|")
 for pct in (25, 50, 80):
-    name = f"ratio-{pct}"
-    try:
-        with open(os.path.join(out, name + ".json")) as fh:
-            r = json.load(fh)
-        with open(os.path.join(out, name + ".mock.json")) as fh:
-            m = json.load(fh)
-    except (OSError, ValueError) as e:
-        sys.exit(f"bench-ratios: {name}: {e}")
+    r, m = load_run(out, f"ratio-{pct}", "bench-ratios")
     late = r["error"]["mock_lateness_ms"]
     gap = r["itl_ms"]
     offered = r["concurrency"] * 1000 / gap

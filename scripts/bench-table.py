@@ -7,9 +7,10 @@ One row per self-check run (NAME.json from `loadgen selfcheck --json`, NAME.mock
 in the order the runs were made. Figures are copied, never re-estimated, so the table and the files
 cannot disagree.
 """
-import json
 import os
 import sys
+
+from bench_runs import load_run
 
 out = sys.argv[1] if len(sys.argv) > 1 else "bench-results"
 names = [f[: -len(".mock.json")] for f in os.listdir(out) if f.endswith(".mock.json")]
@@ -30,13 +31,7 @@ def f2(x):
 
 
 for n in names:
-    try:
-        with open(os.path.join(out, n + ".json")) as fh:
-            r = json.load(fh)
-        with open(os.path.join(out, n + ".mock.json")) as fh:
-            m = json.load(fh)
-    except (OSError, ValueError) as e:
-        sys.exit(f"bench-table: {n}: {e}")
+    r, m = load_run(out, n, "bench-table")
     e = r["error"]
     tokens = r["ok_requests"] * r["tokens"]
     row = [
