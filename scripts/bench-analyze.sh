@@ -14,11 +14,7 @@ n="${1:-1000000}"
 rev="${2:-}"
 out="bench-results/analyze"
 mkdir -p "$out"
-if [ -n "$rev" ]; then
-    rev_build "$rev" analyze
-    old_bin="$bin"
-fi
-rev_build "" analyze
+before_and_now "$rev" analyze
 data="$out/big_${n}_individual_responses.json"
 [ -f "$data" ] || python3 scripts/gen_llmperf.py "$n" "$data"
 echo "input: $data ($(du -h "$data" | cut -f1))" >&2

@@ -9,14 +9,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/rev-build.sh
 rev="${1:-}"
-rounds="${ROUNDS:-3}"
+before_and_now "$rev" mock-server loadgen
+old="$old_bin/loadgen"
 out="bench-results/ttft-excess"
+rounds="${ROUNDS:-3}"
 mkdir -p "$out"
-if [ -n "$rev" ]; then
-    rev_build "$rev" loadgen
-    old="$bin/loadgen"
-fi
-rev_build "" mock-server loadgen
 taskset -c 0 "$bin/mock-server" --port 0 --host 127.0.0.1 --ttft-ms 50 --itl-ms 10 >"$out/mock.log" 2>&1 &
 mock_pid=$!
 trap 'kill $mock_pid 2>/dev/null || true' EXIT

@@ -32,3 +32,16 @@ rev_build() {
     (cd "$src" && CARGO_TARGET_DIR="$src/target" cargo build --release --locked "${args[@]}" >&2)
     bin="$src/target/release"
 }
+
+# `before_and_now REV PACKAGE...`: with a REV, builds it (rev_build) and sets $old_bin to its
+# binaries; then builds this tree and sets $bin.
+before_and_now() {
+    local rev="$1"
+    shift
+    old_bin=""
+    if [ -n "$rev" ]; then
+        rev_build "$rev" "$@"
+        old_bin="$bin"
+    fi
+    rev_build "" "$@"
+}
