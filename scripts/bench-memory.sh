@@ -17,11 +17,7 @@ rev_build "$rev"
 streams="${STREAMS:-1000}"
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
-"$bin/mock-server" --port 0 --host 127.0.0.1 --ttft-ms 0 --itl-ms 0 --max-waiting 100000 >"$out/mock.log" 2>&1 &
-mock_pid=$!
-trap 'kill $mock_pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "listening on" "$out/mock.log" && break; sleep 0.05; done
-url=$(grep -o 'http://[^ ]*' "$out/mock.log" | head -n 1)
+start_mock "$out/mock.log" "$bin/mock-server" --port 0 --host 127.0.0.1 --ttft-ms 0 --itl-ms 0 --max-waiting 100000
 
 run() { # run NAME REQUESTS OUTPUT_TOKENS: one line of figures
     local name=$1 n=$2 tokens=$3 dir="$out/$1"

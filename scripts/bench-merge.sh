@@ -7,6 +7,7 @@
 # Usage: scripts/bench-merge.sh [SHARDS] [PER_SHARD]      (defaults 16 and 250000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/rev-build.sh
 shards="${1:-16}"
 per="${2:-250000}"
 out="bench-results/merge"
@@ -17,11 +18,7 @@ mkdir -p "$out"
 
 if [ ! -d "$data/shard-$((shards - 1))-of-$shards" ]; then
     rm -rf "$data"
-    "$bin/mock-server" --port 0 --host 127.0.0.1 --ttft-ms 0 --itl-ms 0 >"$out/mock.log" 2>&1 &
-    mock_pid=$!
-    trap 'kill $mock_pid 2>/dev/null || true' EXIT
-    for _ in $(seq 100); do grep -q "listening on" "$out/mock.log" && break; sleep 0.05; done
-    url=$(grep -o 'http://[^ ]*' "$out/mock.log" | head -n 1)
+    start_mock "$out/mock.log" "$bin/mock-server" --port 0 --host 127.0.0.1 --ttft-ms 0 --itl-ms 0
     "$bin/loadgen" --api-base "$url" --api-key k --model m --tokenizer tokenperf \
         --mean-input-tokens 16 --stddev-input-tokens 0 --mean-output-tokens 4 --stddev-output-tokens 0 \
         --num-concurrent-requests "$((shards * 16))" --max-num-completed-requests "$((shards * per))" \

@@ -14,11 +14,7 @@ mkdir -p "$out"
 rev_build "$rev"
 tok="${TOKENIZER:-tokenperf}"
 
-"$bin/mock-server" --port 0 --host 127.0.0.1 --ttft-ms 0 --itl-ms 0 >"$out/mock.log" 2>&1 &
-mock_pid=$!
-trap 'kill $mock_pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "listening on" "$out/mock.log" && break; sleep 0.05; done
-url=$(grep -o 'http://[^ ]*' "$out/mock.log" | head -n 1)
+start_mock "$out/mock.log" "$bin/mock-server" --port 0 --host 127.0.0.1 --ttft-ms 0 --itl-ms 0
 
 first_send_ms() { # first_send_ms LAUNCH_NS DIR: ms from launch to the first request's send
     python3 - "$1" "$2" <<'PY'

@@ -14,11 +14,7 @@ old="$old_bin/loadgen"
 out="bench-results/ttft-excess"
 rounds="${ROUNDS:-3}"
 mkdir -p "$out"
-taskset -c 0 "$bin/mock-server" --port 0 --host 127.0.0.1 --ttft-ms 50 --itl-ms 10 >"$out/mock.log" 2>&1 &
-mock_pid=$!
-trap 'kill $mock_pid 2>/dev/null || true' EXIT
-for _ in $(seq 100); do grep -q "listening on" "$out/mock.log" && break; sleep 0.05; done
-url=$(grep -o 'http://[^ ]*' "$out/mock.log" | head -n 1)
+start_mock "$out/mock.log" taskset -c 0 "$bin/mock-server" --port 0 --host 127.0.0.1 --ttft-ms 50 --itl-ms 10
 
 variants=("now" "now-busy-poll")
 [ -n "$rev" ] && variants=("$rev" "${variants[@]}")

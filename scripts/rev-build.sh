@@ -1,4 +1,5 @@
-# Sourced by the benchmark scripts that compare revisions: `rev_build REV [PACKAGE...]` builds the
+# Sourced by the benchmark scripts: building a revision or this tree (`rev_build`, `before_and_now`)
+# and starting a mock (`start_mock`). `rev_build REV [PACKAGE...]` builds the
 # release binaries of PACKAGEs (default: mock-server and loadgen) from REV (a git worktree under
 # /tmp, with its own target folder) or, with no REV (""), from the working tree, and sets $src (the
 # source tree) and $bin (its release binaries).
@@ -44,4 +45,17 @@ before_and_now() {
         old_bin="$bin"
     fi
     rev_build "" "$@"
+}
+
+# `start_mock LOG COMMAND...`: runs a mock-server command line (COMMAND, e.g. with a taskset prefix)
+# in the background with its output in LOG, waits until it listens, and sets $mock_pid and $url; the
+# mock is stopped when the script exits.
+start_mock() {
+    local log="$1"
+    shift
+    "$@" >"$log" 2>&1 &
+    mock_pid=$!
+    trap 'kill $mock_pid 2>/dev/null || true' EXIT
+    for _ in $(seq 100); do grep -q "listening on" "$log" && break; sleep 0.05; done
+    url=$(grep -o 'http://[^ ]*' "$log" | head -n 1)
 }

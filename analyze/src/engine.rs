@@ -121,8 +121,12 @@ pub fn stats(frame: &DataFrame, column: &str) -> PolarsResult<Stats> {
 }
 
 /// The summary's six LLMPerf-metric statistics of `frame`, in [`SUMMARY_COLUMNS`] order.
-pub fn summary_stats(frame: &DataFrame) -> PolarsResult<Vec<Stats>> {
-    SUMMARY_COLUMNS.iter().map(|c| stats(frame, c)).collect()
+pub fn summary_stats(frame: &DataFrame) -> PolarsResult<[Stats; 6]> {
+    let mut out: [Stats; 6] = Default::default();
+    for (slot, c) in out.iter_mut().zip(SUMMARY_COLUMNS) {
+        *slot = stats(frame, c)?;
+    }
+    Ok(out)
 }
 
 /// One row per group of `keys` (sorted by them): `requests` (sent), `failed`, and for each of

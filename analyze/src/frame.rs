@@ -177,10 +177,6 @@ pub fn shift(r: &mut RequestRecord, offset_us: u64) {
     }
 }
 
-pub(crate) fn six(v: Vec<tokenperf_core::stats::Stats>) -> [tokenperf_core::stats::Stats; 6] {
-    v.try_into().unwrap_or_default()
-}
-
 /// The schema of what [`token_events`] scans from our records: only these fields are parsed.
 fn event_scan_schema() -> Schema {
     let pair = DataType::List(Box::new(DataType::UInt64));

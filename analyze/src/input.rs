@@ -570,6 +570,56 @@ mod tests {
         assert_eq!(codes.str().unwrap().get(2), Some("rate_limit"));
     }
 
+    /// The filter is applied twice, to records as they are read (`keeps`) and to the per-chunk
+    /// scan (`expr`): both must keep the same requests.
+    #[test]
+    fn the_per_chunk_scan_keeps_the_requests_the_frame_keeps() {
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../core/tests/data/requests-v1.jsonl");
+        let filters = [
+            Filter::default(),
+            Filter {
+                window_s: Some((0.05, 0.3)),
+                outcomes: Vec::new(),
+            },
+            Filter {
+                window_s: None,
+                outcomes: vec!["http_status".into()],
+            },
+        ];
+        for filter in filters {
+            let run = load_filtered(&fixture, false, &filter).unwrap().remove(0);
+            let ok_ids: Vec<u64> = run
+                .frame
+                .clone()
+                .lazy()
+                .filter(col("ok"))
+                .select([col("id")])
+                .collect()
+                .unwrap()
+                .column("id")
+                .unwrap()
+                .u64()
+                .unwrap()
+                .into_no_null_iter()
+                .collect();
+            let events = run.token_events().unwrap();
+            let mut scanned: Vec<u64> = if events.height() == 0 {
+                Vec::new()
+            } else {
+                events
+                    .column("id")
+                    .unwrap()
+                    .u64()
+                    .unwrap()
+                    .into_no_null_iter()
+                    .collect()
+            };
+            scanned.dedup();
+            assert_eq!(scanned, ok_ids, "{filter:?}");
+        }
+    }
+
     #[test]
     fn bad_input_names_the_file_and_place() {
         let dir = tempfile::tempdir().unwrap();

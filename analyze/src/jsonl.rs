@@ -22,7 +22,7 @@ use tokenperf_core::summary::RunSummary;
 use tokenperf_core::tally::SummaryBuilder;
 
 use crate::engine;
-use crate::frame::{FrameBuilder, Source, shift, six};
+use crate::frame::{FrameBuilder, Source, shift};
 use crate::input::Filter;
 
 /// Files smaller than this are read as one part: threads cost more than they save.
@@ -212,7 +212,7 @@ pub fn read_ours(
     }
     let frame = frame.unwrap_or_default();
     let mut summary = summary.finish();
-    summary.set_llmperf_stats(six(engine::summary_stats(&frame)?));
+    summary.set_llmperf_stats(engine::summary_stats(&frame)?);
     Ok(Ours {
         frame,
         summary,

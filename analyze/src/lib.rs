@@ -146,6 +146,69 @@ fn same_dir(a: &Path, b: &Path) -> bool {
     }
 }
 
+/// `summary.json` per run (in `out`, or `out/<run>` with several runs), breakdowns included.
+fn write_summaries(
+    runs: &[Run],
+    breakdowns: &[Vec<breakdown::Breakdown>],
+    out: &Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    let mut summaries = Vec::new();
+    for (run, breakdowns) in runs.iter().zip(breakdowns) {
+        let dir = if runs.len() == 1 {
+            out.to_path_buf()
+        } else {
+            out.join(&run.name)
+        };
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating '{}'", dir.display()))?;
+        let summary_path = dir.join("summary.json");
+        let doc = serde_json::json!({
+            "schema_version": tokenperf_core::SCHEMA_VERSION,
+            "run": run.name,
+            "source": run.source,
+            "summary": run.summary,
+            "breakdowns": breakdowns,
+        });
+        std::fs::write(&summary_path, serde_json::to_string_pretty(&doc)? + "\n")
+            .with_context(|| format!("writing '{}'", summary_path.display()))?;
+        summaries.push(summary_path);
+    }
+    Ok(summaries)
+}
+
+/// Every chart that applies (or that `--chart` names) over the runs with a successful request; runs
+/// where every request failed are named in the report instead.
+fn draw_charts(args: &Args, runs: &[Run]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut charts = Vec::new();
+    let drawable: Vec<&Run> = runs
+        .iter()
+        .filter(|r| r.counts().1 < r.counts().0)
+        .collect();
+    if !drawable.is_empty() {
+        let known: Vec<&str> = charts::all_charts().iter().map(|c| c.file_stem()).collect();
+        if let Some(bad) = args.charts.iter().find(|c| !known.contains(&c.as_str())) {
+            bail!(
+                "--chart '{bad}' is not a chart; choose from {}",
+                known.join(", ")
+            );
+        }
+        for chart in charts::all_charts() {
+            let wanted =
+                args.charts.is_empty() || args.charts.iter().any(|c| c == chart.file_stem());
+            if !wanted || !chart.applies(&drawable) {
+                continue;
+            }
+            let path = args
+                .out
+                .join(format!("{}.{}", chart.file_stem(), args.format.extension()));
+            chart
+                .render(&drawable, &path, args.format)
+                .with_context(|| format!("drawing '{}'", path.display()))?;
+            charts.push(path);
+        }
+    }
+    Ok(charts)
+}
+
 /// Reads the runs and writes summaries, charts and report.html into `args.out`.
 pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
     let filter = Filter {
@@ -192,56 +255,9 @@ pub fn analyze(args: &Args) -> anyhow::Result<Analysis> {
         .map(breakdown::all)
         .collect::<anyhow::Result<Vec<_>>>()?;
 
-    let mut summaries = Vec::new();
-    for (run, breakdowns) in runs.iter().zip(&breakdowns) {
-        let dir = if runs.len() == 1 {
-            args.out.clone()
-        } else {
-            args.out.join(&run.name)
-        };
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating '{}'", dir.display()))?;
-        let summary_path = dir.join("summary.json");
-        let doc = serde_json::json!({
-            "schema_version": tokenperf_core::SCHEMA_VERSION,
-            "run": run.name,
-            "source": run.source,
-            "summary": run.summary,
-            "breakdowns": breakdowns,
-        });
-        std::fs::write(&summary_path, serde_json::to_string_pretty(&doc)? + "\n")
-            .with_context(|| format!("writing '{}'", summary_path.display()))?;
-        summaries.push(summary_path);
-    }
+    let summaries = write_summaries(&runs, &breakdowns, &args.out)?;
 
-    // Charts draw successful requests; runs where every request failed are named in the report.
-    let drawable: Vec<&Run> = runs
-        .iter()
-        .filter(|r| r.counts().1 < r.counts().0)
-        .collect();
-    let mut charts = Vec::new();
-    if !drawable.is_empty() {
-        let known: Vec<&str> = charts::all_charts().iter().map(|c| c.file_stem()).collect();
-        if let Some(bad) = args.charts.iter().find(|c| !known.contains(&c.as_str())) {
-            bail!(
-                "--chart '{bad}' is not a chart; choose from {}",
-                known.join(", ")
-            );
-        }
-        for chart in charts::all_charts() {
-            let wanted =
-                args.charts.is_empty() || args.charts.iter().any(|c| c == chart.file_stem());
-            if !wanted || !chart.applies(&drawable) {
-                continue;
-            }
-            let path = args
-                .out
-                .join(format!("{}.{}", chart.file_stem(), args.format.extension()));
-            chart
-                .render(&drawable, &path, args.format)
-                .with_context(|| format!("drawing '{}'", path.display()))?;
-            charts.push(path);
-        }
-    }
+    let charts = draw_charts(args, &runs)?;
     let comparison = if runs.len() > 1 {
         let path = args.out.join("comparison.json");
         std::fs::write(

@@ -393,7 +393,7 @@ pub fn llmperf_summary(frame: &DataFrame, defs: MetricDefinitions) -> anyhow::Re
         failed as f64 / n as f64
     };
     s.num_completed_requests = n - failed;
-    s.set_llmperf_stats(crate::frame::six(engine::summary_stats(frame)?));
+    s.set_llmperf_stats(engine::summary_stats(frame)?);
     Ok(s)
 }
 

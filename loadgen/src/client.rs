@@ -155,11 +155,12 @@ impl Context {
         t.saturating_duration_since(self.run_start).as_micros() as u64
     }
 
-    /// When the bytes now in hand were read: the connection's last read (never later than now),
-    /// not when this task got them from the connection's task.
+    /// When the bytes now in hand were read: the connection's last read, not when this task got
+    /// them from the connection's task (now, before any read was seen).
     fn read_us(&self, clock: &WireClock) -> u64 {
-        let now = self.now_us();
-        clock.last_read().map_or(now, |t| self.us_at(t).min(now))
+        clock
+            .last_read()
+            .map_or_else(|| self.now_us(), |t| self.us_at(t))
     }
 }
 

@@ -159,6 +159,9 @@ impl Pacer {
     /// A deadline already in the past returns at once.
     pub async fn sleep_until(&self, deadline: Instant) -> Instant {
         let shared = match &self.inner {
+            // One heap (the default) takes no turn counter: an atomic shared by every worker on
+            // every token would be contention for nothing.
+            Inner::Real(o) if o.shards.len() == 1 => &o.shards[0],
             Inner::Real(o) => {
                 let k = o.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 &o.shards[k % o.shards.len()]
