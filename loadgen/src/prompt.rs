@@ -42,7 +42,9 @@ fn py_positive(rng: &mut PyRandom, mean: f64, stddev: f64) -> u64 {
 pub struct LlmperfSampler<'a> {
     /// Every line of the corpus, each with its `\n` (as Python's `readlines`).
     lines: Vec<&'a str>,
-    /// Each line's token count, BOS included (as LLMPerf's `len(tokenizer.encode(line))`).
+    /// Each line's token count, BOS included (as LLMPerf's `len(tokenizer.encode(line))`); 0 until
+    /// the line is first used. Counted on first use, not up front: a prompt visits tens of lines, and
+    /// one pass over the whole corpus was most of the wait before the first request.
     line_tokens: Vec<u64>,
     tokenizer: &'a TokenCounter,
     rng: PyRandom,
@@ -56,12 +58,7 @@ impl<'a> LlmperfSampler<'a> {
         seed: u64,
     ) -> Result<Self, TokenizerError> {
         let lines: Vec<&str> = corpus.split_inclusive('\n').collect();
-        // Every line is charged at least one token (LLMPerf's BOS always made it so): a tokenizer
-        // with no BOS that counts a blank line as nothing would otherwise fill a prompt forever.
-        let line_tokens = lines
-            .iter()
-            .map(|l| tokenizer.count(l, true).map(|n| n.max(1) as u64))
-            .collect::<Result<Vec<_>, _>>()?;
+        let line_tokens = vec![0; lines.len()];
         Ok(Self {
             lines,
             line_tokens,
@@ -82,7 +79,9 @@ impl<'a> LlmperfSampler<'a> {
         let head_tokens = self.tokenizer.count(&prompt, true)? as u64;
         let mut target = py_positive(&mut self.rng, mean_in, std_in);
         let mut tries = 0;
-        while target < head_tokens && tries < 10_000 {
+        // With no spread every redraw is the same (LLMPerf would loop forever): the prompt is then
+        // the instruction alone, as when the redraws run out.
+        while target < head_tokens && std_in > 0.0 && tries < 10_000 {
             target = py_positive(&mut self.rng, mean_in, std_in);
             tries += 1;
         }
@@ -93,7 +92,7 @@ impl<'a> LlmperfSampler<'a> {
         // line costs at least one token, so this ends.
         'fill: loop {
             for &i in &order {
-                let (line, cost) = (self.lines[i], self.line_tokens[i]);
+                let (line, cost) = (self.lines[i], self.line_cost(i)?);
                 if cost > remaining {
                     prompt.extend(line.chars().take(remaining as usize));
                     break 'fill;
@@ -112,6 +111,18 @@ impl<'a> LlmperfSampler<'a> {
             max_tokens,
             target_tokens: Some(target),
         })
+    }
+}
+
+impl LlmperfSampler<'_> {
+    /// Line `i`'s token count, counted on first use. Every line is charged at least one token
+    /// (LLMPerf's BOS always made it so): a tokenizer with no BOS that counts a blank line as nothing
+    /// would otherwise fill a prompt forever.
+    fn line_cost(&mut self, i: usize) -> Result<u64, TokenizerError> {
+        if self.line_tokens[i] == 0 {
+            self.line_tokens[i] = self.tokenizer.count(self.lines[i], true)?.max(1) as u64;
+        }
+        Ok(self.line_tokens[i])
     }
 }
 
@@ -248,7 +259,7 @@ impl<'a> PromptBuilder<'a> {
         let head_tokens = self.tokenizer.count(&head, true)? as u64;
         let mut target = sample_positive(rng, mean_in, std_in);
         let mut tries = 0;
-        while target < head_tokens && tries < 1000 {
+        while target < head_tokens && std_in > 0.0 && tries < 1000 {
             target = sample_positive(rng, mean_in, std_in);
             tries += 1;
         }
