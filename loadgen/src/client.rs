@@ -10,7 +10,6 @@ use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use serde_json::{Map, Value, json};
 use tokenperf_core::openai::{ErrorObject, StreamEvent};
 use tokenperf_core::record::{
@@ -20,7 +19,7 @@ use tokenperf_core::tokenizer::TokenCounter;
 
 use tokio::sync::watch;
 
-use crate::http::{HttpClient, SendError, WireClock};
+use crate::http::{Body, HttpClient, SendError};
 use crate::prompt::PromptSpec;
 use crate::sse::SseParser;
 
@@ -127,6 +126,20 @@ pub fn http_client(pool_size: usize) -> reqwest::Result<reqwest::Client> {
         .build()
 }
 
+/// A reqwest client for plain `http://` requests only: it trusts no certificate, so building it
+/// does not read the system's certificate store (tens of ms, before the first request).
+pub fn plain_http_client() -> reqwest::Result<reqwest::Client> {
+    install_crypto_provider();
+    let tls = rustls::ClientConfig::builder()
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth();
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(1)
+        .tcp_nodelay(true)
+        .tls_backend_preconfigured(tls)
+        .build()
+}
+
 /// Run-wide measurement context: the clock's zero and the tokenizer.
 pub struct Context {
     pub config: ClientConfig,
@@ -153,14 +166,6 @@ impl Context {
     /// `t` as microseconds since the run start.
     pub fn us_at(&self, t: Instant) -> u64 {
         t.saturating_duration_since(self.run_start).as_micros() as u64
-    }
-
-    /// When the bytes now in hand were read: the connection's last read, not when this task got
-    /// them from the connection's task (now, before any read was seen).
-    fn read_us(&self, clock: &WireClock) -> u64 {
-        clock
-            .last_read()
-            .map_or_else(|| self.now_us(), |t| self.us_at(t))
     }
 }
 
@@ -419,29 +424,24 @@ fn status_message(
 
 /// Reads a non-2xx body for its message: under the idle timeout between reads, at most
 /// [`ERROR_BODY_CAP`] bytes. Returns the bytes and, when it stopped early, why.
-async fn read_error_body(
-    body: &mut hyper::body::Incoming,
-    idle: Duration,
-) -> (Vec<u8>, Option<String>) {
+async fn read_error_body(body: &mut Body, idle: Duration) -> (Vec<u8>, Option<String>) {
     let mut out = Vec::new();
     loop {
-        match tokio::time::timeout(idle, body.frame()).await {
+        match tokio::time::timeout(idle, body.data()).await {
             Err(_) => return (out, Some(format!("the error body stalled for {idle:?}"))),
             Ok(None) => return (out, None),
             Ok(Some(Err(e))) => {
                 let why = format!("the error body broke off: {}", crate::http::error_chain(&e));
                 return (out, Some(why));
             }
-            Ok(Some(Ok(frame))) => {
-                if let Some(d) = frame.data_ref() {
-                    let room = ERROR_BODY_CAP - out.len();
-                    out.extend_from_slice(&d[..d.len().min(room)]);
-                    if out.len() >= ERROR_BODY_CAP {
-                        return (
-                            out,
-                            Some(format!("error body cut at {ERROR_BODY_CAP} bytes")),
-                        );
-                    }
+            Ok(Some(Ok(d))) => {
+                let room = ERROR_BODY_CAP - out.len();
+                out.extend_from_slice(&d.bytes[..d.bytes.len().min(room)]);
+                if out.len() >= ERROR_BODY_CAP {
+                    return (
+                        out,
+                        Some(format!("error body cut at {ERROR_BODY_CAP} bytes")),
+                    );
                 }
             }
         }
@@ -527,13 +527,12 @@ async fn exchange(
         Ok(s) => s,
         Err(o) => return o,
     };
-    let (mut resp, lease, clock) = (sent.response, sent.lease, sent.clock);
-    rec.response_head_at_us = Some(ctx.read_us(&clock));
-    if !resp.status().is_success() {
-        return error_answer(ctx, rec, c, resp, lease).await;
+    let (head, mut body) = (sent.head, sent.body);
+    rec.response_head_at_us = Some(ctx.us_at(sent.head_at));
+    if !(200..300).contains(&head.status) {
+        return error_answer(ctx, rec, c, &head, body).await;
     }
-    let body = resp.body_mut();
-    let mut ended = match read_stream(ctx, rec, c, body, &clock).await {
+    let mut ended = match read_stream(ctx, rec, c, &mut body).await {
         Ok(ended) => ended,
         Err(o) => return o,
     };
@@ -542,10 +541,10 @@ async fn exchange(
     }
     // Read the rest (normally just the end of the chunked body) so the connection can be reused.
     if !ended {
-        ended = drain(body).await;
+        ended = drain(&mut body).await;
     }
     if ended {
-        lease.release();
+        body.release();
     }
     Outcome::Ok
 }
@@ -556,23 +555,20 @@ async fn error_answer(
     ctx: &Context,
     rec: &mut RequestRecord,
     c: &mut Collected,
-    mut resp: hyper::Response<hyper::body::Incoming>,
-    lease: crate::http::Lease,
+    head: &crate::h1::Head,
+    mut body: Body,
 ) -> Outcome {
-    let status = resp.status();
-    let location = resp
-        .headers()
-        .get(hyper::header::LOCATION)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let (bytes, cut) = read_error_body(resp.body_mut(), ctx.config.idle_timeout).await;
+    let (bytes, cut) = read_error_body(&mut body, ctx.config.idle_timeout).await;
     stamp_done(ctx, rec, c, ctx.now_us());
     if cut.is_none() {
-        lease.release();
+        body.release();
     }
+    // A status outside 100–999 cannot be a StatusCode; httparse reads three digits, so this is the
+    // 0 of a head without one.
+    let status = hyper::StatusCode::from_u16(head.status).unwrap_or(hyper::StatusCode::BAD_GATEWAY);
     Outcome::HttpStatus {
-        status: status.as_u16(),
-        message: status_message(status, location.as_deref(), &bytes, cut.as_deref()),
+        status: head.status,
+        message: status_message(status, head.location.as_deref(), &bytes, cut.as_deref()),
     }
 }
 
@@ -583,8 +579,7 @@ async fn read_stream(
     ctx: &Context,
     rec: &mut RequestRecord,
     c: &mut Collected,
-    body: &mut hyper::body::Incoming,
-    clock: &WireClock,
+    body: &mut Body,
 ) -> Result<bool, Outcome> {
     let idle = ctx.config.idle_timeout;
     let mut parser = SseParser::with_limit(ctx.config.max_line_bytes);
@@ -598,7 +593,7 @@ async fn read_stream(
     loop {
         let next = tokio::select! {
             biased;
-            n = body.frame() => n,
+            n = body.data() => n,
             () = &mut idle_timer => {
                 let now = ctx.now_us();
                 let quiet = now.saturating_sub(last_at);
@@ -617,15 +612,10 @@ async fn read_stream(
             }
         };
         // Never before the previous event, nor before the send (bytes read before the head).
-        let at = ctx.read_us(clock).max(last_at);
-        last_at = at;
-        let chunk = match next {
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(b) => b,
-                Err(_) => continue, // trailers
-            },
+        let (chunk, at) = match next {
+            Some(Ok(d)) => (d.bytes, ctx.us_at(d.read_at).max(last_at)),
             Some(Err(e)) => {
-                stamp_done(ctx, rec, c, at);
+                stamp_done(ctx, rec, c, ctx.now_us().max(last_at));
                 return Err(Outcome::Stream {
                     message: format!(
                         "reading the stream after {} events: {}",
@@ -635,6 +625,11 @@ async fn read_stream(
                 });
             }
             None => {
+                // The end came with the connection's last read.
+                let at = body
+                    .last_read()
+                    .map_or_else(|| ctx.now_us(), |t| ctx.us_at(t))
+                    .max(last_at);
                 if let Err(e) = parser.finish(&mut |d| on_data(d, at, c, &mut failure)) {
                     failure = Some(Outcome::Malformed {
                         message: e.to_string(),
@@ -644,7 +639,8 @@ async fn read_stream(
                 return failure.map_or(Ok(true), Err);
             }
         };
-        take_chunk(ctx, c, &mut parser, &chunk, at, &mut failure);
+        last_at = at;
+        take_chunk(ctx, c, &mut parser, chunk, at, &mut failure);
         if failure.is_some() || c.done {
             stamp_done(ctx, rec, c, at);
             return failure.map_or(Ok(false), Err);
@@ -698,10 +694,10 @@ fn stream_verdict(c: &Collected) -> Option<Outcome> {
 }
 
 /// Reads what is left of a body for up to 200 ms; whether it reached its end.
-async fn drain(body: &mut hyper::body::Incoming) -> bool {
+async fn drain(body: &mut Body) -> bool {
     let rest = tokio::time::timeout(Duration::from_millis(200), async {
         loop {
-            match body.frame().await {
+            match body.data().await {
                 None => return true,
                 Some(Ok(_)) => {}
                 Some(Err(_)) => return false,

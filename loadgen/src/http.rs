@@ -1,7 +1,7 @@
 //! loadgen's HTTP/1.1 client: one origin, a connection pool we can see into, and no redirects.
 //!
-//! We keep our own pool over hyper's connection API instead of reqwest's because a measurement needs
-//! three facts reqwest hides:
+//! We keep our own client instead of reqwest's because a measurement needs three facts reqwest
+//! hides:
 //! * whether a request went out on a new or a reused connection (recorded; a reused connection that a
 //!   server closed after its last response is the commonest spurious failure in the field: llama.cpp's
 //!   server advertises keep-alive and closes after every stream);
@@ -10,30 +10,24 @@
 //!   once, on a fresh connection;
 //! * that a 3xx is an answer to record, not a hop to follow.
 //!
-//! Every connection counts the bytes it reads, which is how "nothing read" is known exactly, and
-//! keeps a [`WireClock`]: when its last read returned bytes and when the current request's first byte
-//! was written. The request's send and every event's arrival are stamped from it, at the socket,
-//! not when hyper's connection task hands the data on (a cross-task wake-up: about 0.1 ms each way
-//! on an idle machine, which the self-check measured as client error).
+//! A connection is owned by the request using it: the request's task writes the request, reads
+//! the response and decodes its framing ([`crate::h1`]) itself, with no connection task between it
+//! and the socket. So the request's send is stamped just before the system call that wrote its first
+//! byte, and every piece of the body carries the time the read that brought it returned.
 
 use std::io;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::task::{Context as TaskContext, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-/// Longest wait for a pooled connection to become ready before it is given up for a new one.
-const IDLE_READY_WAIT: Duration = Duration::from_millis(100);
+use crate::h1::{self, Decoded, Decoder, FramingError, Head};
+
+/// Bytes a connection's read buffer starts with; it doubles while reads fill it, up to
+/// [`READ_BUFFER_BYTES`].
+const FIRST_READ_BYTES: usize = 8 * 1024;
 
 /// Why a request got no response head.
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +38,17 @@ pub enum SendError {
     /// The connection failed before a response head arrived.
     #[error("{0}")]
     Request(String),
+}
+
+/// Why a response body could not be read to its end.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("reading the response: {0}")]
+    Io(#[from] io::Error),
+    #[error("the connection closed before the body's end")]
+    Closed,
+    #[error(transparent)]
+    Framing(#[from] FramingError),
 }
 
 /// Where the API lives: scheme, host and port, and the path prefix requests are appended to.
@@ -95,96 +100,299 @@ impl Origin {
     }
 }
 
-/// When a connection last read bytes and first wrote the current request, as nanoseconds after a
-/// process-wide anchor, plus one (0: not yet).
-#[derive(Debug, Default)]
+/// When a connection's reads returned bytes and when the current request's first byte was written.
+#[derive(Debug, Default, Clone)]
 pub struct WireClock {
-    read_bytes: AtomicU64,
-    last_read_ns: AtomicU64,
-    first_write_ns: AtomicU64,
-}
-
-/// The instant wire times are counted from.
-fn anchor() -> Instant {
-    static ANCHOR: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    *ANCHOR.get_or_init(Instant::now)
-}
-
-fn stamp() -> u64 {
-    anchor().elapsed().as_nanos() as u64 + 1
-}
-
-fn instant(ns: u64) -> Option<Instant> {
-    (ns > 0).then(|| anchor() + Duration::from_nanos(ns - 1))
+    read_bytes: u64,
+    last_read: Option<Instant>,
+    first_write: Option<Instant>,
 }
 
 impl WireClock {
     /// When the last read that returned bytes returned (None before any).
     pub fn last_read(&self) -> Option<Instant> {
-        instant(self.last_read_ns.load(Ordering::Acquire))
+        self.last_read
     }
 
     /// When the current request's first byte was written (None before it is).
     pub fn first_write(&self) -> Option<Instant> {
-        instant(self.first_write_ns.load(Ordering::Acquire))
+        self.first_write
     }
 
-    fn read(&self, n: usize) {
-        self.read_bytes.fetch_add(n as u64, Ordering::Relaxed);
-        self.last_read_ns.store(stamp(), Ordering::Release);
-    }
-
-    /// Keeps `before` (taken just before a write that then wrote bytes) as the request's first write.
-    /// Taken before the system call, never after: the write wakes the server, which on a shared
-    /// core may run (and stamp the request's arrival) before the writer is back.
-    fn wrote(&self, before: u64) {
-        let _ =
-            self.first_write_ns
-                .compare_exchange(0, before, Ordering::AcqRel, Ordering::Relaxed);
+    fn read(&mut self, n: usize) {
+        self.read_bytes += n as u64;
+        self.last_read = Some(Instant::now());
     }
 }
 
-/// A live connection: its request sender and its wire clock.
+/// A connection's byte stream, plain or TLS.
+enum Io {
+    Plain(TcpStream),
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+}
+
+impl Io {
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Io::Plain(s) => s.read(buf).await,
+            Io::Tls(s) => s.read(buf).await,
+        }
+    }
+
+    /// Writes all of `bytes`; returns when the system call that wrote the first of them began.
+    /// Stamped before the call, never after: the write wakes the server, which on a shared core may
+    /// run (and stamp the request's arrival) before the writer is back.
+    async fn write_all_stamped(&mut self, bytes: &[u8]) -> io::Result<Instant> {
+        match self {
+            Io::Plain(s) => {
+                let (mut first, mut done) = (None, 0);
+                while done < bytes.len() {
+                    s.writable().await?;
+                    let before = Instant::now();
+                    match s.try_write(&bytes[done..]) {
+                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(n) => {
+                            first.get_or_insert(before);
+                            done += n;
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                Ok(first.unwrap_or_else(Instant::now))
+            }
+            Io::Tls(s) => {
+                let before = Instant::now();
+                s.write_all(bytes).await?;
+                s.flush().await?;
+                Ok(before)
+            }
+        }
+    }
+
+    /// Whether an idle plain connection has been closed by the server (or has bytes nobody asked
+    /// for): either way it cannot carry a request. TLS connections are not checked (a TLS 1.3 server
+    /// sends session tickets after the handshake); a request that fails on one is retried instead.
+    fn is_stale(&self) -> bool {
+        match self {
+            Io::Plain(s) => {
+                let mut b = [0u8; 1];
+                !matches!(s.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+            Io::Tls(_) => false,
+        }
+    }
+}
+
+/// A connection's read buffer: unread bytes at `start..end`, growing only while reads fill it.
+struct ReadBuffer {
+    data: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ReadBuffer {
+    fn new() -> Self {
+        Self {
+            data: vec![0; FIRST_READ_BYTES],
+            start: 0,
+            end: 0,
+        }
+    }
+
+    fn unread(&self) -> &[u8] {
+        &self.data[self.start..self.end]
+    }
+
+    fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Space for the next read: unread bytes moved to the front when the end is reached, and the
+    /// buffer doubled (up to [`READ_BUFFER_BYTES`]) when it is full. Empty when it cannot grow.
+    fn room(&mut self) -> &mut [u8] {
+        if self.end == self.data.len() && self.start > 0 {
+            self.data.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        if self.end == self.data.len() && self.data.len() < READ_BUFFER_BYTES {
+            self.data
+                .resize((self.data.len() * 2).min(READ_BUFFER_BYTES), 0);
+        }
+        &mut self.data[self.end..]
+    }
+}
+
+/// A live connection: its stream, its read buffer and its clock.
 struct Conn {
-    sender: SendRequest<Full<Bytes>>,
-    clock: Arc<WireClock>,
+    io: Io,
+    buf: ReadBuffer,
+    clock: WireClock,
+}
+
+impl Conn {
+    fn new(io: Io) -> Self {
+        Self {
+            io,
+            buf: ReadBuffer::new(),
+            clock: WireClock::default(),
+        }
+    }
+
+    /// One read into the buffer: the bytes read, 0 when the server closed the connection.
+    async fn fill(&mut self) -> io::Result<usize> {
+        let room = self.buf.room();
+        if room.is_empty() {
+            return Err(io::Error::other(format!(
+                "more than {READ_BUFFER_BYTES} bytes without a complete response head"
+            )));
+        }
+        let n = self.io.read(room).await?;
+        if n > 0 {
+            self.buf.end += n;
+            self.clock.read(n);
+        }
+        Ok(n)
+    }
+
+    /// Writes `request` and reads the final response head (interim 1xx heads are skipped): the
+    /// head and when the request's first byte was written.
+    async fn exchange_head(&mut self, request: &[u8]) -> Result<(Head, Instant), String> {
+        self.clock.first_write = None;
+        let sent_at = self
+            .io
+            .write_all_stamped(request)
+            .await
+            .map_err(|e| format!("writing the request: {}", error_chain(&e)))?;
+        self.clock.first_write = Some(sent_at);
+        loop {
+            match h1::parse_head(self.buf.unread()).map_err(|e| e.to_string())? {
+                Some((head, len)) => {
+                    self.buf.consume(len);
+                    if (100..200).contains(&head.status) && head.status != 101 {
+                        continue;
+                    }
+                    return Ok((head, sent_at));
+                }
+                None => match self.fill().await {
+                    Ok(0) => return Err("the connection closed before a response head".into()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        return Err(format!("reading the response head: {}", error_chain(&e)));
+                    }
+                },
+            }
+        }
+    }
 }
 
 /// What a successful send produced.
 pub struct Sent {
-    pub response: Response<Incoming>,
-    /// Hand back with [`Lease::release`] once the body has been read to its end.
-    pub lease: Lease,
+    pub head: Head,
+    /// Read to its end, then hand back with [`Body::release`].
+    pub body: Body,
     /// Whether the request went out on a connection opened for it.
     pub new_connection: bool,
     /// µs spent opening that connection (TCP, and TLS for https), outside the request's timing.
     pub connect_us: Option<u64>,
     /// When the request went out a second time: why the first try failed.
     pub retried_after: Option<String>,
-    /// When the request's first byte was written to the connection that answered (when it was
-    /// handed to it, if the write was not seen).
+    /// When the system call that wrote the request's first byte began.
     pub sent_at: Instant,
-    /// The answering connection's clock: when each read of the response returned.
-    pub clock: Arc<WireClock>,
+    /// When the read that completed the response head returned.
+    pub head_at: Instant,
 }
 
-/// A connection lent to one request; back in the pool only when released after a clean end.
-pub struct Lease {
+/// A piece of a response body and when the read that brought it returned.
+pub struct Data<'a> {
+    pub bytes: &'a [u8],
+    pub read_at: Instant,
+}
+
+/// A response body, read by the request's own task from the connection it owns; the connection
+/// goes back to the pool only when the body was read to its clean end and then released.
+pub struct Body {
     conn: Option<Conn>,
-    pool: Arc<Pool>,
+    decoder: Decoder,
     reusable: bool,
+    pool: Arc<Pool>,
+    /// Buffer bytes handed out by the last [`Body::data`], consumed at the next call.
+    handed: usize,
 }
 
-impl Lease {
-    /// Returns the connection for reuse (when the server did not ask to close it).
+impl Body {
+    /// The next piece of the body; `None` at its end. After an error the connection is closed and
+    /// every later call returns `None`.
+    pub async fn data(&mut self) -> Option<Result<Data<'_>, BodyError>> {
+        match self.next_piece().await {
+            Ok(Some(len)) => {
+                let conn = self.conn.as_ref()?;
+                let read_at = conn.clock.last_read.unwrap_or_else(Instant::now);
+                let bytes = &conn.buf.unread()[..len];
+                Some(Ok(Data { bytes, read_at }))
+            }
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    /// Decodes (reading as needed) up to the next piece of body data, which is then the first
+    /// `len` unread bytes: `Some(len)`, or `None` at the body's end.
+    async fn next_piece(&mut self) -> Result<Option<usize>, BodyError> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Ok(None);
+        };
+        conn.buf.consume(std::mem::take(&mut self.handed));
+        let failure = loop {
+            match self.decoder.decode(conn.buf.unread()) {
+                Err(e) => break BodyError::Framing(e),
+                Ok(Decoded::End { skip }) => {
+                    conn.buf.consume(skip);
+                    return Ok(None);
+                }
+                Ok(Decoded::Data { skip, len }) => {
+                    conn.buf.consume(skip);
+                    self.handed = len;
+                    return Ok(Some(len));
+                }
+                Ok(Decoded::More { skip }) => {
+                    conn.buf.consume(skip);
+                    match conn.fill().await {
+                        Ok(0) => break BodyError::Closed,
+                        Ok(_) => {}
+                        Err(e) => break BodyError::Io(e),
+                    }
+                }
+            }
+        };
+        // The connection cannot carry another request after a failure or a close.
+        self.conn = None;
+        if matches!(failure, BodyError::Closed) && self.decoder.ends_at_close() {
+            return Ok(None);
+        }
+        Err(failure)
+    }
+
+    /// When the connection's last read returned.
+    pub fn last_read(&self) -> Option<Instant> {
+        self.conn.as_ref().and_then(|c| c.clock.last_read)
+    }
+
+    /// Returns the connection for reuse when the body was read to its end, the server did not ask
+    /// to close it, and nothing followed the body.
     pub fn release(mut self) {
-        if let Some(c) = self.conn.take()
+        if let Some(mut c) = self.conn.take()
             && self.reusable
-            && !c.sender.is_closed()
+            && self.decoder.is_done()
         {
-            let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-            if idle.len() < self.pool.max_idle {
-                idle.push(c);
+            c.buf.consume(std::mem::take(&mut self.handed));
+            if c.buf.unread().is_empty() {
+                self.pool.put(c);
             }
         }
     }
@@ -195,6 +403,19 @@ struct Pool {
     max_idle: usize,
 }
 
+impl Pool {
+    fn put(&self, c: Conn) {
+        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.len() < self.max_idle {
+            idle.push(c);
+        }
+    }
+
+    fn take(&self) -> Option<Conn> {
+        self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop()
+    }
+}
+
 /// The client: one origin, a pool of up to `max_idle` idle connections.
 #[derive(Clone)]
 pub struct HttpClient {
@@ -202,65 +423,6 @@ pub struct HttpClient {
     tls: Option<tokio_rustls::TlsConnector>,
     pool: Arc<Pool>,
     connect_timeout: Duration,
-}
-
-/// Counts the bytes read through it, so a failure can tell whether any response byte arrived, and
-/// stamps reads and the first write on the connection's [`WireClock`].
-struct Counted<T> {
-    inner: T,
-    clock: Arc<WireClock>,
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let n = buf.filled().len() - before;
-        if n > 0 {
-            self.clock.read(n);
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let before = stamp();
-        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.clock.wrote(before);
-        }
-        r
-    }
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut TaskContext<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        let before = stamp();
-        let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.clock.wrote(before);
-        }
-        r
-    }
-    fn is_write_vectored(&self) -> bool {
-        self.inner.is_write_vectored()
-    }
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
-    }
 }
 
 /// The whole error chain on one line.
@@ -289,6 +451,16 @@ fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
     Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
 }
 
+/// Whether a header name is an HTTP token and its value holds no line break or NUL (which would
+/// end the header early and let the rest pass for another).
+fn valid_header(name: &str, value: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && !value.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0)
+}
+
 impl HttpClient {
     /// A client for `base` (e.g. `http://localhost:5543/v1`) keeping up to `max_idle` connections.
     pub fn new(base: &str, max_idle: usize, connect_timeout: Duration) -> Result<Self, String> {
@@ -313,10 +485,13 @@ impl HttpClient {
         &self.origin
     }
 
-    /// Opens up to `n` connections ahead of the measured requests, so their set-up stays out of the
-    /// first requests' timing. Failures are ignored here: each request then reports its own.
+    /// Opens connections ahead of the measured requests until `n` are idle, so their set-up stays
+    /// out of the first requests' timing. Failures are ignored here: each request then reports its
+    /// own.
     pub async fn warm(&self, n: usize) {
-        let n = n.min(self.pool.max_idle);
+        let n = n
+            .min(self.pool.max_idle)
+            .saturating_sub(self.idle_connections());
         let mut set = tokio::task::JoinSet::new();
         for _ in 0..n {
             let me = self.clone();
@@ -324,10 +499,7 @@ impl HttpClient {
         }
         while let Some(r) = set.join_next().await {
             if let Ok(Some(c)) = r {
-                let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
-                if idle.len() < self.pool.max_idle {
-                    idle.push(c);
-                }
+                self.pool.put(c);
             }
         }
     }
@@ -337,27 +509,9 @@ impl HttpClient {
         self.pool.idle.lock().map_or(0, |i| i.len())
     }
 
-    fn pop_idle(&self) -> Option<Conn> {
-        self.pool
-            .idle
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop()
-    }
-
-    /// An idle connection that is open and ready for a request. A connection released a moment ago
-    /// may still be finishing its last response in its task: wait for it (briefly) rather than drop
-    /// a good connection.
-    async fn take_idle(&self) -> Option<Conn> {
-        while let Some(mut c) = self.pop_idle() {
-            if c.sender.is_closed() {
-                continue;
-            }
-            if let Ok(Ok(())) = tokio::time::timeout(IDLE_READY_WAIT, c.sender.ready()).await {
-                return Some(c);
-            }
-        }
-        None
+    /// An idle connection the server has not closed.
+    fn take_idle(&self) -> Option<Conn> {
+        std::iter::from_fn(|| self.pool.take()).find(|c| !c.io.is_stale())
     }
 
     async fn connect(&self) -> Result<Conn, SendError> {
@@ -366,23 +520,19 @@ impl HttpClient {
                 .await
                 .map_err(|e| format!("connecting to {}: {}", self.origin.addr, error_chain(&e)))?;
             let _ = tcp.set_nodelay(true);
-            let clock = Arc::new(WireClock::default());
-            let sender = match &self.tls {
-                None => handshake(tcp, clock.clone()).await?,
-                Some(tls) => {
-                    let name = rustls::pki_types::ServerName::try_from(self.origin.host.clone())
-                        .map_err(|e| format!("'{}' as a TLS name: {e}", self.origin.host))?;
-                    let stream = tls.connect(name, tcp).await.map_err(|e| {
-                        format!(
-                            "TLS handshake with {}: {}",
-                            self.origin.addr,
-                            error_chain(&e)
-                        )
-                    })?;
-                    handshake(stream, clock.clone()).await?
-                }
+            let Some(tls) = &self.tls else {
+                return Ok(Conn::new(Io::Plain(tcp)));
             };
-            Ok::<_, String>(Conn { sender, clock })
+            let name = rustls::pki_types::ServerName::try_from(self.origin.host.clone())
+                .map_err(|e| format!("'{}' as a TLS name: {e}", self.origin.host))?;
+            let stream = tls.connect(name, tcp).await.map_err(|e| {
+                format!(
+                    "TLS handshake with {}: {}",
+                    self.origin.addr,
+                    error_chain(&e)
+                )
+            })?;
+            Ok::<_, String>(Conn::new(Io::Tls(Box::new(stream))))
         };
         match tokio::time::timeout(self.connect_timeout, fut).await {
             Ok(r) => r.map_err(SendError::Connect),
@@ -393,26 +543,40 @@ impl HttpClient {
         }
     }
 
-    /// The request for `path` (appended to the base path) with `body` and extra `headers`.
-    fn request(&self, path: &str, body: &Bytes, headers: &[(&str, &str)]) -> Request<Full<Bytes>> {
-        let mut b = Request::post(format!("{}{path}", self.origin.base_path))
-            .header(hyper::header::HOST, &self.origin.authority)
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(hyper::header::ACCEPT, "text/event-stream, application/json")
-            .header(
-                hyper::header::USER_AGENT,
-                concat!("tokenperf-loadgen/", env!("CARGO_PKG_VERSION")),
-            );
+    /// The request's bytes: a POST of `body` to `path` (appended to the base path) with extra
+    /// `headers`.
+    fn request(
+        &self,
+        path: &str,
+        body: &[u8],
+        headers: &[(&str, &str)],
+    ) -> Result<Vec<u8>, SendError> {
+        use std::io::Write;
+        let mut out = Vec::with_capacity(320 + body.len());
+        let _ = write!(
+            out,
+            "POST {}{path} HTTP/1.1\r\nhost: {}\r\ncontent-type: application/json\r\n\
+             accept: text/event-stream, application/json\r\nuser-agent: tokenperf-loadgen/{}\r\n",
+            self.origin.base_path,
+            self.origin.authority,
+            env!("CARGO_PKG_VERSION")
+        );
         for (k, v) in headers {
-            b = b.header(*k, *v);
+            if !valid_header(k, v) {
+                return Err(SendError::Request(format!(
+                    "the request header '{k}' is not valid HTTP (a line break or NUL in its value?)"
+                )));
+            }
+            let _ = write!(out, "{k}: {v}\r\n");
         }
-        b.body(Full::new(body.clone()))
-            .expect("method, path and headers are valid")
+        let _ = write!(out, "content-length: {}\r\n\r\n", body.len());
+        out.extend_from_slice(body);
+        Ok(out)
     }
 
     /// A connection: an idle one if any, else a new one (with the µs it took to open).
     async fn checkout(&self) -> Result<(Conn, Option<u64>), SendError> {
-        if let Some(c) = self.take_idle().await {
+        if let Some(c) = self.take_idle() {
             return Ok((c, None));
         }
         let t = Instant::now();
@@ -422,8 +586,7 @@ impl HttpClient {
 
     /// POSTs `body` to `path` and returns once the response head is in. A request that fails on a
     /// reused connection before any response byte is retried once on a new connection. `on_send`
-    /// is called each time the request is handed to a connection, with whether it is a new one (the
-    /// caller stamps its send time).
+    /// is called each time the request is handed to a connection, with whether it is a new one.
     pub async fn post(
         &self,
         path: &str,
@@ -431,39 +594,37 @@ impl HttpClient {
         headers: &[(&str, &str)],
         on_send: &mut (dyn FnMut(bool) + Send),
     ) -> Result<Sent, SendError> {
+        let request = self.request(path, body, headers)?;
         let (mut conn, mut connect_us) = self.checkout().await?;
         let mut retried_after = None;
         loop {
             let new_connection = connect_us.is_some();
-            let read_before = conn.clock.read_bytes.load(Ordering::Relaxed);
-            conn.clock.first_write_ns.store(0, Ordering::Release);
-            let handed_at = Instant::now();
+            let read_before = conn.clock.read_bytes;
             on_send(new_connection);
-            let result = conn
-                .sender
-                .send_request(self.request(path, body, headers))
-                .await;
-            match result {
-                Ok(response) => {
-                    let reusable = !closes(&response);
-                    let clock = conn.clock.clone();
+            match conn.exchange_head(&request).await {
+                Ok((mut head, sent_at)) => {
+                    if head.status == 101 {
+                        head.reusable = false;
+                    }
+                    let head_at = conn.clock.last_read.unwrap_or_else(Instant::now);
                     return Ok(Sent {
-                        sent_at: clock.first_write().unwrap_or(handed_at),
-                        clock,
-                        response,
-                        lease: Lease {
+                        body: Body {
                             conn: Some(conn),
+                            decoder: Decoder::new(head.framing),
+                            reusable: head.reusable,
                             pool: self.pool.clone(),
-                            reusable,
+                            handed: 0,
                         },
+                        head,
                         new_connection,
                         connect_us,
                         retried_after,
+                        sent_at,
+                        head_at,
                     });
                 }
-                Err(e) => {
-                    let nothing_read = conn.clock.read_bytes.load(Ordering::Relaxed) == read_before;
-                    let why = error_chain(&e);
+                Err(why) => {
+                    let nothing_read = conn.clock.read_bytes == read_before;
                     if !new_connection && nothing_read && retried_after.is_none() {
                         // The server closed this connection after its last response; it never saw
                         // this request. One more try, on a connection opened for it.
@@ -488,87 +649,151 @@ impl HttpClient {
     }
 }
 
-/// Most bytes a connection's read buffer may hold.
+/// Most bytes a connection's read buffer may hold (and so the longest response head): many SSE
+/// events per read at saturation, and a bound on a stream's memory (BENCHMARKS.md, memory).
 pub const READ_BUFFER_BYTES: usize = 32 * 1024;
-
-/// HTTP/1.1 over `io`, its reads and writes stamped on `clock`; the connection runs on its own task.
-async fn handshake<T>(io: T, clock: Arc<WireClock>) -> Result<SendRequest<Full<Bytes>>, String>
-where
-    T: AsyncRead + AsyncWrite + Send + Unpin + 'static,
-{
-    let io = TokioIo::new(Counted { inner: io, clock });
-    let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        // hyper's read buffer grows while reads fill it, up to ~400 KiB by default: a server that
-        // bursts whole responses would make every one of 1,000 connections hold that much. 32 KiB
-        // is many SSE events per read and bounds a stream's buffer (BENCHMARKS.md, memory).
-        .max_buf_size(READ_BUFFER_BYTES)
-        .handshake(io)
-        .await
-        .map_err(|e| error_chain(&e))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
-    Ok(sender)
-}
-
-/// Whether the response asks to close the connection after it (or is HTTP/1.0 without keep-alive).
-fn closes(r: &Response<Incoming>) -> bool {
-    let conn = r
-        .headers()
-        .get_all(hyper::header::CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|t| t.trim().to_ascii_lowercase())
-        .collect::<Vec<_>>();
-    if conn.iter().any(|t| t == "close") {
-        return true;
-    }
-    r.version() == hyper::Version::HTTP_10 && !conn.iter().any(|t| t == "keep-alive")
-}
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-    /// The clock keeps a request's first write (until reset for the next request) and every read
-    /// that returned bytes, in order.
+    /// Reads one request (head and Content-Length body) from `s`; its head.
+    async fn read_request(s: &mut TcpStream) -> String {
+        let mut got = Vec::new();
+        let mut b = [0u8; 4096];
+        loop {
+            let n = s.read(&mut b).await.unwrap();
+            assert!(n > 0, "the client closed mid-request");
+            got.extend_from_slice(&b[..n]);
+            if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&got[..i]).to_string();
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .unwrap()
+                    .parse()
+                    .unwrap();
+                if got.len() >= i + 4 + len {
+                    return head;
+                }
+            }
+        }
+    }
+
+    /// A server that answers three requests: two on one connection, the second with a close right
+    /// after its body (while advertising keep-alive, as llama.cpp's does), and one on a new one.
+    async fn serve(listener: tokio::net::TcpListener) -> Vec<String> {
+        let mut heads = Vec::new();
+        let (mut s, _) = listener.accept().await.unwrap();
+        heads.push(read_request(&mut s).await);
+        s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\ndata: \r\n")
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        s.write_all(b"2\r\nok\r\n0\r\n").await.unwrap();
+        s.write_all(b"\r\n").await.unwrap();
+        heads.push(read_request(&mut s).await);
+        s.write_all(b"HTTP/1.1 200 OK\r\nconnection: keep-alive\r\ncontent-length: 2\r\n\r\nhi")
+            .await
+            .unwrap();
+        drop(s);
+        let (mut s, _) = listener.accept().await.unwrap();
+        heads.push(read_request(&mut s).await);
+        s.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
+            .await
+            .unwrap();
+        heads
+    }
+
+    /// Reads a body to its end: its bytes and each piece's read time.
+    async fn read_all(body: &mut Body) -> (Vec<u8>, Vec<Instant>) {
+        let (mut bytes, mut times) = (Vec::new(), Vec::new());
+        while let Some(d) = body.data().await {
+            let d = d.unwrap();
+            bytes.extend_from_slice(d.bytes);
+            times.push(d.read_at);
+        }
+        (bytes, times)
+    }
+
+    /// Requests go out whole, bodies come back decoded with the time of the read that brought each
+    /// piece, a clean end returns the connection, and one the server closed is not reused.
     #[tokio::test]
-    async fn the_wire_clock_stamps_the_first_write_and_the_last_read() {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let (a, mut b) = tokio::io::duplex(64);
-        let clock = Arc::new(WireClock::default());
-        let mut io = Counted {
-            inner: a,
-            clock: clock.clone(),
-        };
-        assert!(clock.first_write().is_none() && clock.last_read().is_none());
+    async fn requests_bodies_reuse_and_a_closed_idle_connection() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let server = tokio::spawn(serve(listener));
+        let client = HttpClient::new(&base, 4, Duration::from_secs(5)).unwrap();
+        let body = Bytes::from_static(b"{\"x\":1}");
+        let mut news = Vec::new();
+        let mut on_send = |new: bool| news.push(new);
+        let headers = [("authorization", "Bearer k")];
+
         let before = Instant::now();
-        io.write_all(b"POST").await.unwrap();
-        let first = clock.first_write().unwrap();
-        io.write_all(b" /v1").await.unwrap();
+        let mut sent = client
+            .post("/chat/completions", &body, &headers, &mut on_send)
+            .await
+            .unwrap();
+        assert!(before <= sent.sent_at && sent.sent_at <= sent.head_at);
         assert_eq!(
-            clock.first_write(),
-            Some(first),
-            "later writes keep the first"
+            (sent.head.status, sent.head.framing),
+            (200, h1::Framing::Chunked)
         );
-        assert!(first >= before && first <= Instant::now());
-        clock.first_write_ns.store(0, Ordering::Release);
-        io.write_all(b"next").await.unwrap();
+        let (bytes, times) = read_all(&mut sent.body).await;
+        assert_eq!(bytes, b"data: ok");
         assert!(
-            clock.first_write().unwrap() >= first,
-            "a reset clock takes the next request's"
+            times[1] >= times[0] + Duration::from_millis(15),
+            "{times:?}"
+        );
+        sent.body.release();
+        assert_eq!(client.idle_connections(), 1);
+
+        let mut sent = client
+            .post("/chat/completions", &body, &headers, &mut on_send)
+            .await
+            .unwrap();
+        assert!(!sent.new_connection);
+        assert_eq!(read_all(&mut sent.body).await.0, b"hi");
+        sent.body.release();
+        // The server has closed it by now (it is reading the next connection's request only once
+        // a connection arrives): wait until the close is visible, then the pool must skip it.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let sent = client
+            .post("/chat/completions", &body, &headers, &mut on_send)
+            .await
+            .unwrap();
+        assert_eq!(sent.head.status, 404);
+        assert!(sent.new_connection && sent.retried_after.is_none());
+        assert_eq!(
+            news,
+            [true, false, true],
+            "no warm pool: the first connection is opened for it"
         );
 
-        b.write_all(b"data").await.unwrap();
-        let mut buf = [0u8; 8];
-        let n = io.read(&mut buf).await.unwrap();
-        let r1 = clock.last_read().unwrap();
-        assert_eq!(n, 4);
-        b.write_all(b"more").await.unwrap();
-        assert_eq!(io.read(&mut buf).await.unwrap(), 4);
-        assert!(clock.last_read().unwrap() >= r1);
-        assert_eq!(clock.read_bytes.load(Ordering::Relaxed), 8);
+        let heads = server.await.unwrap();
+        assert!(
+            heads[0].starts_with("POST /v1/chat/completions HTTP/1.1\r\n"),
+            "{}",
+            heads[0]
+        );
+        assert!(
+            heads[0].contains("\r\nauthorization: Bearer k")
+                && heads[0].contains("content-length: 7")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_header_value_with_a_line_break_is_refused_before_sending() {
+        let client = HttpClient::new("http://127.0.0.1:9/v1", 1, Duration::from_secs(1)).unwrap();
+        let body = Bytes::from_static(b"{}");
+        let bad = [("authorization", "Bearer k\r\nx-injected: 1")];
+        let err = client
+            .post("/completions", &body, &bad, &mut |_| {})
+            .await
+            .err()
+            .unwrap();
+        assert!(matches!(err, SendError::Request(m) if m.contains("authorization")));
     }
 
     #[test]

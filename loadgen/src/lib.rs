@@ -23,6 +23,7 @@ pub mod client;
 pub mod clock;
 pub mod collect;
 pub mod dataset;
+pub mod h1;
 pub mod http;
 pub mod output;
 pub mod prompt;
@@ -105,8 +106,13 @@ pub(crate) fn unix_us() -> u64 {
 /// The model ids the server lists at `{base}/models`, when it answers that in a few seconds with
 /// OpenAI's shape; `None` otherwise (many servers do not serve it, and the run reports its own errors).
 pub async fn list_models(plan: &Plan) -> Option<Vec<String>> {
-    let http = client::http_client(1).ok()?;
     let url = format!("{}/models", plan.api_base.trim_end_matches('/'));
+    let http = if url.starts_with("http://") {
+        client::plain_http_client()
+    } else {
+        client::http_client(1)
+    };
+    let http = http.ok()?;
     let wait = plan.idle_timeout().min(Duration::from_secs(5));
     let resp = http
         .get(&url)
@@ -242,6 +248,22 @@ pub async fn run_plan_with(
     control: Control,
     observers: Vec<Box<dyn RecordSink>>,
 ) -> anyhow::Result<RunOutput> {
+    // The connections and the server's model list are made while the tokenizer loads (tens of ms
+    // for a large one), on the runtime's workers: both are on the way to the first request.
+    let http = http::HttpClient::new(
+        &plan.api_base,
+        plan.concurrency() as usize,
+        plan.idle_timeout(),
+    )
+    .map_err(|e| anyhow::anyhow!("--api-base: {e}"))?;
+    let warming = tokio::spawn({
+        let (http, n) = (http.clone(), plan.concurrency() as usize);
+        async move { http.warm(n).await }
+    });
+    let models = tokio::spawn({
+        let plan = plan.clone();
+        async move { list_models(&plan).await }
+    });
     let workload = Workload::prepare(&plan).await?;
     let files = output_files(&plan)?;
     let in_flight = Arc::new(AtomicI64::new(0));
@@ -254,13 +276,14 @@ pub async fn run_plan_with(
         sinks.push(Box::new(JsonlSink::create(&f.requests_jsonl)?));
     }
     sinks.extend(observers);
-    let client = Client::connect(&plan, &workload, in_flight)?;
+    let client = Client::new(&plan, http, &workload, in_flight)?;
+    let _ = warming.await;
     if plan.warmup_requests > 0 {
         client.warm_up(&plan, &workload, &control).await;
+        // The warm-up's connections may have been closed by the server: open the rest again.
+        client.http.warm(plan.concurrency() as usize).await;
     }
-    let server_models = list_models(&plan).await;
-    // Connections opened now keep their set-up out of the first requests' timing.
-    client.http.warm(plan.concurrency() as usize).await;
+    let server_models = models.await.ok().flatten();
     wait_for_start(&plan, &control).await;
     let started = Started::now();
     let ctx = client.context(&started);
@@ -359,17 +382,12 @@ struct Client {
 }
 
 impl Client {
-    fn connect(
+    fn new(
         plan: &Plan,
+        http: http::HttpClient,
         workload: &Workload,
         in_flight: Arc<AtomicI64>,
     ) -> anyhow::Result<Self> {
-        let http = http::HttpClient::new(
-            &plan.api_base,
-            plan.concurrency() as usize,
-            plan.idle_timeout(),
-        )
-        .map_err(|e| anyhow::anyhow!("--api-base: {e}"))?;
         let finisher = Arc::new(
             Background::for_this_machine("loadgen-count")
                 .context("starting the token-counting threads")?,

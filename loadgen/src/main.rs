@@ -5,7 +5,17 @@ use std::process::ExitCode;
 use clap::Parser;
 use loadgen::Exit;
 
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
+    eprintln!(
+        "T main {}",
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_micros()
+    );
     let args = loadgen::Args::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
