@@ -171,13 +171,17 @@ impl Io {
     }
 
     /// Whether an idle plain connection has been closed by the server (or has bytes nobody asked
-    /// for): either way it cannot carry a request. TLS connections are not checked (a TLS 1.3 server
-    /// sends session tickets after the handshake); a request that fails on one is retried instead.
+    /// for): either way it cannot carry a request. Asked of the kernel (a peek that does not wait),
+    /// not of tokio's readiness, which only knows what its last poll saw. TLS connections are not
+    /// checked (a TLS 1.3 server sends session tickets after the handshake); a request that fails on
+    /// one is retried instead.
     fn is_stale(&self) -> bool {
+        use rustix::net::RecvFlags;
         match self {
             Io::Plain(s) => {
                 let mut b = [0u8; 1];
-                !matches!(s.try_read(&mut b), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+                let peek = rustix::net::recv(s, &mut b, RecvFlags::PEEK | RecvFlags::DONTWAIT);
+                !matches!(peek, Err(e) if e == rustix::io::Errno::AGAIN)
             }
             Io::Tls(_) => false,
         }
@@ -683,14 +687,19 @@ mod tests {
 
     /// A server that answers three requests: two on one connection, the second with a close right
     /// after its body (while advertising keep-alive, as llama.cpp's does), and one on a new one.
-    async fn serve(listener: tokio::net::TcpListener) -> Vec<String> {
+    /// The rest of the first body is written only once `go` fires.
+    async fn serve(
+        listener: tokio::net::TcpListener,
+        go: tokio::sync::oneshot::Receiver<()>,
+        closed: tokio::sync::oneshot::Sender<()>,
+    ) -> Vec<String> {
         let mut heads = Vec::new();
         let (mut s, _) = listener.accept().await.unwrap();
         heads.push(read_request(&mut s).await);
         s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\ndata: \r\n")
             .await
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        go.await.unwrap();
         s.write_all(b"2\r\nok\r\n0\r\n").await.unwrap();
         s.write_all(b"\r\n").await.unwrap();
         heads.push(read_request(&mut s).await);
@@ -698,6 +707,7 @@ mod tests {
             .await
             .unwrap();
         drop(s);
+        closed.send(()).unwrap();
         let (mut s, _) = listener.accept().await.unwrap();
         heads.push(read_request(&mut s).await);
         s.write_all(b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n")
@@ -723,7 +733,9 @@ mod tests {
     async fn requests_bodies_reuse_and_a_closed_idle_connection() {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}/v1", listener.local_addr().unwrap());
-        let server = tokio::spawn(serve(listener));
+        let (go, wait) = tokio::sync::oneshot::channel();
+        let (closed_tx, closed) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(serve(listener, wait, closed_tx));
         let client = HttpClient::new(&base, 4, Duration::from_secs(5)).unwrap();
         let body = Bytes::from_static(b"{\"x\":1}");
         let mut news = Vec::new();
@@ -740,12 +752,15 @@ mod tests {
             (sent.head.status, sent.head.framing),
             (200, h1::Framing::Chunked)
         );
+        let first = sent.body.data().await.unwrap().unwrap();
+        assert_eq!(first.bytes, b"data: ");
+        assert!(first.read_at >= sent.head_at);
+        // The rest is written after this instant, so its read cannot be stamped before it.
+        let released = Instant::now();
+        go.send(()).unwrap();
         let (bytes, times) = read_all(&mut sent.body).await;
-        assert_eq!(bytes, b"data: ok");
-        assert!(
-            times[1] >= times[0] + Duration::from_millis(15),
-            "{times:?}"
-        );
+        assert_eq!(bytes, b"ok");
+        assert!(times[0] >= released, "{times:?}");
         sent.body.release();
         assert_eq!(client.idle_connections(), 1);
 
@@ -756,9 +771,9 @@ mod tests {
         assert!(!sent.new_connection);
         assert_eq!(read_all(&mut sent.body).await.0, b"hi");
         sent.body.release();
-        // The server has closed it by now (it is reading the next connection's request only once
-        // a connection arrives): wait until the close is visible, then the pool must skip it.
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // Once the server has closed it (a loopback FIN is in the socket when close returns), the
+        // pool must skip it rather than send on it and retry.
+        closed.await.unwrap();
         let sent = client
             .post("/chat/completions", &body, &headers, &mut on_send)
             .await
