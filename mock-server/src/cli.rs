@@ -179,6 +179,11 @@ pub struct Settings {
     /// and `Keep-Alive: timeout=5, max=100`, as llama.cpp's server does, to test clients against it.
     #[arg(long)]
     pub close_after_stream: bool,
+    /// Keep one runtime worker polling the sockets at all times, so an arriving request is read
+    /// within microseconds instead of after a parked worker's wake-up (about 0.1 ms on a VM). For
+    /// measuring a client's own delay (`scripts/bench-ttft-excess.sh`); it costs a whole core.
+    #[arg(long)]
+    pub busy_poll: bool,
 }
 
 impl Default for Settings {

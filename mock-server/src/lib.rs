@@ -208,6 +208,14 @@ pub fn app(state: Arc<State>) -> Router {
         .with_state(state)
 }
 
+/// `--busy-poll`: a task that only yields keeps its worker from parking, and tokio polls the sockets
+/// before it polls a yielded task again, so readable sockets are seen at once.
+async fn spin() {
+    loop {
+        tokio::task::yield_now().await;
+    }
+}
+
 /// Serves `app` on `listener` until `shutdown` completes, then lets open connections finish their
 /// responses. Each connection runs hyper's HTTP/1.1 with a timer, so a client that is slow to send a
 /// request head, or idle between requests, is cut off after `--header-timeout-s`; at most
@@ -233,6 +241,7 @@ pub async fn serve(
     let open = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let idle = Arc::new(tokio::sync::Notify::new());
     let trimmer = tokio::spawn(memory::trim_when_idle(open.clone(), idle.clone()));
+    let spinner = state.config.busy_poll.then(|| tokio::spawn(spin()));
     tokio::pin!(shutdown);
     loop {
         let slot = tokio::select! {
@@ -283,6 +292,9 @@ pub async fn serve(
     let _ = stop_tx.send(true);
     while connections.join_next().await.is_some() {}
     trimmer.abort();
+    if let Some(s) = spinner {
+        s.abort();
+    }
     Ok(())
 }
 

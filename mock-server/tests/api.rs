@@ -760,3 +760,22 @@ async fn connections_beyond_the_limit_wait_until_one_closes() {
     assert!(body.contains("[DONE]"));
     s.stop().await.unwrap();
 }
+
+/// `--busy-poll` serves streams as usual and does not keep the server from stopping.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_polling_serves_and_stops() {
+    let s = server(Settings {
+        busy_poll: true,
+        ..fast()
+    })
+    .await;
+    let r = stream(&s, "/chat/completions", &chat(5), &[]).await;
+    assert_eq!(
+        (r.status, r.events.last().unwrap().1.as_str()),
+        (200, "[DONE]")
+    );
+    tokio::time::timeout(Duration::from_secs(10), s.stop())
+        .await
+        .expect("the spinning task does not hold the server")
+        .unwrap();
+}
