@@ -698,6 +698,9 @@ async fn ground_truth_in_chunks_and_in_the_log() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
+/// Timing as a client sees it: no token early, tokens paced one gap apart (the mock's own send
+/// stamps, so a loaded machine's scheduling of this test's reader does not bunch them), and the last
+/// on its absolute deadline. Upper bounds only catch a hang: on a loaded machine anything may be late.
 #[tokio::test]
 async fn timing_is_within_tolerance() {
     let (ttft, itl) = (Duration::from_millis(50), Duration::from_millis(10));
@@ -708,7 +711,13 @@ async fn timing_is_within_tolerance() {
     })
     .await;
     let t0 = Instant::now();
-    let r = stream(&s, "/chat/completions", &chat(20), &[]).await;
+    let r = stream(
+        &s,
+        "/chat/completions",
+        &chat(20),
+        &[("x-tokenperf-ground-truth", "1")],
+    )
+    .await;
     let content: Vec<Instant> = r
         .events
         .iter()
@@ -717,23 +726,36 @@ async fn timing_is_within_tolerance() {
         .collect();
     assert_eq!(content.len(), 20);
     let first = content[0] - t0;
-    // Never early; the upper bound leaves room for a loaded CI machine.
     assert!(
-        first >= ttft && first < ttft + Duration::from_millis(300),
+        first >= ttft && first < ttft + Duration::from_secs(10),
         "TTFT {first:?}"
     );
-    let mut gaps: Vec<f64> = content
-        .windows(2)
-        .map(|w| (w[1] - w[0]).as_secs_f64())
-        .collect();
-    gaps.sort_by(f64::total_cmp);
-    let median = gaps[gaps.len() / 2];
-    assert!((median - 0.010).abs() < 0.002, "median gap {median}");
     // Absolute deadlines: the last token is due at 50 + 19×10 = 240 ms, whatever happened between.
     let last = content[19] - t0;
     assert!(
-        last >= Duration::from_millis(240) && last < Duration::from_millis(540),
+        last >= Duration::from_millis(240) && last < Duration::from_secs(10),
         "last token at {last:?}"
+    );
+    let ev = json_events(&r);
+    let sent: Vec<u64> = ev
+        .iter()
+        .filter_map(|e| e.get("tokenperf"))
+        .map(|t| {
+            let (due, sent) = (
+                t["due_mono_us"].as_u64().unwrap(),
+                t["sent_mono_us"].as_u64().unwrap(),
+            );
+            assert!(sent >= due, "sent before due");
+            sent
+        })
+        .collect();
+    let mut gaps: Vec<u64> = sent.windows(2).map(|w| w[1] - w[0]).collect();
+    gaps.sort_unstable();
+    // Paced, not dumped: most tokens leave a gap apart (the mock's own stamps).
+    assert!(
+        gaps[gaps.len() / 2] >= 5_000,
+        "median gap {} µs",
+        gaps[gaps.len() / 2]
     );
     s.stop().await.unwrap();
 }
