@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # loadgen's CPU per SSE event (issue 17), for BENCHMARKS.md: plain loadgen runs (no self-check, no
 # ground truth) against a release mock, 1,000 streams, 32 prompt / 100 output tokens, 50 ms to the
-# first token then 10 ms per token, no ramp. Two cases: "pinned" (mock on CPU 0, loadgen on CPU 1,
-# so loadgen's CPU is its own core's) and "unpinned" (both free on both cores). CPU is loadgen's
+# first token then 10 ms per token, no ramp. Three cases: "pinned" (mock on CPU 0, loadgen on CPU 1,
+# so loadgen's CPU is its own core's), "unpinned" (both free on both cores), and "saturated" (pinned,
+# with a mock that sends every token at once, 0 ms, so loadgen's core is the limit and each read
+# carries whatever has arrived). CPU is loadgen's
 # user + system time from launch to exit; events are counted in the records it wrote. With a REV,
 # loadgen built from REV alternates with this tree's over ROUNDS rounds (default 3), against the
 # same mock (this tree's).
@@ -23,12 +25,16 @@ export OPENAI_API_KEY=unused
 mock=(--port 0 --host 127.0.0.1 --ttft-ms 50 --itl-ms 10 --max-waiting 100000)
 start_mock "$out/mock-pinned.log" taskset -c 0 "$bin/mock-server" "${mock[@]}"
 pinned_pid=$mock_pid pinned_url=$url
+start_mock "$out/mock-fast.log" taskset -c 0 "$bin/mock-server" --port 0 --host 127.0.0.1 \
+    --ttft-ms 0 --itl-ms 0 --max-waiting 100000
+fast_pid=$mock_pid fast_url=$url
 start_mock "$out/mock-free.log" "$bin/mock-server" "${mock[@]}"
-trap 'kill $pinned_pid $mock_pid 2>/dev/null || true' EXIT
+trap 'kill $pinned_pid $fast_pid $mock_pid 2>/dev/null || true' EXIT
 
 run() { # run VARIANT CASE LOADGEN ROUND
     local variant="$1" case="$2" lg="$3" round="$4" prefix=() api="$url" n=3000
     if [ "$case" = pinned ]; then prefix=(taskset -c 1); api="$pinned_url"; n=5000; fi
+    if [ "$case" = saturated ]; then prefix=(taskset -c 1); api="$fast_url"; n=20000; fi
     local dir="$out/$variant-$case-r$round"
     rm -rf "$dir"
     /usr/bin/time -f "%e %U %S" -o "$dir.time" "${prefix[@]}" "$lg" --model m --tokenizer tokenperf \
@@ -56,7 +62,7 @@ for round in $(seq "$rounds"); do
     for v in "${variants[@]}"; do
         lg="$bin/loadgen"
         [ "$v" = now ] || lg="$old_bin/loadgen"
-        for c in pinned unpinned; do run "$v" "$c" "$lg" "$round"; done
+        for c in pinned unpinned saturated; do run "$v" "$c" "$lg" "$round"; done
     done
 done
 python3 - "$out" "${variants[@]}" <<'PY'
@@ -65,7 +71,7 @@ out, variants = sys.argv[1], sys.argv[2:]
 print("| loadgen | case | events | ok requests | CPU s per 100k events | events/s | loadgen CPU % of wall |")
 print("|---|---|---:|---:|---|---|---|")
 for v in variants:
-    for case in ("pinned", "unpinned"):
+    for case in ("pinned", "unpinned", "saturated"):
         rows = [l.split() for l in open(f"{out}/{v}-{case}.txt")]
         col = lambda i: ", ".join(r[i] for r in rows)
         print(f"| {v} | {case} | {rows[0][0]} | {rows[0][1]} | {col(4)} | {col(5)} | {col(6)} |")

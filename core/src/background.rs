@@ -54,7 +54,13 @@ impl Background {
 /// thread, so this lowers only this thread. Failing to lower it costs timing precision on a busy
 /// machine, never correctness.
 pub fn lower_this_thread() {
-    let _ = rustix::process::setpriority_process(None, 19);
+    lower_this_thread_to(19);
+}
+
+/// Sets the calling thread's nice value to `nice` (0–19; only ever lowered: an unprivileged thread
+/// cannot raise it again), where the system allows it.
+pub fn lower_this_thread_to(nice: i32) {
+    let _ = rustix::process::setpriority_process(None, nice);
 }
 
 fn work(rx: &Mutex<Receiver<Job>>) {
