@@ -223,8 +223,7 @@ impl Decoder {
                     return Ok(Decoded::More { skip });
                 }
                 State::Length(n) => {
-                    let len = rest.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                    let left = n - len as u64;
+                    let (len, left) = take(rest, n);
                     self.state = if left == 0 {
                         State::Done
                     } else {
@@ -233,12 +232,10 @@ impl Decoder {
                     return Ok(Decoded::Data { skip, len });
                 }
                 State::ChunkData(n) => {
-                    let len = rest.len().min(usize::try_from(n).unwrap_or(usize::MAX));
-                    let left = n - len as u64;
-                    self.state = if left == 0 {
-                        State::ChunkDataEnd
-                    } else {
-                        State::ChunkData(left)
+                    let (len, left) = take(rest, n);
+                    self.state = match left {
+                        0 => State::ChunkDataEnd,
+                        _ => State::ChunkData(left),
                     };
                     return Ok(Decoded::Data { skip, len });
                 }
@@ -284,6 +281,12 @@ impl Decoder {
             }
         }
     }
+}
+
+/// Of `n` body bytes still due, how many `rest` holds, and how many are due after them.
+fn take(rest: &[u8], n: u64) -> (usize, u64) {
+    let len = rest.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+    (len, n - len as u64)
 }
 
 /// The first line of `buf` with its line end, once it is complete.
