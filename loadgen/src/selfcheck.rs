@@ -189,24 +189,75 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
         anyhow::bail!("--concurrency and --tokens must be at least 1");
     }
     let requests = a.requests.unwrap_or((a.concurrency * 4).max(20));
-    let mock = match &a.api_base {
-        Some(_) => None,
-        None => Some(InProcessMock::start(
-            mock_server::Settings {
-                ttft_ms: a.ttft_ms,
-                itl_ms: a.itl_ms,
-                max_waiting: usize::MAX,
-                pacer_shards: a.mock_pacer_shards,
-                ..mock_server::Settings::default()
-            },
-            a.mock_threads as usize,
-        )?),
-    };
+    let mock = in_process_mock(a)?;
     let base = a
         .api_base
         .clone()
         .or_else(|| mock.as_ref().map(|m| m.url.clone()))
         .expect("one of the two");
+    let plan = selfcheck_plan(a, &base, requests)?;
+    let mock_cpu_before = thread_cpu_s("mock-");
+    let cpu_before = process_usage().cpu_s;
+    let t0 = Instant::now();
+    let busy_poll = plan.busy_poll;
+    let out = run_plan(plan, Control::new()).await?;
+    let wall_s = t0.elapsed().as_secs_f64();
+    let mock_cpu = mock
+        .as_ref()
+        .map(|_| thread_cpu_s("mock-") - mock_cpu_before);
+    let usage = process_usage();
+    let client_cpu_s = (usage.cpu_s - cpu_before - mock_cpu.unwrap_or(0.0)).max(0.0);
+    drop(mock);
+    let events = out.summary.events_read;
+    let report = SelfCheckReport {
+        busy_poll,
+        concurrency: a.concurrency,
+        requests,
+        ttft_ms: a.ttft_ms,
+        itl_ms: a.itl_ms,
+        tokens: a.tokens,
+        mock: mock_label(a),
+        ok_requests: out.summary.num_completed_requests,
+        errors: out.summary.number_errors,
+        events,
+        wall_s,
+        client_cpu_s,
+        mock_cpu_s: mock_cpu,
+        client_cpu_s_per_100k_events: if events > 0 {
+            client_cpu_s / events as f64 * 1e5
+        } else {
+            0.0
+        },
+        peak_rss_mib: usage.peak_rss_bytes as f64 / (1 << 20) as f64,
+        error: out.measurement_error.clone(),
+    };
+    if let Some(p) = &a.json {
+        std::fs::write(p, serde_json::to_string_pretty(&report)? + "\n")
+            .with_context(|| format!("writing '{}' (--json)", p.display()))?;
+    }
+    Ok(report)
+}
+
+/// The mock the self-check measures against, in this process, unless `--api-base` names one.
+fn in_process_mock(a: &SelfCheckArgs) -> anyhow::Result<Option<InProcessMock>> {
+    if a.api_base.is_some() {
+        return Ok(None);
+    }
+    let settings = mock_server::Settings {
+        ttft_ms: a.ttft_ms,
+        itl_ms: a.itl_ms,
+        max_waiting: usize::MAX,
+        pacer_shards: a.mock_pacer_shards,
+        ..mock_server::Settings::default()
+    };
+    Ok(Some(InProcessMock::start(
+        settings,
+        a.mock_threads as usize,
+    )?))
+}
+
+/// The run the self-check makes: a closed loop at the asked concurrency with ground truth on.
+fn selfcheck_plan(a: &SelfCheckArgs, base: &str, requests: u64) -> anyhow::Result<crate::Plan> {
     // Streams start spread over one request's duration. With fixed timing a closed loop otherwise
     // stays in lock-step: every round would begin with all streams sending at once, and the burst
     // (not the harness's steady-state error) would dominate TTFT.
@@ -221,7 +272,7 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
         "--model",
         "selfcheck",
         "--api-base",
-        &base,
+        base,
         "--api-key",
         "selfcheck",
         "--tokenizer",
@@ -253,57 +304,23 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
     plan.busy_poll = a.busy_poll;
     // The same few prompts serve every request: building thousands would only slow the start.
     plan.prompt_pool = Some(requests.min(64));
-    let mock_cpu_before = thread_cpu_s("mock-");
-    let cpu_before = process_usage().cpu_s;
-    let t0 = Instant::now();
-    let busy_poll = plan.busy_poll;
-    let out = run_plan(plan, Control::new()).await?;
-    let wall_s = t0.elapsed().as_secs_f64();
-    let mock_cpu = mock
-        .as_ref()
-        .map(|_| thread_cpu_s("mock-") - mock_cpu_before);
-    let usage = process_usage();
-    let client_cpu_s = (usage.cpu_s - cpu_before - mock_cpu.unwrap_or(0.0)).max(0.0);
-    drop(mock);
-    let events = out.summary.events_read;
-    let report = SelfCheckReport {
-        busy_poll,
-        concurrency: a.concurrency,
-        requests,
-        ttft_ms: a.ttft_ms,
-        itl_ms: a.itl_ms,
-        tokens: a.tokens,
-        mock: a.api_base.clone().unwrap_or_else(|| {
-            let heaps = match a.mock_pacer_shards {
-                0 => a.mock_threads,
-                n => n,
-            };
-            format!(
-                "in-process, {} worker thread{}, {heaps} pacer heap{}",
-                a.mock_threads,
-                if a.mock_threads == 1 { "" } else { "s" },
-                if heaps == 1 { "" } else { "s" }
-            )
-        }),
-        ok_requests: out.summary.num_completed_requests,
-        errors: out.summary.number_errors,
-        events,
-        wall_s,
-        client_cpu_s,
-        mock_cpu_s: mock_cpu,
-        client_cpu_s_per_100k_events: if events > 0 {
-            client_cpu_s / events as f64 * 1e5
-        } else {
-            0.0
-        },
-        peak_rss_mib: usage.peak_rss_bytes as f64 / (1 << 20) as f64,
-        error: out.measurement_error.clone(),
-    };
-    if let Some(p) = &a.json {
-        std::fs::write(p, serde_json::to_string_pretty(&report)? + "\n")
-            .with_context(|| format!("writing '{}' (--json)", p.display()))?;
-    }
-    Ok(report)
+    Ok(plan)
+}
+
+/// Which mock was measured, for the report.
+fn mock_label(a: &SelfCheckArgs) -> String {
+    a.api_base.clone().unwrap_or_else(|| {
+        let heaps = match a.mock_pacer_shards {
+            0 => a.mock_threads,
+            n => n,
+        };
+        format!(
+            "in-process, {} worker thread{}, {heaps} pacer heap{}",
+            a.mock_threads,
+            if a.mock_threads == 1 { "" } else { "s" },
+            if heaps == 1 { "" } else { "s" }
+        )
+    })
 }
 
 /// `--selfcheck`: loadgen's own error at the run's concurrency, against an in-process mock pacing
