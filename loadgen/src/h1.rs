@@ -127,7 +127,9 @@ pub fn parse_head(buf: &[u8]) -> Result<Option<(Head, usize)>, FramingError> {
     } else {
         length.map_or(Framing::Close, Framing::Length)
     };
-    let reusable = keep_alive && framing != Framing::Close && !(has_te && length.is_some());
+    // After a 101 the connection speaks another protocol.
+    let reusable =
+        keep_alive && framing != Framing::Close && !(has_te && length.is_some()) && status != 101;
     let head = Head {
         status,
         minor_version,
@@ -457,7 +459,12 @@ mod tests {
         let h = head("HTTP/1.1 204 No Content\r\nContent-Length: 3\r\n\r\n");
         assert_eq!(h.framing, Framing::Empty);
         let h = head("HTTP/1.1 100 Continue\r\n\r\n");
-        assert_eq!((h.status, h.framing), (100, Framing::Empty));
+        assert_eq!(
+            (h.status, h.framing, h.reusable),
+            (100, Framing::Empty, true)
+        );
+        let h = head("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n");
+        assert!(!h.reusable, "a switched connection is not HTTP any more");
         let h = head(
             "HTTP/1.1 307 Temporary Redirect\r\nLocation: https://x/v1\r\nContent-Length: 0, 0\r\n\r\n",
         );

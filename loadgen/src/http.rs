@@ -100,25 +100,15 @@ impl Origin {
     }
 }
 
-/// When a connection's reads returned bytes and when the current request's first byte was written.
-#[derive(Debug, Default, Clone)]
-pub struct WireClock {
+/// What a connection has read: how many bytes in all (so a failure knows whether any response byte
+/// came) and when the last read that returned bytes returned.
+#[derive(Debug, Default)]
+struct WireClock {
     read_bytes: u64,
     last_read: Option<Instant>,
-    first_write: Option<Instant>,
 }
 
 impl WireClock {
-    /// When the last read that returned bytes returned (None before any).
-    pub fn last_read(&self) -> Option<Instant> {
-        self.last_read
-    }
-
-    /// When the current request's first byte was written (None before it is).
-    pub fn first_write(&self) -> Option<Instant> {
-        self.first_write
-    }
-
     fn read(&mut self, n: usize) {
         self.read_bytes += n as u64;
         self.last_read = Some(Instant::now());
@@ -267,13 +257,11 @@ impl Conn {
     /// Writes `request` and reads the final response head (interim 1xx heads are skipped): the
     /// head and when the request's first byte was written.
     async fn exchange_head(&mut self, request: &[u8]) -> Result<(Head, Instant), String> {
-        self.clock.first_write = None;
         let sent_at = self
             .io
             .write_all_stamped(request)
             .await
             .map_err(|e| format!("writing the request: {}", error_chain(&e)))?;
-        self.clock.first_write = Some(sent_at);
         loop {
             match h1::parse_head(self.buf.unread()).map_err(|e| e.to_string())? {
                 Some((head, len)) => {
@@ -606,10 +594,7 @@ impl HttpClient {
             let read_before = conn.clock.read_bytes;
             on_send(new_connection);
             match conn.exchange_head(&request).await {
-                Ok((mut head, sent_at)) => {
-                    if head.status == 101 {
-                        head.reusable = false;
-                    }
+                Ok((head, sent_at)) => {
                     let head_at = conn.clock.last_read.unwrap_or_else(Instant::now);
                     return Ok(Sent {
                         body: Body {

@@ -5,8 +5,8 @@ use std::process::ExitCode;
 use clap::Parser;
 use loadgen::Exit;
 
-// mimalloc instead of glibc's allocator: loading a large tokenizer.json is allocation-bound (LLaMA's
-// took 70–76 ms in a fresh process with glibc, 35–43 ms with mimalloc), and so is a record per request.
+// mimalloc instead of glibc's allocator: loading a large tokenizer.json (before the first request) is
+// allocation-bound, and so is a record per request (BENCHMARKS.md, start-up and CPU per event).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

@@ -31,7 +31,7 @@ pub const MAX_POOL_BYTES: usize = 64 << 20;
 pub struct PromptPool {
     target: usize,
     state: Mutex<PoolState>,
-    /// The builder waits on it while it is [`BUILD_AHEAD`] prompts ahead of the requests.
+    /// The builder waits on it while it is as far ahead of the requests as [`ahead`] lets it be.
     more_wanted: Condvar,
 }
 

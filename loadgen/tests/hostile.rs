@@ -523,13 +523,25 @@ async fn a_warm_prefix_cache_is_reported_and_cache_bust_avoids_it() {
 }
 
 /// Framings real servers use besides hyper's: an HTTP/1.0 stream that ends when the connection does
-/// (no length, no chunks), an interim `100 Continue` before the answer, and chunks that carry
+/// (no length, no chunks, no `[DONE]`), an interim `100 Continue` before the answer, and chunks that carry
 /// extensions and cut events anywhere. Every request succeeds; a close-delimited body is never
 /// reused.
 #[tokio::test]
 async fn other_framings_are_read_to_their_end() {
-    let events = [ROLE, TOK, TOK, FIN, "[DONE]"];
-    let body: String = events.iter().map(|e| format!("data: {e}\n\n")).collect();
+    let wire = common::sse(&[ROLE, TOK, TOK, FIN, "[DONE]"], "\n");
+    let every_request_whole = |out: &common::Ran| {
+        let bad = out
+            .records
+            .iter()
+            .find(|r| !r.outcome.is_ok() || r.events.len() != 4);
+        assert!(
+            bad.is_none(),
+            "{:?}",
+            bad.map(|r| (&r.outcome, r.events.len()))
+        );
+    };
+    // No [DONE]: the stream's end is the connection's close, which must read as a clean end.
+    let body = common::sse(&[ROLE, TOK, TOK, FIN], "\n");
     let (close_base, close_accepted) = raw_server(move |mut s, _| {
         let body = body.clone();
         async move {
@@ -541,41 +553,29 @@ async fn other_framings_are_read_to_their_end() {
         }
     })
     .await;
-    let out = run(&close_base, &n_c("20", "2")).await;
-    assert!(
-        out.records.iter().all(|r| r.outcome.is_ok()),
-        "{:?}",
-        out.records[0].outcome
-    );
-    assert!(out.records.iter().all(|r| r.events.len() == 4));
+    every_request_whole(&run(&close_base, &n_c("20", "2")).await);
     assert!(close_accepted.load(std::sync::atomic::Ordering::Relaxed) >= 20);
 
-    let (odd_base, _) = raw_server(|mut s, _| async move {
-        while read_request(&mut s).await.is_some() {
-            send(&mut s, b"HTTP/1.1 100 Continue\r\n\r\n").await;
-            send(&mut s, STREAM_HEAD.as_bytes()).await;
-            let wire: String = [ROLE, TOK, TOK, FIN, "[DONE]"]
-                .iter()
-                .map(|e| format!("data: {e}\n\n"))
-                .collect();
-            // Cut every 7 bytes, each piece a chunk with an extension.
-            for piece in wire.as_bytes().chunks(7) {
-                let mut c = format!("{:x};ext=1\r\n", piece.len()).into_bytes();
-                c.extend_from_slice(piece);
-                c.extend_from_slice(b"\r\n");
-                send(&mut s, &c).await;
+    let (odd_base, _) = raw_server(move |mut s, _| {
+        let wire = wire.clone();
+        async move {
+            while read_request(&mut s).await.is_some() {
+                send(&mut s, b"HTTP/1.1 100 Continue\r\n\r\n").await;
+                send(&mut s, STREAM_HEAD.as_bytes()).await;
+                // Cut every 7 bytes, each piece a chunk with an extension.
+                for piece in wire.as_bytes().chunks(7) {
+                    let mut c = format!("{:x};ext=1\r\n", piece.len()).into_bytes();
+                    c.extend_from_slice(piece);
+                    c.extend_from_slice(b"\r\n");
+                    send(&mut s, &c).await;
+                }
+                send(&mut s, b"0\r\n\r\n").await;
             }
-            send(&mut s, b"0\r\n\r\n").await;
         }
     })
     .await;
     let out = run(&odd_base, &n_c("20", "2")).await;
-    assert!(
-        out.records.iter().all(|r| r.outcome.is_ok()),
-        "{:?}",
-        out.records[0].outcome
-    );
-    assert!(out.records.iter().all(|r| r.events.len() == 4));
+    every_request_whole(&out);
     assert_eq!(
         out.summary.connections.new, 0,
         "chunked answers keep their connections"
