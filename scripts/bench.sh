@@ -38,20 +38,25 @@ cpu_s() { # CPU seconds (user + system) of a pid
 }
 rss_mib() { awk '/VmHWM/ { print $2 / 1024 }' "/proc/$1/status"; }
 # CPU time the hypervisor took from this VM (both vCPUs), in seconds: the noise a run cannot control.
-# Write-class system calls (write, writev, ...) the process has made: the mock's writes to sockets.
-syscw() { awk '/^syscw:/ { print $2 }' "/proc/$1/io"; }
+# The mock's write system calls on client sockets, from its own count (its token writes are send(2),
+# which /proc/PID/io's syscw does not count).
+mock_writes() {
+    python3 -c 'import sys, urllib.request
+text = urllib.request.urlopen(sys.argv[1].removesuffix("/v1") + "/metrics", timeout=10).read().decode()
+print(next((l.split()[-1] for l in text.splitlines() if l.startswith("tokenperf_mock:socket_writes_total")), 0))' "$url"
+}
 steal_s() { awk -v t="$(getconf CLK_TCK)" '$1 == "cpu" { print $9 / t }' /proc/stat; }
 
 selfcheck() { # selfcheck NAME CONCURRENCY REQUESTS TTFT ITL TOKENS [MOCK_ARGS...]
     local name=$1 c=$2 n=$3 ttft=$4 itl=$5 tokens=$6
     shift 6
     start_mock --ttft-ms "$ttft" --itl-ms "$itl" "$@"
-    local mock_cpu0 steal0 w0; mock_cpu0=$(cpu_s "$mock_pid"); steal0=$(steal_s); w0=$(syscw "$mock_pid")
+    local mock_cpu0 steal0 w0; mock_cpu0=$(cpu_s "$mock_pid"); steal0=$(steal_s); w0=$(mock_writes)
     $pin1 "$bin/loadgen" selfcheck --api-base "$url" --concurrency "$c" --requests "$n" \
         --ttft-ms "$ttft" --itl-ms "$itl" --tokens "$tokens" --json "$out/$name.json" | tee "$out/$name.txt" >&2
     local mock_cpu1; mock_cpu1=$(cpu_s "$mock_pid")
     awk -v a="$mock_cpu0" -v b="$mock_cpu1" -v r="$(rss_mib "$mock_pid")" -v s0="$steal0" -v s1="$(steal_s)" \
-        -v w0="$w0" -v w1="$(syscw "$mock_pid")" \
+        -v w0="$w0" -v w1="$(mock_writes)" \
         'BEGIN { printf "{\"mock_cpu_s\": %.3f, \"mock_peak_rss_mib\": %.1f, \"vm_steal_s\": %.2f, \"mock_writes\": %d}\n", b - a, r, s1 - s0, w1 - w0 }' >"$out/$name.mock.json"
     stop_mock
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Request as HttpRequest, State as AxState};
-use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, Version, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json};
@@ -62,14 +62,14 @@ fn faults_for(state: &State, headers: &HeaderMap, rng: &mut Rng) -> Result<Fault
 
 async fn handle(
     state: Arc<State>,
-    headers: HeaderMap,
+    (version, headers): (Version, HeaderMap),
     conn: Option<ConnHandle>,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
 ) -> Result<Response, ApiError> {
     // The clock starts when the request has been read: TTFT and queue time count from here.
     let start = Instant::now();
-    let result = respond(&state, &headers, conn, body, endpoint, start).await;
+    let result = respond(&state, (version, &headers), conn, body, endpoint, start).await;
     if let Err(e) = &result {
         state
             .metrics
@@ -82,7 +82,7 @@ async fn handle(
 
 async fn respond(
     state: &Arc<State>,
-    headers: &HeaderMap,
+    (version, headers): (Version, &HeaderMap),
     conn: Option<ConnHandle>,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
@@ -155,10 +155,15 @@ async fn respond(
         ground_truth,
     );
     if plan.request.stream {
-        let conn = conn.filter(|_| state.config.close_after_stream);
+        // hyper frames an HTTP/1.1 response of unknown length in chunks, which the pacer can write
+        // itself; HTTP/1.0 gets a body delimited by the connection's end instead.
+        let raw = conn.clone().filter(|_| version == Version::HTTP_11);
+        let chunked = raw.is_some();
+        let close = conn.filter(|_| state.config.close_after_stream);
         Ok(sse_response(
-            plan.into_sse(state.clone(), prompt_tokens),
-            conn,
+            plan.into_sse(state.clone(), prompt_tokens, raw),
+            chunked,
+            close,
         ))
     } else {
         let json = plan.into_json(state.clone(), prompt_tokens).await?;
@@ -166,10 +171,13 @@ async fn respond(
     }
 }
 
-/// The event-stream response. With `close` (`--close-after-stream`), llama.cpp's way: keep-alive
+/// The event-stream response. `chunked` says so in the head, so hyper frames the body as the pacer
+/// does when it writes chunks itself (hyper would choose it anyway for HTTP/1.1; this does not
+/// leave that to its defaults). With `close` (`--close-after-stream`), llama.cpp's way: keep-alive
 /// promised, the connection closed once the stream is written.
 fn sse_response(
     events: impl futures_util::Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static,
+    chunked: bool,
     close: Option<ConnHandle>,
 ) -> Response {
     let mut response = Response::builder()
@@ -177,6 +185,9 @@ fn sse_response(
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
         .header("x-accel-buffering", "no");
+    if chunked {
+        response = response.header(header::TRANSFER_ENCODING, "chunked");
+    }
     let body = match close {
         Some(conn) => {
             response = response
@@ -205,22 +216,25 @@ impl Drop for CloseWhenDone {
 
 pub async fn chat_completions(
     AxState(state): AxState<Arc<State>>,
+    version: Version,
     headers: HeaderMap,
     conn: Option<Extension<ConnHandle>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    handle(state, headers, conn.map(|c| c.0), body, Endpoint::Chat).await
+    let conn = conn.map(|c| c.0);
+    handle(state, (version, headers), conn, body, Endpoint::Chat).await
 }
 
 pub async fn completions(
     AxState(state): AxState<Arc<State>>,
+    version: Version,
     headers: HeaderMap,
     conn: Option<Extension<ConnHandle>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     handle(
         state,
-        headers,
+        (version, headers),
         conn.map(|c| c.0),
         body,
         Endpoint::Completions,

@@ -262,7 +262,7 @@ pub async fn serve(
         };
         // Tokens are small writes that must leave at once.
         let _ = tcp.set_nodelay(true);
-        let (io, handle) = listener::ConnIo::new(tcp, slot);
+        let (io, handle) = listener::ConnIo::new(tcp, slot, state.metrics.socket_writes.clone());
         let router = router.clone();
         let service = hyper::service::service_fn(move |mut req: hyper::Request<_>| {
             req.extensions_mut().insert(handle.clone());

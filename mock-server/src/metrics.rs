@@ -5,6 +5,7 @@
 //! atomics: the pacer's hot path only does a bucket search and two `fetch_add`s.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 
 const TTFT_BUCKETS: &[f64] = &[
@@ -123,6 +124,11 @@ pub struct Metrics {
     pub requests_stop: AtomicU64,
     pub requests_length: AtomicU64,
     pub requests_rejected: AtomicU64,
+    /// Token chunks the pacer wrote to the socket itself, and those that went through hyper.
+    pub chunks_direct: AtomicU64,
+    pub chunks_http: AtomicU64,
+    /// Write system calls on client sockets (shared with every connection).
+    pub socket_writes: Arc<AtomicU64>,
     /// Prompt tokens looked up in the prefix cache, and those it served.
     pub prefix_cache_queries: AtomicU64,
     pub prefix_cache_hits: AtomicU64,
@@ -169,6 +175,9 @@ impl Metrics {
             requests_stop: AtomicU64::new(0),
             requests_length: AtomicU64::new(0),
             requests_rejected: AtomicU64::new(0),
+            chunks_direct: AtomicU64::new(0),
+            chunks_http: AtomicU64::new(0),
+            socket_writes: Arc::new(AtomicU64::new(0)),
             prefix_cache_queries: AtomicU64::new(0),
             prefix_cache_hits: AtomicU64::new(0),
             ttft: Histogram::seconds(
@@ -294,6 +303,21 @@ impl Metrics {
                 "counter",
                 "Number of requests answered with an error status.",
                 plain(load(&self.requests_rejected)),
+            ),
+            (
+                "tokenperf_mock:chunks_written_total",
+                "counter",
+                "Token chunks written, by path: by the pacer straight to the socket, or through the HTTP library.",
+                vec![
+                    (format!("{l},path=\"direct\""), load(&self.chunks_direct)),
+                    (format!("{l},path=\"http\""), load(&self.chunks_http)),
+                ],
+            ),
+            (
+                "tokenperf_mock:socket_writes_total",
+                "counter",
+                "Write system calls on client sockets.",
+                plain(load(&self.socket_writes)),
             ),
             (
                 "vllm:prefix_cache_queries_total",

@@ -32,10 +32,24 @@ const SPIN_TOKIO_TIMER: Duration = Duration::from_micros(1_500);
 /// Deadlines this close to the firing instant are released together.
 const COALESCE: Duration = Duration::from_micros(2);
 
+/// Work the pacer runs at a deadline itself, on its own task, instead of waking another task to do
+/// it: a stream's token write costs no wake-up, no poll of the stream's task and no hand-off.
+pub trait Job: Send + 'static {
+    /// Runs at `now` (at or just after its deadline). Returns its next deadline to run again, or
+    /// None when done. It runs on the pacer's task, so it must not block.
+    fn fire(&mut self, now: Instant) -> Option<Instant>;
+}
+
+/// What is due at a deadline: a waiting task to wake, or a job to run.
+enum Due {
+    Wake(oneshot::Sender<Instant>),
+    Run(Box<dyn Job>),
+}
+
 struct Entry {
     at: Instant,
     seq: u64,
-    tx: oneshot::Sender<Instant>,
+    due: Due,
 }
 
 impl PartialEq for Entry {
@@ -159,13 +173,7 @@ impl Pacer {
     /// A deadline already in the past returns at once.
     pub async fn sleep_until(&self, deadline: Instant) -> Instant {
         let shared = match &self.inner {
-            // One heap (the default) takes no turn counter: an atomic shared by every worker on
-            // every token would be contention for nothing.
-            Inner::Real(o) if o.shards.len() == 1 => &o.shards[0],
-            Inner::Real(o) => {
-                let k = o.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                &o.shards[k % o.shards.len()]
-            }
+            Inner::Real(o) => o.shard(),
             Inner::Fake(v) => {
                 v.lock().expect("fake pacer lock").push(deadline);
                 return deadline;
@@ -176,36 +184,75 @@ impl Pacer {
             return now;
         }
         let (tx, rx) = oneshot::channel();
-        {
-            let mut q = shared.queue.lock().expect("pacer lock");
-            let earliest = q.heap.peek().map(|e| e.0.at);
-            q.seq += 1;
-            let seq = q.seq;
-            q.heap.push(Reverse(Entry {
-                at: deadline,
-                seq,
-                tx,
-            }));
-            if earliest.is_none_or(|e| deadline < e) {
-                // Stores a permit if the task is not waiting right now, so no wake-up is lost.
-                shared.notify.notify_one();
-            }
-        }
+        shared.push(deadline, Due::Wake(tx));
         // If the pacer task is gone (runtime shutting down) fall back to "now".
         let fired = rx.await.unwrap_or_else(|_| Instant::now());
-        // A coalesced release can come up to COALESCE early: wait out the rest here, so nothing is
-        // ever written before its due time.
-        let mut now = fired;
-        while now < deadline {
-            std::hint::spin_loop();
-            now = Instant::now();
+        wait_out(fired, deadline)
+    }
+
+    /// Runs `job` at `deadline`, then at each deadline it returns, on a pacer task. A fake pacer
+    /// runs it at once, as if each deadline had come exactly, and records them.
+    pub fn schedule(&self, deadline: Instant, mut job: Box<dyn Job>) {
+        match &self.inner {
+            Inner::Real(o) => o.shard().push(deadline, Due::Run(job)),
+            Inner::Fake(v) => {
+                let mut at = Some(deadline);
+                while let Some(d) = at {
+                    v.lock().expect("fake pacer lock").push(d);
+                    at = job.fire(d);
+                }
+            }
         }
-        now
     }
 }
 
+impl Owner {
+    /// The heap the next deadline goes to.
+    fn shard(&self) -> &Shared {
+        // One heap (the default) takes no turn counter: an atomic shared by every worker on every
+        // token would be contention for nothing.
+        if self.shards.len() == 1 {
+            return &self.shards[0];
+        }
+        let k = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        &self.shards[k % self.shards.len()]
+    }
+}
+
+impl Shared {
+    fn push(&self, at: Instant, due: Due) {
+        let mut q = self.queue.lock().expect("pacer lock");
+        q.push(at, due);
+        if q.heap.peek().is_some_and(|e| e.0.seq == q.seq) {
+            // The new deadline is the earliest: stores a permit if the task is not waiting right
+            // now, so no wake-up is lost.
+            self.notify.notify_one();
+        }
+    }
+}
+
+impl Queue {
+    fn push(&mut self, at: Instant, due: Due) {
+        self.seq += 1;
+        let seq = self.seq;
+        self.heap.push(Reverse(Entry { at, seq, due }));
+    }
+}
+
+/// A coalesced release can come up to COALESCE early: waits out the rest, so nothing is ever
+/// written before its due time. Returns the instant it is done.
+fn wait_out(fired: Instant, deadline: Instant) -> Instant {
+    let mut now = fired;
+    while now < deadline {
+        std::hint::spin_loop();
+        now = Instant::now();
+    }
+    now
+}
+
 async fn run(shared: Arc<Shared>) {
-    let mut due: Vec<oneshot::Sender<Instant>> = Vec::with_capacity(64);
+    let mut due: Vec<(Instant, Due)> = Vec::with_capacity(64);
+    let mut again: Vec<(Instant, Box<dyn Job>)> = Vec::with_capacity(64);
     let timer = TimerFd::new();
     let spin = if timer.is_some() {
         SPIN
@@ -223,14 +270,23 @@ async fn run(shared: Arc<Shared>) {
             // the clock read that decided to fire them.
             let horizon = now + COALESCE;
             while q.heap.peek().is_some_and(|e| e.0.at <= horizon) {
-                due.push(q.heap.pop().expect("peeked").0.tx);
+                let e = q.heap.pop().expect("peeked").0;
+                due.push((e.at, e.due));
             }
             q.heap.peek().map(|e| e.0.at)
         };
-        for tx in due.drain(..) {
-            // A receiver that went away (client disconnected) is not an error.
-            let _ = tx.send(now);
-        }
+        let (now, next) = if release(now, &mut due, &mut again) {
+            // Jobs that run again go back in one pass. One that is already due (a write that fell
+            // behind) runs after a yield, so the worker's other tasks are not starved.
+            let mut q = shared.queue.lock().expect("pacer lock");
+            for (at, job) in again.drain(..) {
+                q.push(at, Due::Run(job));
+            }
+            // The jobs took time: the wait below counts from now.
+            (Instant::now(), q.heap.peek().map(|e| e.0.at))
+        } else {
+            (now, next)
+        };
         match next {
             None => shared.notify.notified().await,
             Some(n) if n > now + spin => match &timer {
@@ -246,6 +302,34 @@ async fn run(shared: Arc<Shared>) {
             Some(_) => tokio::task::yield_now().await,
         }
     }
+}
+
+/// Wakes or runs everything in `due`, in deadline order; jobs to run again go into `again`.
+/// Returns whether any job ran.
+fn release(
+    now: Instant,
+    due: &mut Vec<(Instant, Due)>,
+    again: &mut Vec<(Instant, Box<dyn Job>)>,
+) -> bool {
+    let mut ran = false;
+    for (at, d) in due.drain(..) {
+        match d {
+            // A receiver that went away (client disconnected) is not an error.
+            Due::Wake(tx) => {
+                let _ = tx.send(now);
+            }
+            Due::Run(mut job) => {
+                // Each job reads the clock itself: when many run in one pass, the last ones run
+                // later than the pass began.
+                let fired = wait_out(Instant::now(), at);
+                if let Some(next) = job.fire(fired) {
+                    again.push((next, job));
+                }
+                ran = true;
+            }
+        }
+    }
+    ran
 }
 
 /// A one-shot CLOCK_MONOTONIC timerfd registered with the runtime's reactor.

@@ -28,9 +28,11 @@ use axum::body::Bytes;
 use futures_util::Stream;
 use serde_json::json;
 use tokenperf_core::rng::Rng;
+use tokio::sync::oneshot;
 
 use crate::admission::Ticket;
 use crate::faults;
+use crate::listener::{ConnHandle, RawWrite, RawWriter};
 use crate::replay::Timing;
 pub use crate::request::Endpoint;
 use crate::request::{ApiError, Request};
@@ -381,13 +383,19 @@ impl Plan {
         }
     }
 
-    /// The SSE body. Each chunk is written when the pacer releases it at its due time.
+    /// The SSE body. Each chunk is written when the pacer releases it at its due time. With `conn`
+    /// (an HTTP/1.1 response on one of [`crate::serve`]'s connections), every chunk but the last is
+    /// written by the pacer itself, straight to the socket ([`DirectJob`]); the last one, which
+    /// carries the end of the stream, goes through hyper with its chunked terminator.
     pub fn into_sse(
         mut self,
         state: Arc<State>,
         prompt_tokens: tokio::task::JoinHandle<PromptTokens>,
+        conn: Option<ConnHandle>,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
         async_stream::stream! {
+            // This is the body's first poll, so hyper has the head in its buffer (see RawWriter).
+            let raw = conn.map(|c| c.raw_writer());
             let mut truth = Truth {
                 state: state.clone(),
                 id: self.id.clone(),
@@ -403,99 +411,42 @@ impl Plan {
             let _running = Running::new(&state);
             truth.admitted = Some(admitted);
             let prompt = prompt_tokens.await.unwrap_or_default();
-            let prompt_tokens = prompt.count;
-            truth.prompt_tokens = prompt_tokens;
-            state.metrics.prompt_tokens.fetch_add(prompt_tokens, Ordering::Relaxed);
-            let total = self.output_tokens(&state);
-            let finish = if total < self.request.max_tokens { "stop" } else { "length" };
-            truth.finish_reason = finish;
-            let fault_at = self.faults.ends_stream_at().filter(|k| *k <= total);
-            let stream_tokens = fault_at.unwrap_or(total);
-            let prefill = self.prefill(&state, prompt.to_prefill(), timing.as_ref());
-            Self::note_prefill(&state, admitted, prefill);
-            let head = self.head();
-            let mut due = admitted + prefill;
-            let mut emitted = 0u64;
-            let mut last_fired: Option<Instant> = None;
-            let mut first_fired: Option<Instant> = None;
-            let mut shift = Duration::ZERO;
-            while emitted < stream_tokens {
-                // Group the next chunk's tokens; its due time is its last token's.
-                let k = self
-                    .state_chunk_size(&state)
-                    .min(stream_tokens - emitted);
-                let mut text = String::with_capacity(8 * k.min(512) as usize);
-                for j in 0..k {
-                    let i = emitted + j;
-                    if i > 0 {
-                        due = self.next_due(&state, due, i, timing.as_ref());
+            let mut em = Box::new(Emitter::new(self, state.clone(), truth, admitted, timing, prompt));
+            let mut next = em.draw();
+            while let Some(target) = next {
+                if let Some(raw) = raw.as_ref().filter(|_| !em.drawn_is_last()) {
+                    let Some(back) = DirectJob::run(em, raw.clone(), target).await else {
+                        // The pacer dropped the job: the server is stopping.
+                        yield Err(std::io::Error::other("the server is stopping"));
+                        return;
+                    };
+                    (em, next) = (back.emitter, back.next);
+                    match back.how {
+                        Handback::Written => {}
+                        Handback::Unframed(bytes) => {
+                            state.metrics.chunks_http.fetch_add(1, Ordering::Relaxed);
+                            yield Ok(bytes);
+                        }
+                        Handback::Remainder(bytes) => if let Err(e) = raw.write_all(&bytes).await {
+                            yield Err(e);
+                            return;
+                        },
+                        Handback::Failed(e) => {
+                            yield Err(e);
+                            return;
+                        }
                     }
-                    text.push_str(state.vocabulary.pick(&mut self.rng, i));
+                    continue;
                 }
-                // A stall after K tokens delays token K+1 and everything after it.
-                if let Some((secs, after)) = self.faults.stall
-                    && emitted >= after
-                    && shift.is_zero()
-                {
-                    shift = Duration::from_secs_f64(secs);
-                }
-                let target = due + shift;
                 let fired = state.pacer.sleep_until(target).await;
-                state.metrics.lateness.observe((fired - target).as_secs_f64());
-                match last_fired {
-                    None => state.metrics.ttft.observe((fired - self.start).as_secs_f64()),
-                    Some(l) => state.metrics.itl.observe((fired - l).as_secs_f64()),
-                }
-                last_fired = Some(fired);
-                first_fired.get_or_insert(fired);
-                emitted += k;
                 let mut out = String::with_capacity(512);
-                if emitted == k && self.endpoint == Endpoint::Chat {
-                    self.role_chunk(&head, &mut out);
-                }
-                let sent = Instant::now();
-                let gt = (state.clock.mono_us(target), state.clock.mono_us(sent), k as u32);
-                truth.chunks.push(gt);
-                self.content_chunk(&head, &text, self.ground_truth.then_some(gt), &mut out);
-                state.metrics.generation_tokens.fetch_add(k, Ordering::Relaxed);
-                if emitted == total && fault_at.is_none() {
-                    // The end of the stream goes out in the same write as the last token, so a
-                    // client's end-to-end time is not stretched by a second write.
-                    self.finish_chunk(&head, finish, &mut out);
-                    if self.request.include_usage {
-                        out.push_str(&head);
-                        out.push_str("],\"usage\":");
-                        out.push_str(&Self::usage(prompt, total).to_string());
-                        out.push_str("}\n\n");
-                    }
-                    out.push_str("data: [DONE]\n\n");
-                    state.metrics.finished(&crate::metrics::Finished {
-                        reason: finish,
-                        prompt_tokens,
-                        output_tokens: total,
-                        e2e_s: (fired - self.start).as_secs_f64(),
-                        tpot_s: first_fired
-                            .filter(|_| total > 1)
-                            .map(|f| (fired - f).as_secs_f64() / (total - 1) as f64),
-                    });
-                    truth.end = End::Ok;
-                }
+                em.write(fired, &mut out);
+                state.metrics.chunks_http.fetch_add(1, Ordering::Relaxed);
                 yield Ok(Bytes::from(out));
+                next = em.draw();
             }
-            if fault_at.is_some() {
-                let f = self.faults;
-                if f.error_after == fault_at {
-                    truth.end = End::ErrorEvent;
-                    yield Ok(Bytes::from(format!(
-                        "data: {{\"error\":{{\"message\":\"mock fault: server error after {emitted} tokens\",\"type\":\"server_error\",\"param\":null,\"code\":500}}}}\n\n"
-                    )));
-                } else if f.malformed_after == fault_at {
-                    truth.end = End::Malformed;
-                    yield Ok(Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"trunc\n\n"));
-                } else {
-                    truth.end = End::Dropped;
-                    yield Err(std::io::Error::new(std::io::ErrorKind::ConnectionReset, "mock fault: connection dropped"));
-                }
+            if let Some(tail) = em.fault_tail() {
+                yield tail;
             }
         }
     }
@@ -589,6 +540,329 @@ impl Plan {
     }
 }
 
+/// A streamed response's token loop once the request is admitted: draws each chunk's tokens and
+/// due time, and writes the chunk when it is released. The same code writes every chunk, whether
+/// the stream's task hands it to hyper or the pacer writes it to the socket, so the two paths send
+/// the same bytes on the same schedule.
+struct Emitter {
+    plan: Plan,
+    state: Arc<State>,
+    truth: Truth,
+    head: String,
+    timing: Option<Timing>,
+    prompt: PromptTokens,
+    total: u64,
+    /// Tokens before the stream ends: `total`, or where a mid-stream fault cuts it.
+    stream_tokens: u64,
+    fault_at: Option<u64>,
+    finish: &'static str,
+    /// Due time of the last token drawn, before any stall.
+    due: Instant,
+    emitted: u64,
+    last_fired: Option<Instant>,
+    first_fired: Option<Instant>,
+    shift: Duration,
+    /// The drawn chunk: its tokens' text, how many, and when it is due (stall included).
+    text: String,
+    k: u64,
+    target: Instant,
+}
+
+impl Emitter {
+    fn new(
+        mut plan: Plan,
+        state: Arc<State>,
+        mut truth: Truth,
+        admitted: Instant,
+        timing: Option<Timing>,
+        prompt: PromptTokens,
+    ) -> Self {
+        truth.prompt_tokens = prompt.count;
+        state
+            .metrics
+            .prompt_tokens
+            .fetch_add(prompt.count, Ordering::Relaxed);
+        let total = plan.output_tokens(&state);
+        let finish = if total < plan.request.max_tokens {
+            "stop"
+        } else {
+            "length"
+        };
+        truth.finish_reason = finish;
+        let fault_at = plan.faults.ends_stream_at().filter(|k| *k <= total);
+        let prefill = plan.prefill(&state, prompt.to_prefill(), timing.as_ref());
+        Plan::note_prefill(&state, admitted, prefill);
+        Self {
+            head: plan.head(),
+            plan,
+            state,
+            truth,
+            timing,
+            prompt,
+            total,
+            stream_tokens: fault_at.unwrap_or(total),
+            fault_at,
+            finish,
+            due: admitted + prefill,
+            emitted: 0,
+            last_fired: None,
+            first_fired: None,
+            shift: Duration::ZERO,
+            text: String::new(),
+            k: 0,
+            target: admitted,
+        }
+    }
+
+    /// Draws the next chunk's tokens; returns when it is due, or None once the stream's tokens
+    /// are all written.
+    fn draw(&mut self) -> Option<Instant> {
+        if self.emitted >= self.stream_tokens {
+            return None;
+        }
+        let state = &*self.state;
+        // Group the next chunk's tokens; its due time is its last token's.
+        let k = self
+            .plan
+            .state_chunk_size(state)
+            .min(self.stream_tokens - self.emitted);
+        self.text.clear();
+        for j in 0..k {
+            let i = self.emitted + j;
+            if i > 0 {
+                self.due = self.plan.next_due(state, self.due, i, self.timing.as_ref());
+            }
+            self.text
+                .push_str(state.vocabulary.pick(&mut self.plan.rng, i));
+        }
+        // A stall after K tokens delays token K+1 and everything after it.
+        if let Some((secs, after)) = self.plan.faults.stall
+            && self.emitted >= after
+            && self.shift.is_zero()
+        {
+            self.shift = Duration::from_secs_f64(secs);
+        }
+        self.k = k;
+        self.target = self.due + self.shift;
+        Some(self.target)
+    }
+
+    /// The drawn chunk is the stream's last: it carries the end of the stream, or a fault follows.
+    fn drawn_is_last(&self) -> bool {
+        self.emitted + self.k >= self.stream_tokens
+    }
+
+    /// Writes the drawn chunk, released by the pacer at `fired`, to `out`: the role chunk before
+    /// the first, the end of the stream with the last.
+    fn write(&mut self, fired: Instant, out: &mut String) {
+        let (state, k, target) = (&*self.state, self.k, self.target);
+        state
+            .metrics
+            .lateness
+            .observe((fired - target).as_secs_f64());
+        match self.last_fired {
+            None => state
+                .metrics
+                .ttft
+                .observe((fired - self.plan.start).as_secs_f64()),
+            Some(l) => state.metrics.itl.observe((fired - l).as_secs_f64()),
+        }
+        self.last_fired = Some(fired);
+        self.first_fired.get_or_insert(fired);
+        self.emitted += k;
+        let plan = &self.plan;
+        if self.emitted == k && plan.endpoint == Endpoint::Chat {
+            plan.role_chunk(&self.head, out);
+        }
+        let sent = Instant::now();
+        let gt = (
+            state.clock.mono_us(target),
+            state.clock.mono_us(sent),
+            k as u32,
+        );
+        self.truth.chunks.push(gt);
+        plan.content_chunk(&self.head, &self.text, plan.ground_truth.then_some(gt), out);
+        state
+            .metrics
+            .generation_tokens
+            .fetch_add(k, Ordering::Relaxed);
+        if self.emitted == self.total && self.fault_at.is_none() {
+            self.end_stream(fired, out);
+        }
+    }
+
+    /// The finish chunk, usage when asked for, and `[DONE]`: written with the last token, so a
+    /// client's end-to-end time is not stretched by a second write.
+    fn end_stream(&mut self, fired: Instant, out: &mut String) {
+        let (plan, total) = (&self.plan, self.total);
+        plan.finish_chunk(&self.head, self.finish, out);
+        if plan.request.include_usage {
+            out.push_str(&self.head);
+            out.push_str("],\"usage\":");
+            out.push_str(&Plan::usage(self.prompt, total).to_string());
+            out.push_str("}\n\n");
+        }
+        out.push_str("data: [DONE]\n\n");
+        self.state.metrics.finished(&crate::metrics::Finished {
+            reason: self.finish,
+            prompt_tokens: self.prompt.count,
+            output_tokens: total,
+            e2e_s: (fired - plan.start).as_secs_f64(),
+            tpot_s: self
+                .first_fired
+                .filter(|_| total > 1)
+                .map(|f| (fired - f).as_secs_f64() / (total - 1) as f64),
+        });
+        self.truth.end = End::Ok;
+    }
+
+    /// What a mid-stream fault sends once its tokens are out: an error event, a malformed event,
+    /// or a dropped connection.
+    fn fault_tail(&mut self) -> Option<Result<Bytes, std::io::Error>> {
+        self.fault_at?;
+        let f = self.plan.faults;
+        let emitted = self.emitted;
+        Some(if f.error_after == self.fault_at {
+            self.truth.end = End::ErrorEvent;
+            Ok(Bytes::from(format!(
+                "data: {{\"error\":{{\"message\":\"mock fault: server error after {emitted} tokens\",\"type\":\"server_error\",\"param\":null,\"code\":500}}}}\n\n"
+            )))
+        } else if f.malformed_after == self.fault_at {
+            self.truth.end = End::Malformed;
+            Ok(Bytes::from_static(
+                b"data: {\"choices\":[{\"delta\":{\"content\":\"trunc\n\n",
+            ))
+        } else {
+            self.truth.end = End::Dropped;
+            Err(std::io::Error::new(
+                std::io::ErrorKind::ConnectionReset,
+                "mock fault: connection dropped",
+            ))
+        })
+    }
+}
+
+/// How a [`DirectJob`] gave its stream back to the stream's task.
+enum Handback {
+    /// The chunk is on the socket; the next one is the stream's last (or there is none).
+    Written,
+    /// hyper had bytes of its own unwritten, or the socket was full: the chunk is to go through
+    /// hyper, which waits for room.
+    Unframed(Bytes),
+    /// Part of the framed chunk went: the rest must follow, straight to the socket.
+    Remainder(Bytes),
+    /// The connection broke.
+    Failed(std::io::Error),
+}
+
+/// A stream given back by its job, with the next chunk already drawn (due at `next`).
+struct Back {
+    emitter: Box<Emitter>,
+    next: Option<Instant>,
+    how: Handback,
+}
+
+/// A stream's chunks written by the pacer: at each due time it formats the chunk and writes it to
+/// the socket in one `write`, framed as HTTP/1.1 chunked encoding, then asks to run again at the
+/// next one. Per token that saves a task wake-up, a poll of hyper's dispatcher and its encoder,
+/// which the profile put at about as much CPU as the write itself. Anything out of the ordinary
+/// (the last chunk, a full socket, hyper not idle, an error) hands the stream back to its task.
+struct DirectJob {
+    emitter: Option<Box<Emitter>>,
+    raw: RawWriter,
+    back: Option<oneshot::Sender<Back>>,
+    text: String,
+    frame: Vec<u8>,
+}
+
+impl DirectJob {
+    /// Runs the stream's chunks from the one due at `first` on the pacer, until it hands the stream
+    /// back. None if the pacer dropped the job (the server is stopping).
+    async fn run(emitter: Box<Emitter>, raw: RawWriter, first: Instant) -> Option<Back> {
+        let (tx, rx) = oneshot::channel();
+        let pacer = emitter.state.pacer.clone();
+        let job = Self {
+            emitter: Some(emitter),
+            raw,
+            back: Some(tx),
+            text: String::with_capacity(512),
+            frame: Vec::with_capacity(512),
+        };
+        pacer.schedule(first, Box::new(job));
+        rx.await.ok()
+    }
+
+    fn hand_back(&mut self, how: Handback, next: Option<Instant>) {
+        if let (Some(tx), Some(emitter)) = (self.back.take(), self.emitter.take()) {
+            // If the stream's task is gone, so is its client: dropping the emitter logs that.
+            let _ = tx.send(Back { emitter, next, how });
+        }
+    }
+}
+
+impl crate::pacer::Job for DirectJob {
+    fn fire(&mut self, now: Instant) -> Option<Instant> {
+        if self.back.as_ref().is_none_or(|tx| tx.is_closed()) {
+            // hyper dropped the body: the connection is gone.
+            self.emitter = None;
+            return None;
+        }
+        let em = self.emitter.as_mut()?;
+        self.text.clear();
+        self.frame.clear();
+        let mut chunks = 0;
+        let next = loop {
+            let from = self.text.len();
+            em.write(now, &mut self.text);
+            frame_chunk(&self.text[from..], &mut self.frame);
+            chunks += 1;
+            let next = em.draw();
+            // Behind schedule (a saturated core), chunks already due go out in the same write, as
+            // they would from an HTTP library's buffer: the server catches up instead of paying a
+            // write per token and falling further behind.
+            match next {
+                Some(t) if t <= now && !em.drawn_is_last() && self.frame.len() < CATCH_UP_BYTES => {
+                }
+                _ => break next,
+            }
+        };
+        let how = match self.raw.try_write(&self.frame) {
+            RawWrite::Done => {
+                em.state
+                    .metrics
+                    .chunks_direct
+                    .fetch_add(chunks, Ordering::Relaxed);
+                if next.is_some() && !em.drawn_is_last() {
+                    return next;
+                }
+                Handback::Written
+            }
+            RawWrite::NotNow => Handback::Unframed(Bytes::copy_from_slice(self.text.as_bytes())),
+            RawWrite::Partial(n) => {
+                em.state
+                    .metrics
+                    .chunks_direct
+                    .fetch_add(chunks, Ordering::Relaxed);
+                Handback::Remainder(Bytes::copy_from_slice(&self.frame[n..]))
+            }
+            RawWrite::Failed(e) => Handback::Failed(e),
+        };
+        self.hand_back(how, next);
+        None
+    }
+}
+
+/// At most this much of chunks already due goes out in one write when the pacer is behind.
+const CATCH_UP_BYTES: usize = 16 << 10;
+
+/// Appends `data` as one HTTP/1.1 chunk: its size in hex, CRLF, the data, CRLF.
+fn frame_chunk(data: &str, frame: &mut Vec<u8>) {
+    // Writing into a Vec cannot fail.
+    let _ = std::io::Write::write_fmt(frame, format_args!("{:x}\r\n", data.len()));
+    frame.extend_from_slice(data.as_bytes());
+    frame.extend_from_slice(b"\r\n");
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -670,6 +944,7 @@ mod schedule_tests {
                         cached: None,
                     }
                 }),
+                None,
             )
             .map(|b| b.unwrap().to_vec())
             .concat()

@@ -1,0 +1,281 @@
+//! The pacer writes token chunks straight to the socket, past hyper (in-process, port 0). Read here
+//! with a strict chunked-encoding decoder: every chunk framed right, every event whole, the
+//! connection usable for the next request, and the same stream when a client stops reading for a
+//! while, speaks HTTP/1.0, or goes away mid-stream.
+
+use std::time::Duration;
+
+use mock_server::{Running, Settings, spawn};
+use serde_json::{Value, json};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+fn client() -> reqwest::Client {
+    static P: std::sync::Once = std::sync::Once::new();
+    P.call_once(|| {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+    reqwest::Client::new()
+}
+
+async fn server(s: Settings) -> Running {
+    spawn(s).await.expect("server starts")
+}
+
+fn request(path: &str, body: &Value, version: &str) -> Vec<u8> {
+    let body = body.to_string();
+    format!(
+        "POST /v1{path} {version}\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn chat(max_tokens: u64) -> Value {
+    json!({"model": "m", "messages": [{"role": "user", "content": "hi"}], "max_tokens": max_tokens,
+           "stream": true, "stream_options": {"include_usage": true}})
+}
+
+/// Reads one response head; returns it lower-cased.
+async fn head(r: &mut BufReader<TcpStream>) -> String {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        let n = tokio::time::timeout(LIMIT, r.read_line(&mut line))
+            .await
+            .expect("head in time")
+            .unwrap();
+        assert!(n > 0, "connection closed in the head: {head}");
+        head.push_str(&line.to_ascii_lowercase());
+        if line == "\r\n" {
+            return head;
+        }
+    }
+}
+
+/// Reads a chunked body strictly: a hex size line, exactly that many bytes, CRLF, up to the zero
+/// chunk and the blank line after it. Returns each chunk's data.
+async fn chunks(r: &mut BufReader<TcpStream>) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let mut size = String::new();
+        tokio::time::timeout(LIMIT, r.read_line(&mut size))
+            .await
+            .expect("chunk in time")
+            .unwrap();
+        let n = usize::from_str_radix(size.trim_end_matches("\r\n"), 16)
+            .unwrap_or_else(|_| panic!("bad chunk size line {size:?} after {out:?}"));
+        let mut data = vec![0u8; n + 2];
+        r.read_exact(&mut data).await.unwrap();
+        assert_eq!(
+            &data[n..],
+            b"\r\n",
+            "chunk of {n} bytes not followed by CRLF"
+        );
+        data.truncate(n);
+        if n == 0 {
+            return out;
+        }
+        out.push(String::from_utf8(data).unwrap());
+    }
+}
+
+/// The SSE events in `text`, each checked whole (`data: …` ending in a blank line).
+fn events(text: &str) -> Vec<&str> {
+    assert!(
+        text.ends_with("\n\n"),
+        "an event cut across chunks: {text:?}"
+    );
+    text.split_terminator("\n\n")
+        .map(|e| e.strip_prefix("data: ").expect("a data line"))
+        .collect()
+}
+
+async fn metric(s: &Running, series: &str) -> u64 {
+    let text = client()
+        .get(format!("http://{}/metrics", s.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in /metrics"))
+}
+
+const DIRECT: &str =
+    "tokenperf_mock:chunks_written_total{model_name=\"mock\",engine=\"0\",path=\"direct\"}";
+const HTTP: &str =
+    "tokenperf_mock:chunks_written_total{model_name=\"mock\",engine=\"0\",path=\"http\"}";
+
+#[tokio::test]
+async fn token_chunks_go_straight_to_the_socket_framed_whole_and_the_connection_is_reused() {
+    let s = server(Settings {
+        ttft_ms: 20.0,
+        itl_ms: 2.0,
+        ground_truth: true,
+        ..Settings::default()
+    })
+    .await;
+    let mut conn = BufReader::new(TcpStream::connect(s.addr).await.unwrap());
+    conn.get_mut()
+        .write_all(&request("/chat/completions", &chat(20), "HTTP/1.1"))
+        .await
+        .unwrap();
+    let h = head(&mut conn).await;
+    assert!(
+        h.starts_with("http/1.1 200") && h.contains("transfer-encoding: chunked"),
+        "{h}"
+    );
+    let body = chunks(&mut conn).await;
+    let mut tokens = 0;
+    for (i, chunk) in body.iter().enumerate() {
+        let evs = events(chunk);
+        let last = i == body.len() - 1;
+        // A token's chunk holds its event (after the role event, for the first), the last one the
+        // end of the stream too.
+        assert!(evs.len() == 1 || i == 0 || last, "chunk {i}: {chunk:?}");
+        for e in evs
+            .iter()
+            .filter(|e| e.contains("\"content\":\"") && !e.contains("role"))
+        {
+            let v: Value = serde_json::from_str(e).unwrap();
+            let t = &v["tokenperf"];
+            assert!(
+                t["sent_mono_us"].as_u64() >= t["due_mono_us"].as_u64(),
+                "{e}"
+            );
+            tokens += 1;
+        }
+        if last {
+            assert!(evs.ends_with(&["[DONE]"]), "{chunk}");
+            assert!(
+                evs.iter().any(|e| e.contains("\"completion_tokens\":20")),
+                "{chunk}"
+            );
+        }
+    }
+    assert_eq!(tokens, 20);
+    let (direct, http) = (metric(&s, DIRECT).await, metric(&s, HTTP).await);
+    assert_eq!(direct + http, 20, "each token chunk written once");
+    // The last one always goes through hyper; the rest do unless the machine stalls for a gap.
+    assert!(direct >= 10, "{direct} of 20 chunks written by the pacer");
+
+    // The same connection serves the next request, its head right after the terminator.
+    let completion = json!({"model": "m", "prompt": "hi", "max_tokens": 5, "stream": true});
+    conn.get_mut()
+        .write_all(&request("/completions", &completion, "HTTP/1.1"))
+        .await
+        .unwrap();
+    assert!(head(&mut conn).await.starts_with("http/1.1 200"));
+    let text: String = chunks(&mut conn).await.concat();
+    let evs = events(&text);
+    assert_eq!(evs.len(), 7, "5 tokens, the finish and [DONE]: {text}");
+    assert_eq!(metric(&s, DIRECT).await + metric(&s, HTTP).await, 25);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn http_1_0_streams_go_through_hyper_and_end_with_the_connection() {
+    let s = server(Settings {
+        ttft_ms: 2.0,
+        itl_ms: 1.0,
+        ..Settings::default()
+    })
+    .await;
+    let mut conn = TcpStream::connect(s.addr).await.unwrap();
+    conn.write_all(&request("/chat/completions", &chat(8), "HTTP/1.0"))
+        .await
+        .unwrap();
+    let mut all = String::new();
+    tokio::time::timeout(LIMIT, conn.read_to_string(&mut all))
+        .await
+        .expect("closed in time")
+        .unwrap();
+    let (h, body) = all.split_once("\r\n\r\n").unwrap();
+    assert!(!h.to_ascii_lowercase().contains("chunked"), "{h}");
+    let evs = events(body);
+    assert_eq!(evs.last(), Some(&"[DONE]"), "{body}");
+    assert_eq!(metric(&s, DIRECT).await, 0);
+    assert_eq!(metric(&s, HTTP).await, 8);
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_gets_every_token_once_it_reads_again() {
+    // No gap between tokens: everything is due at once, so the pacer writes as fast as the socket
+    // takes it, and a client with a small receive window that does not read fills it at once.
+    let s = server(Settings {
+        ttft_ms: 1.0,
+        itl_ms: 0.0,
+        ..Settings::default()
+    })
+    .await;
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut conn = BufReader::new(socket.connect(s.addr).await.unwrap());
+    let n = 4_000;
+    conn.get_mut()
+        .write_all(&request("/chat/completions", &chat(n), "HTTP/1.1"))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(head(&mut conn).await.starts_with("http/1.1 200"));
+    let text: String = chunks(&mut conn).await.concat();
+    let evs = events(&text);
+    let content = evs
+        .iter()
+        .filter(|e| e.contains("\"content\":\"") && !e.contains("role"))
+        .count();
+    assert_eq!(content, n as usize);
+    assert_eq!(evs.last(), Some(&"[DONE]"));
+    assert!(metric(&s, DIRECT).await >= 1, "the pacer wrote none of it");
+    s.stop().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_client_gone_mid_stream_ends_its_request_and_the_server_serves_on() {
+    let s = server(Settings {
+        ttft_ms: 1.0,
+        itl_ms: 5.0,
+        ..Settings::default()
+    })
+    .await;
+    let mut conn = BufReader::new(TcpStream::connect(s.addr).await.unwrap());
+    conn.get_mut()
+        .write_all(&request("/chat/completions", &chat(10_000), "HTTP/1.1"))
+        .await
+        .unwrap();
+    head(&mut conn).await;
+    let mut line = String::new();
+    conn.read_line(&mut line).await.unwrap();
+    drop(conn);
+    let running = "vllm:num_requests_running{model_name=\"mock\",engine=\"0\"}";
+    let gone = async {
+        while metric(&s, running).await > 0 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    };
+    tokio::time::timeout(LIMIT, gone)
+        .await
+        .expect("the request ended after its client left");
+    let ok =
+        "vllm:request_success_total{model_name=\"mock\",engine=\"0\",finished_reason=\"length\"}";
+    assert_eq!(metric(&s, ok).await, 0);
+    let again = client()
+        .post(format!("{}/chat/completions", s.base_url()))
+        .json(&chat(3))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(again.ends_with("data: [DONE]\n\n"), "{again}");
+    s.stop().await.unwrap();
+}
