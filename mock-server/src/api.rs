@@ -18,11 +18,11 @@ use serde_json::{Value, json};
 
 use tokenperf_core::rng::Rng;
 
-use crate::State;
 use crate::faults::{self, FAULT_HEADER, Plan as FaultPlan};
 use crate::listener::ConnHandle;
 use crate::request::{ApiError, Endpoint, parse};
 use crate::stream::{self, Plan};
+use crate::{Counting, State};
 
 /// Header that turns on ground truth in the chunks of one request.
 pub const GROUND_TRUTH_HEADER: &str = "x-tokenperf-ground-truth";
@@ -106,13 +106,9 @@ async fn respond(
     if let Some(code) = faults.status {
         return Err(ApiError::injected(code));
     }
-    // Tokenizing a long prompt takes a while in a debug build; off the async workers it cannot delay
-    // other streams' writes. It overlaps the prefill, as in a real server.
-    let prompt = req.prompt.clone();
-    let st = state.clone();
-    let prompt_tokens = tokio::task::spawn_blocking(move || st.prompt_tokens(&prompt));
+    let prompt_tokens = Counting::start(state, &req.prompt);
     let prompt_tokens = if state.config.max_context > 0 {
-        let p = prompt_tokens.await.unwrap_or_default();
+        let p = prompt_tokens.get().await;
         let n = p.count;
         let limit = state.config.max_context;
         if n.saturating_add(req.max_tokens) > limit {
@@ -128,7 +124,7 @@ async fn respond(
                 param: Some("messages".into()),
             });
         }
-        tokio::spawn(async move { p })
+        Counting::Done(p)
     } else {
         prompt_tokens
     };

@@ -89,6 +89,38 @@ impl PromptTokens {
     }
 }
 
+/// A prompt's token count: counted already, or being counted on a blocking thread.
+pub enum Counting {
+    Done(PromptTokens),
+    Blocking(tokio::task::JoinHandle<PromptTokens>),
+}
+
+impl Counting {
+    /// Prompts up to this long are counted on the worker: that costs less than the hop to a blocking
+    /// thread and back (a wake-up and a context switch, on the same core when the server is pinned).
+    const INLINE_BYTES: usize = 512;
+
+    /// Counts `prompt`'s tokens. A long prompt takes a while (in a debug build above all), so it is
+    /// counted off the async workers, where it cannot delay other streams' writes, and overlaps
+    /// the prefill, as in a real server.
+    pub fn start(state: &Arc<State>, prompt: &str) -> Self {
+        if prompt.len() <= Self::INLINE_BYTES {
+            return Self::Done(state.prompt_tokens(prompt));
+        }
+        let (state, prompt) = (state.clone(), prompt.to_owned());
+        Self::Blocking(tokio::task::spawn_blocking(move || {
+            state.prompt_tokens(&prompt)
+        }))
+    }
+
+    pub async fn get(self) -> PromptTokens {
+        match self {
+            Self::Done(p) => p,
+            Self::Blocking(h) => h.await.unwrap_or_default(),
+        }
+    }
+}
+
 /// Shared server state.
 pub struct State {
     pub config: Config,
@@ -170,8 +202,14 @@ impl State {
         }
     }
 
+    /// Whether there is a ground-truth log (`--ground-truth-log`): without one, no line is built.
+    pub fn logs_ground_truth(&self) -> bool {
+        self.gt_log.is_some()
+    }
+
     /// Queues one ground-truth log line (no-op without `--ground-truth-log`).
     pub fn log_ground_truth(&self, line: String) {
+        debug_assert!(self.logs_ground_truth(), "a line built for no log");
         if let Some(l) = &self.gt_log {
             l.send(line);
         }

@@ -63,6 +63,8 @@ struct Shared {
     close: AtomicBool,
     /// hyper wrote since it last flushed: its buffer may still hold part of a response.
     unflushed: AtomicBool,
+    /// hyper let the connection go: nothing more may be written to it.
+    gone: AtomicBool,
     /// Flushes after writes: a response body knows its head is out once this has moved on.
     flushes: AtomicU64,
     /// The server's count of write system calls on client sockets, by hyper or by a [`RawWriter`].
@@ -120,6 +122,8 @@ pub enum RawWrite {
 impl RawWriter {
     /// hyper has sent this response's head and has nothing unwritten.
     fn hyper_is_idle(&self) -> bool {
+        // These flags share a cache line that every write touches anyway, unlike anything of the
+        // response body's own.
         // Acquire: hyper's last write happened before the flush that stored these.
         !self.shared.unflushed.load(Ordering::Acquire)
             && self.shared.flushes.load(Ordering::Acquire) > self.flushes_before_head
@@ -127,6 +131,9 @@ impl RawWriter {
 
     /// One non-blocking write of `buf` (a whole framed chunk), if hyper is idle.
     pub fn try_write(&self, buf: &[u8]) -> RawWrite {
+        if self.shared.gone.load(Ordering::Acquire) {
+            return RawWrite::Failed(io::ErrorKind::ConnectionAborted.into());
+        }
         if !self.hyper_is_idle() {
             return RawWrite::NotNow;
         }
@@ -176,6 +183,7 @@ impl ConnIo {
             stream: io,
             close: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
+            gone: AtomicBool::new(false),
             flushes: AtomicU64::new(0),
             writes,
         });
@@ -214,6 +222,14 @@ impl ConnIo {
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+}
+
+impl Drop for ConnIo {
+    fn drop(&mut self) {
+        // The socket stays open while a writer holds it, but hyper is done with the connection
+        // (its client left, or it failed): a response body it dropped must not be written on.
+        self.shared.gone.store(true, Ordering::Release);
     }
 }
 
@@ -325,7 +341,12 @@ mod tests {
             handle.raw_writer().try_write(b"x"),
             RawWrite::NotNow
         ));
-        drop((io, raw, handle));
+        drop(io);
+        assert!(
+            matches!(raw.try_write(b"x"), RawWrite::Failed(_)),
+            "written on after hyper let the connection go"
+        );
+        drop((raw, handle));
         let mut got = String::new();
         client.read_to_string(&mut got).await.unwrap();
         assert_eq!(got, "HEAD|chunk|more|end");

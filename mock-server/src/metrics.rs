@@ -127,6 +127,10 @@ pub struct Metrics {
     /// Token chunks the pacer wrote to the socket itself, and those that went through hyper.
     pub chunks_direct: AtomicU64,
     pub chunks_http: AtomicU64,
+    /// Time the pacer spent formatting and writing the direct chunks, in nanoseconds.
+    pub direct_write_ns: AtomicU64,
+    /// The part of it inside the write system call.
+    pub direct_send_ns: AtomicU64,
     /// Write system calls on client sockets (shared with every connection).
     pub socket_writes: Arc<AtomicU64>,
     /// Prompt tokens looked up in the prefix cache, and those it served.
@@ -177,6 +181,8 @@ impl Metrics {
             requests_rejected: AtomicU64::new(0),
             chunks_direct: AtomicU64::new(0),
             chunks_http: AtomicU64::new(0),
+            direct_write_ns: AtomicU64::new(0),
+            direct_send_ns: AtomicU64::new(0),
             socket_writes: Arc::new(AtomicU64::new(0)),
             prefix_cache_queries: AtomicU64::new(0),
             prefix_cache_hits: AtomicU64::new(0),
@@ -312,6 +318,18 @@ impl Metrics {
                     (format!("{l},path=\"direct\""), load(&self.chunks_direct)),
                     (format!("{l},path=\"http\""), load(&self.chunks_http)),
                 ],
+            ),
+            (
+                "tokenperf_mock:direct_write_microseconds_total",
+                "counter",
+                "Time the pacer spent formatting and writing the token chunks it wrote itself, from each release to the write's return.",
+                plain(load(&self.direct_write_ns) / 1_000),
+            ),
+            (
+                "tokenperf_mock:direct_send_microseconds_total",
+                "counter",
+                "The part of direct_write_microseconds_total inside the write system call.",
+                plain(load(&self.direct_send_ns) / 1_000),
             ),
             (
                 "tokenperf_mock:socket_writes_total",

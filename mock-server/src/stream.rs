@@ -141,6 +141,9 @@ struct Truth {
     arrival: Instant,
     admitted: Option<Instant>,
     prompt_tokens: u64,
+    /// Tokens written.
+    tokens: u64,
+    /// Each chunk's due and sent times and its tokens, kept only for a ground-truth log.
     chunks: Vec<(u64, u64, u32)>,
     end: End,
     finish_reason: &'static str,
@@ -149,7 +152,7 @@ struct Truth {
 impl Drop for Truth {
     fn drop(&mut self) {
         let c = &self.state.clock;
-        let tokens: u64 = self.chunks.iter().map(|c| u64::from(c.2)).sum();
+        let tokens = self.tokens;
         tracing::debug!(
             id = %self.id,
             outcome = self.end.as_str(),
@@ -158,6 +161,9 @@ impl Drop for Truth {
             ms = self.arrival.elapsed().as_secs_f64() * 1e3,
             "request finished"
         );
+        if !self.state.logs_ground_truth() {
+            return;
+        }
         self.state.log_ground_truth(
             json!({
                 "id": self.id,
@@ -390,7 +396,7 @@ impl Plan {
     pub fn into_sse(
         mut self,
         state: Arc<State>,
-        prompt_tokens: tokio::task::JoinHandle<PromptTokens>,
+        prompt_tokens: crate::Counting,
         conn: Option<ConnHandle>,
     ) -> impl Stream<Item = Result<Bytes, std::io::Error>> {
         async_stream::stream! {
@@ -402,6 +408,7 @@ impl Plan {
                 arrival: self.start,
                 admitted: None,
                 prompt_tokens: 0,
+                tokens: 0,
                 chunks: Vec::new(),
                 end: End::ClientGone,
                 finish_reason: "length",
@@ -410,7 +417,7 @@ impl Plan {
             let (_slot, admitted, timing) = self.admit(&state).await;
             let _running = Running::new(&state);
             truth.admitted = Some(admitted);
-            let prompt = prompt_tokens.await.unwrap_or_default();
+            let prompt = prompt_tokens.get().await;
             let mut em = Box::new(Emitter::new(self, state.clone(), truth, admitted, timing, prompt));
             let mut next = em.draw();
             while let Some(target) = next {
@@ -440,7 +447,7 @@ impl Plan {
                 }
                 let fired = state.pacer.sleep_until(target).await;
                 let mut out = String::with_capacity(512);
-                em.write(fired, &mut out);
+                em.write(fired, None, &mut out);
                 state.metrics.chunks_http.fetch_add(1, Ordering::Relaxed);
                 yield Ok(Bytes::from(out));
                 next = em.draw();
@@ -459,11 +466,11 @@ impl Plan {
     pub async fn into_json(
         mut self,
         state: Arc<State>,
-        prompt_tokens: tokio::task::JoinHandle<PromptTokens>,
+        prompt_tokens: crate::Counting,
     ) -> Result<String, ApiError> {
         let (_slot, admitted, timing) = self.admit(&state).await;
         let _running = Running::new(&state);
-        let prompt = prompt_tokens.await.unwrap_or_default();
+        let prompt = prompt_tokens.get().await;
         let prompt_tokens = prompt.count;
         state
             .metrics
@@ -653,8 +660,10 @@ impl Emitter {
     }
 
     /// Writes the drawn chunk, released by the pacer at `fired`, to `out`: the role chunk before
-    /// the first, the end of the stream with the last.
-    fn write(&mut self, fired: Instant, out: &mut String) {
+    /// the first, the end of the stream with the last. `sent` is when it is handed on for writing:
+    /// the pacer writes at once, so it passes `fired` and saves a clock read per token; None reads
+    /// the clock.
+    fn write(&mut self, fired: Instant, sent: Option<Instant>, out: &mut String) {
         let (state, k, target) = (&*self.state, self.k, self.target);
         state
             .metrics
@@ -674,14 +683,24 @@ impl Emitter {
         if self.emitted == k && plan.endpoint == Endpoint::Chat {
             plan.role_chunk(&self.head, out);
         }
-        let sent = Instant::now();
-        let gt = (
-            state.clock.mono_us(target),
-            state.clock.mono_us(sent),
-            k as u32,
+        let sent = sent.unwrap_or_else(Instant::now);
+        let gt = (plan.ground_truth || state.logs_ground_truth()).then(|| {
+            (
+                state.clock.mono_us(target),
+                state.clock.mono_us(sent),
+                k as u32,
+            )
+        });
+        self.truth.tokens += k;
+        if let Some(gt) = gt.filter(|_| state.logs_ground_truth()) {
+            self.truth.chunks.push(gt);
+        }
+        plan.content_chunk(
+            &self.head,
+            &self.text,
+            gt.filter(|_| plan.ground_truth),
+            out,
         );
-        self.truth.chunks.push(gt);
-        plan.content_chunk(&self.head, &self.text, plan.ground_truth.then_some(gt), out);
         state
             .metrics
             .generation_tokens
@@ -802,18 +821,15 @@ impl DirectJob {
 
 impl crate::pacer::Job for DirectJob {
     fn fire(&mut self, now: Instant) -> Option<Instant> {
-        if self.back.as_ref().is_none_or(|tx| tx.is_closed()) {
-            // hyper dropped the body: the connection is gone.
-            self.emitter = None;
-            return None;
-        }
+        // hyper drops a streaming body only with its connection, which the writer sees: a write
+        // then fails and the stream goes back, to nobody (the emitter is dropped, logging so).
         let em = self.emitter.as_mut()?;
         self.text.clear();
         self.frame.clear();
         let mut chunks = 0;
         let next = loop {
             let from = self.text.len();
-            em.write(now, &mut self.text);
+            em.write(now, Some(now), &mut self.text);
             frame_chunk(&self.text[from..], &mut self.frame);
             chunks += 1;
             let next = em.draw();
@@ -826,7 +842,20 @@ impl crate::pacer::Job for DirectJob {
                 _ => break next,
             }
         };
-        let how = match self.raw.try_write(&self.frame) {
+        // Timed from the release, and around the system call: the pacer's whole cost of these
+        // chunks and the kernel's part of it, which BENCHMARKS.md sets against a bare write's.
+        let sending = Instant::now();
+        let written = self.raw.try_write(&self.frame);
+        let sent = Instant::now();
+        let metrics = &em.state.metrics;
+        let ns = |d: Duration| d.as_nanos() as u64;
+        metrics
+            .direct_write_ns
+            .fetch_add(ns(sent - now), Ordering::Relaxed);
+        metrics
+            .direct_send_ns
+            .fetch_add(ns(sent - sending), Ordering::Relaxed);
+        let how = match written {
             RawWrite::Done => {
                 em.state
                     .metrics
@@ -855,10 +884,21 @@ impl crate::pacer::Job for DirectJob {
 /// At most this much of chunks already due goes out in one write when the pacer is behind.
 const CATCH_UP_BYTES: usize = 16 << 10;
 
-/// Appends `data` as one HTTP/1.1 chunk: its size in hex, CRLF, the data, CRLF.
+/// Appends `data` as one HTTP/1.1 chunk: its size in hex, CRLF, the data, CRLF. (The digits by
+/// hand: `core::fmt` showed in the per-token profile.)
 fn frame_chunk(data: &str, frame: &mut Vec<u8>) {
-    // Writing into a Vec cannot fail.
-    let _ = std::io::Write::write_fmt(frame, format_args!("{:x}\r\n", data.len()));
+    let mut digits = [0u8; 16];
+    let (mut n, mut i) = (data.len(), digits.len());
+    loop {
+        i -= 1;
+        digits[i] = b"0123456789abcdef"[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    frame.extend_from_slice(&digits[i..]);
+    frame.extend_from_slice(b"\r\n");
     frame.extend_from_slice(data.as_bytes());
     frame.extend_from_slice(b"\r\n");
 }
@@ -887,6 +927,16 @@ mod tests {
         assert_eq!(decode_step(itl, 0.5, 0), itl);
         assert_eq!(decode_step(itl, 0.5, 3), Duration::from_millis(20));
         assert_eq!(decode_step(itl, 0.0, 100), itl);
+    }
+
+    #[test]
+    fn chunks_are_framed_with_their_size_in_hex() {
+        let mut f = Vec::new();
+        frame_chunk("", &mut f);
+        frame_chunk("abc", &mut f);
+        frame_chunk(&"x".repeat(0x1a2), &mut f);
+        let want = format!("0\r\n\r\n3\r\nabc\r\n1a2\r\n{}\r\n", "x".repeat(0x1a2));
+        assert_eq!(String::from_utf8(f).unwrap(), want);
     }
 
     #[test]
@@ -938,11 +988,9 @@ mod schedule_tests {
         let body: Vec<u8> = plan
             .into_sse(
                 state.clone(),
-                tokio::spawn(async {
-                    crate::PromptTokens {
-                        count: 7,
-                        cached: None,
-                    }
+                crate::Counting::Done(crate::PromptTokens {
+                    count: 7,
+                    cached: None,
                 }),
                 None,
             )
