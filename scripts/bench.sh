@@ -8,6 +8,8 @@
 #        our code; ratios: the floor, then the mock at 25, 50 and 80 % of the floor's writes per
 #        core-second, for scripts/bench-ratios.py)
 #        PIN=0 scripts/bench.sh ...        (no CPU pinning: both programs may use both cores)
+#        MOCK_BIN=PATH scripts/bench.sh ...  (another mock-server binary, e.g. an earlier revision's
+#                                             from scripts/rev-build.sh, against this tree's loadgen)
 #
 # Both programs are release builds of just mock-server and loadgen (no polars: a few minutes).
 # The mock is pinned to CPU 0 and loadgen to CPU 1, so each one's CPU time is its own.
@@ -26,7 +28,7 @@ if [ "${PIN:-1}" = 0 ]; then pin0=""; pin1=""; else pin0="taskset -c 0"; pin1="t
 mock_pid=""
 start_mock() { # start_mock ARGS... ; sets $url
     # taskset execs the server, so every thread it starts inherits CPU 0 and $! is the server's pid.
-    $pin0 "$bin/mock-server" --port 0 --host 127.0.0.1 --max-waiting 100000 "$@" >"$out/mock.log" 2>&1 &
+    $pin0 "${MOCK_BIN:-$bin/mock-server}" --port 0 --host 127.0.0.1 --max-waiting 100000 "$@" >"$out/mock.log" 2>&1 &
     mock_pid=$!
     for _ in $(seq 100); do grep -q "listening on" "$out/mock.log" && break; sleep 0.05; done
     url=$(grep -o 'http://[^ ]*' "$out/mock.log" | head -n 1)

@@ -180,6 +180,55 @@ async fn token_chunks_go_straight_to_the_socket_framed_whole_and_the_connection_
     s.stop().await.unwrap();
 }
 
+/// The content events of one streamed response read strictly off `conn`, after its head.
+async fn streamed_tokens(conn: &mut BufReader<TcpStream>) -> usize {
+    let h = head(conn).await;
+    assert!(h.starts_with("http/1.1 200"), "{h}");
+    let text: String = chunks(conn).await.concat();
+    let evs = events(&text);
+    assert_eq!(evs.last(), Some(&"[DONE]"), "{text}");
+    evs.iter()
+        .filter(|e| e.contains("\"content\":\"") && !e.contains("role"))
+        .count()
+}
+
+// Two workers, as the server runs: the pacer can fire on one while hyper writes on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_and_an_interim_100_continue_keep_the_framing() {
+    let s = server(Settings {
+        ttft_ms: 0.0,
+        itl_ms: 1.0,
+        ..Settings::default()
+    })
+    .await;
+    // Two requests in one write: the second waits in hyper's buffer while the first streams.
+    let mut conn = BufReader::new(TcpStream::connect(s.addr).await.unwrap());
+    let mut both = request("/chat/completions", &chat(12), "HTTP/1.1");
+    both.extend(request("/chat/completions", &chat(7), "HTTP/1.1"));
+    conn.get_mut().write_all(&both).await.unwrap();
+    assert_eq!(streamed_tokens(&mut conn).await, 12);
+    assert_eq!(streamed_tokens(&mut conn).await, 7);
+
+    // hyper writes "100 Continue" when the handler first asks for the body; the pacer's first
+    // chunk, due at once (TTFT 0), must still follow the response's own head.
+    let body = chat(9).to_string();
+    conn.get_mut()
+        .write_all(
+            format!(
+                "POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+                body.len()
+            )
+            .as_bytes(),
+        )
+        .await
+        .unwrap();
+    assert!(head(&mut conn).await.starts_with("http/1.1 100"));
+    conn.get_mut().write_all(body.as_bytes()).await.unwrap();
+    assert_eq!(streamed_tokens(&mut conn).await, 9);
+    assert!(metric(&s, DIRECT).await >= 1);
+    s.stop().await.unwrap();
+}
+
 #[tokio::test]
 async fn http_1_0_streams_go_through_hyper_and_end_with_the_connection() {
     let s = server(Settings {
