@@ -41,11 +41,15 @@ cpu_s() { # CPU seconds (user + system) of a pid
 rss_mib() { awk '/VmHWM/ { print $2 / 1024 }' "/proc/$1/status"; }
 # CPU time the hypervisor took from this VM (both vCPUs), in seconds: the noise a run cannot control.
 # The mock's write system calls on client sockets, from its own count (its token writes are send(2),
-# which /proc/PID/io's syscw does not count).
+# which /proc/PID/io's syscw does not count); for a build from before that count, syscw (which
+# counts its writev calls).
 mock_writes() {
-    python3 -c 'import sys, urllib.request
+    local w
+    w=$(python3 -c 'import sys, urllib.request
 text = urllib.request.urlopen(sys.argv[1].removesuffix("/v1") + "/metrics", timeout=10).read().decode()
-print(next((l.split()[-1] for l in text.splitlines() if l.startswith("tokenperf_mock:socket_writes_total")), 0))' "$url"
+print(next((l.split()[-1] for l in text.splitlines() if l.startswith("tokenperf_mock:socket_writes_total")), ""))' "$url")
+    [ -n "$w" ] || w=$(awk '/^syscw:/ { print $2 }' "/proc/$mock_pid/io")
+    echo "$w"
 }
 steal_s() { awk -v t="$(getconf CLK_TCK)" '$1 == "cpu" { print $9 / t }' /proc/stat; }
 

@@ -161,9 +161,10 @@ pub struct Settings {
     /// Seconds a client may pause while sending a request body; then 408.
     #[arg(long, default_value_t = 30.0, value_parser = timeout_secs)]
     pub body_timeout_s: f64,
-    /// Deadline heaps of the token pacer, each served by its own task; deadlines go to them in turn.
-    /// 0: one per runtime worker (one per core), so pacing is not held to one core on a big
-    /// machine. On two cores one heap did as well or better (BENCHMARKS.md), hence the default.
+    /// Deadline heaps of the token pacer, each served by its own task, which also writes its
+    /// streams' token chunks; deadlines go to them in turn. 0: one per runtime worker (one per
+    /// core), so emission is not held to one core's worth of writes on a big machine. On two cores
+    /// one heap did better (BENCHMARKS.md), hence the default.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(0..=1024))]
     pub pacer_shards: u64,
     /// Pending connections the kernel may queue before the server accepts them (the listen

@@ -13,7 +13,7 @@ use tokio::sync::Notify;
 /// every close (a trim walks every arena, which costs milliseconds).
 const IDLE_BEFORE_TRIM: Duration = Duration::from_secs(1);
 
-/// Trims after the server has been idle (no open connection) for [`IDLE_BEFORE_TRIM`]; `idle` is
+/// Trims after the server has been idle (no open connection) for `IDLE_BEFORE_TRIM`; `idle` is
 /// notified whenever `open` drops to zero. Runs until aborted.
 pub async fn trim_when_idle(open: Arc<AtomicUsize>, idle: Arc<Notify>) {
     loop {

@@ -17,7 +17,11 @@
 //! `"tokenperf": {"arrival_mono_us", "due_mono_us", "sent_mono_us", "tokens"}` object. Times are
 //! CLOCK_MONOTONIC microseconds, which any process on the same host can read (see
 //! [`tokenperf_core::clock`]): when the request had been read, when the chunk was due, and when it was
-//! formatted and handed to the HTTP layer.
+//! formatted, to be written by the pacer at once or handed to the HTTP layer.
+//!
+//! Writing: on an HTTP/1.1 connection every chunk but the last is written by the pacer itself
+//! (`DirectJob`), one `write` per chunk; the last, with the end of the stream, and any chunk the
+//! socket cannot take at once go through hyper.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -391,7 +395,7 @@ impl Plan {
 
     /// The SSE body. Each chunk is written when the pacer releases it at its due time. With `conn`
     /// (an HTTP/1.1 response on one of [`crate::serve`]'s connections), every chunk but the last is
-    /// written by the pacer itself, straight to the socket ([`DirectJob`]); the last one, which
+    /// written by the pacer itself, straight to the socket (`DirectJob`); the last one, which
     /// carries the end of the stream, goes through hyper with its chunked terminator.
     pub fn into_sse(
         mut self,
