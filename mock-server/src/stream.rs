@@ -791,11 +791,19 @@ struct Back {
 /// which the profile put at about as much CPU as the write itself. Anything out of the ordinary
 /// (the last chunk, a full socket, hyper not idle, an error) hands the stream back to its task.
 struct DirectJob {
-    emitter: Option<Box<Emitter>>,
+    /// Inline, not boxed: one cache miss fewer per token.
+    emitter: Option<Emitter>,
     raw: RawWriter,
     back: Option<oneshot::Sender<Back>>,
-    text: String,
-    frame: Vec<u8>,
+}
+
+thread_local! {
+    /// What the pacer's thread formats chunks in: one pair of buffers for every stream it writes,
+    /// so they stay in cache. The pacer's own time per token is mostly cache misses on the stream's
+    /// state (perf annotate); buffers of each stream's own were more of them. (On 1,000 streams,
+    /// the path's median went from 6.74 to 6.47 µs per token over five alternating runs.)
+    static SCRATCH: std::cell::RefCell<(String, Vec<u8>)> =
+        std::cell::RefCell::new((String::with_capacity(1024), Vec::with_capacity(1024)));
 }
 
 impl DirectJob {
@@ -805,11 +813,9 @@ impl DirectJob {
         let (tx, rx) = oneshot::channel();
         let pacer = emitter.state.pacer.clone();
         let job = Self {
-            emitter: Some(emitter),
+            emitter: Some(*emitter),
             raw,
             back: Some(tx),
-            text: String::with_capacity(512),
-            frame: Vec::with_capacity(512),
         };
         pacer.schedule(first, Box::new(job));
         rx.await.ok()
@@ -818,38 +824,46 @@ impl DirectJob {
     fn hand_back(&mut self, how: Handback, next: Option<Instant>) {
         if let (Some(tx), Some(emitter)) = (self.back.take(), self.emitter.take()) {
             // If the stream's task is gone, so is its client: dropping the emitter logs that.
-            let _ = tx.send(Back { emitter, next, how });
+            let _ = tx.send(Back {
+                emitter: Box::new(emitter),
+                next,
+                how,
+            });
         }
     }
-}
 
-impl crate::pacer::Job for DirectJob {
-    fn fire(&mut self, now: Instant) -> Option<Instant> {
+    /// Formats the chunks due by `now` into `frame` (their text, unframed, into `text`) and writes
+    /// them; returns the next deadline, or hands the stream back.
+    fn write_due(
+        &mut self,
+        now: Instant,
+        text: &mut String,
+        frame: &mut Vec<u8>,
+    ) -> Option<Instant> {
         // hyper drops a streaming body only with its connection, which the writer sees: a write
         // then fails and the stream goes back, to nobody (the emitter is dropped, logging so).
         let em = self.emitter.as_mut()?;
-        self.text.clear();
-        self.frame.clear();
+        text.clear();
+        frame.clear();
         let mut chunks = 0;
         let next = loop {
-            let from = self.text.len();
-            em.write(now, Some(now), &mut self.text);
-            frame_chunk(&self.text[from..], &mut self.frame);
+            let from = text.len();
+            em.write(now, Some(now), text);
+            frame_chunk(&text[from..], frame);
             chunks += 1;
             let next = em.draw();
             // Behind schedule (a saturated core), chunks already due go out in the same write, as
             // they would from an HTTP library's buffer: the server catches up instead of paying a
             // write per token and falling further behind.
             match next {
-                Some(t) if t <= now && !em.drawn_is_last() && self.frame.len() < CATCH_UP_BYTES => {
-                }
+                Some(t) if t <= now && !em.drawn_is_last() && frame.len() < CATCH_UP_BYTES => {}
                 _ => break next,
             }
         };
         // Timed from the release, and around the system call: the pacer's whole cost of these
         // chunks and the kernel's part of it, which BENCHMARKS.md sets against a bare write's.
         let sending = Instant::now();
-        let written = self.raw.try_write(&self.frame);
+        let written = self.raw.try_write(frame);
         let sent = Instant::now();
         let metrics = &em.state.metrics;
         let ns = |d: Duration| d.as_nanos() as u64;
@@ -861,22 +875,16 @@ impl crate::pacer::Job for DirectJob {
             .fetch_add(ns(sent - sending), Ordering::Relaxed);
         let how = match written {
             RawWrite::Done => {
-                em.state
-                    .metrics
-                    .chunks_direct
-                    .fetch_add(chunks, Ordering::Relaxed);
+                metrics.chunks_direct.fetch_add(chunks, Ordering::Relaxed);
                 if next.is_some() && !em.drawn_is_last() {
                     return next;
                 }
                 Handback::Written
             }
-            RawWrite::NotNow => Handback::Unframed(Bytes::copy_from_slice(self.text.as_bytes())),
+            RawWrite::NotNow => Handback::Unframed(Bytes::copy_from_slice(text.as_bytes())),
             RawWrite::Partial(n) => {
-                em.state
-                    .metrics
-                    .chunks_direct
-                    .fetch_add(chunks, Ordering::Relaxed);
-                Handback::Remainder(Bytes::copy_from_slice(&self.frame[n..]))
+                metrics.chunks_direct.fetch_add(chunks, Ordering::Relaxed);
+                Handback::Remainder(Bytes::copy_from_slice(&frame[n..]))
             }
             RawWrite::Failed(e) => Handback::Failed(e),
         };
@@ -884,6 +892,23 @@ impl crate::pacer::Job for DirectJob {
         None
     }
 }
+
+impl crate::pacer::Job for DirectJob {
+    fn fire(&mut self, now: Instant) -> Option<Instant> {
+        SCRATCH.with_borrow_mut(|(text, frame)| {
+            let next = self.write_due(now, text, frame);
+            // A chunk of many tokens grows them; they do not stay grown.
+            if frame.capacity() > SCRATCH_KEEP {
+                text.shrink_to(SCRATCH_KEEP / 2);
+                frame.shrink_to(SCRATCH_KEEP / 2);
+            }
+            next
+        })
+    }
+}
+
+/// The most the pacer's format buffers keep between chunks.
+const SCRATCH_KEEP: usize = 2 * CATCH_UP_BYTES;
 
 /// At most this much of chunks already due goes out in one write when the pacer is behind.
 const CATCH_UP_BYTES: usize = 16 << 10;
