@@ -38,6 +38,21 @@ fn chat(max_tokens: u64) -> Value {
            "stream": true, "stream_options": {"include_usage": true}})
 }
 
+/// Writes one request on `conn`.
+async fn send(conn: &mut BufReader<TcpStream>, path: &str, body: &Value, version: &str) {
+    conn.get_mut()
+        .write_all(&request(path, body, version))
+        .await
+        .unwrap();
+}
+
+/// Token events among `evs` (content deltas or texts, not the role event).
+fn tokens(evs: &[&str]) -> usize {
+    evs.iter()
+        .filter(|e| e.contains("\"content\":\"") && !e.contains("role"))
+        .count()
+}
+
 /// Reads one response head; returns it lower-cased.
 async fn head(r: &mut BufReader<TcpStream>) -> String {
     let mut head = String::new();
@@ -123,10 +138,7 @@ async fn token_chunks_go_straight_to_the_socket_framed_whole_and_the_connection_
     })
     .await;
     let mut conn = BufReader::new(TcpStream::connect(s.addr).await.unwrap());
-    conn.get_mut()
-        .write_all(&request("/chat/completions", &chat(20), "HTTP/1.1"))
-        .await
-        .unwrap();
+    send(&mut conn, "/chat/completions", &chat(20), "HTTP/1.1").await;
     let h = head(&mut conn).await;
     assert!(
         h.starts_with("http/1.1 200") && h.contains("transfer-encoding: chunked"),
@@ -168,10 +180,7 @@ async fn token_chunks_go_straight_to_the_socket_framed_whole_and_the_connection_
 
     // The same connection serves the next request, its head right after the terminator.
     let completion = json!({"model": "m", "prompt": "hi", "max_tokens": 5, "stream": true});
-    conn.get_mut()
-        .write_all(&request("/completions", &completion, "HTTP/1.1"))
-        .await
-        .unwrap();
+    send(&mut conn, "/completions", &completion, "HTTP/1.1").await;
     assert!(head(&mut conn).await.starts_with("http/1.1 200"));
     let text: String = chunks(&mut conn).await.concat();
     let evs = events(&text);
@@ -187,9 +196,7 @@ async fn streamed_tokens(conn: &mut BufReader<TcpStream>) -> usize {
     let text: String = chunks(conn).await.concat();
     let evs = events(&text);
     assert_eq!(evs.last(), Some(&"[DONE]"), "{text}");
-    evs.iter()
-        .filter(|e| e.contains("\"content\":\"") && !e.contains("role"))
-        .count()
+    tokens(&evs)
 }
 
 // Two workers, as the server runs: the pacer can fire on one while hyper writes on the other.
@@ -269,20 +276,9 @@ async fn a_client_that_stops_reading_gets_every_token_once_it_reads_again() {
     socket.set_recv_buffer_size(4096).unwrap();
     let mut conn = BufReader::new(socket.connect(s.addr).await.unwrap());
     let n = 4_000;
-    conn.get_mut()
-        .write_all(&request("/chat/completions", &chat(n), "HTTP/1.1"))
-        .await
-        .unwrap();
+    send(&mut conn, "/chat/completions", &chat(n), "HTTP/1.1").await;
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(head(&mut conn).await.starts_with("http/1.1 200"));
-    let text: String = chunks(&mut conn).await.concat();
-    let evs = events(&text);
-    let content = evs
-        .iter()
-        .filter(|e| e.contains("\"content\":\"") && !e.contains("role"))
-        .count();
-    assert_eq!(content, n as usize);
-    assert_eq!(evs.last(), Some(&"[DONE]"));
+    assert_eq!(streamed_tokens(&mut conn).await, n as usize);
     assert!(metric(&s, DIRECT).await >= 1, "the pacer wrote none of it");
     s.stop().await.unwrap();
 }
@@ -296,10 +292,7 @@ async fn a_client_gone_mid_stream_ends_its_request_and_the_server_serves_on() {
     })
     .await;
     let mut conn = BufReader::new(TcpStream::connect(s.addr).await.unwrap());
-    conn.get_mut()
-        .write_all(&request("/chat/completions", &chat(10_000), "HTTP/1.1"))
-        .await
-        .unwrap();
+    send(&mut conn, "/chat/completions", &chat(10_000), "HTTP/1.1").await;
     head(&mut conn).await;
     let mut line = String::new();
     conn.read_line(&mut line).await.unwrap();
