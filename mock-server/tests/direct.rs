@@ -24,6 +24,16 @@ async fn server(s: Settings) -> Running {
     spawn(s).await.expect("server starts")
 }
 
+/// A server with fixed timing: `ttft_ms` to the first token, then one every `itl_ms`.
+async fn timed(ttft_ms: f64, itl_ms: f64) -> Running {
+    server(Settings {
+        ttft_ms,
+        itl_ms,
+        ..Settings::default()
+    })
+    .await
+}
+
 fn request(path: &str, body: &Value, version: &str) -> Vec<u8> {
     let body = body.to_string();
     format!(
@@ -202,12 +212,7 @@ async fn streamed_tokens(conn: &mut BufReader<TcpStream>) -> usize {
 // Two workers, as the server runs: the pacer can fire on one while hyper writes on the other.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_and_an_interim_100_continue_keep_the_framing() {
-    let s = server(Settings {
-        ttft_ms: 0.0,
-        itl_ms: 1.0,
-        ..Settings::default()
-    })
-    .await;
+    let s = timed(0.0, 1.0).await;
     // Two requests in one write: the second waits in hyper's buffer while the first streams.
     let mut conn = BufReader::new(TcpStream::connect(s.addr).await.unwrap());
     let mut both = request("/chat/completions", &chat(12), "HTTP/1.1");
@@ -238,12 +243,7 @@ async fn pipelined_requests_and_an_interim_100_continue_keep_the_framing() {
 
 #[tokio::test]
 async fn http_1_0_streams_go_through_hyper_and_end_with_the_connection() {
-    let s = server(Settings {
-        ttft_ms: 2.0,
-        itl_ms: 1.0,
-        ..Settings::default()
-    })
-    .await;
+    let s = timed(2.0, 1.0).await;
     let mut conn = TcpStream::connect(s.addr).await.unwrap();
     conn.write_all(&request("/chat/completions", &chat(8), "HTTP/1.0"))
         .await
@@ -266,12 +266,7 @@ async fn http_1_0_streams_go_through_hyper_and_end_with_the_connection() {
 async fn a_client_that_stops_reading_gets_every_token_once_it_reads_again() {
     // No gap between tokens: everything is due at once, so the pacer writes as fast as the socket
     // takes it, and a client with a small receive window that does not read fills it at once.
-    let s = server(Settings {
-        ttft_ms: 1.0,
-        itl_ms: 0.0,
-        ..Settings::default()
-    })
-    .await;
+    let s = timed(1.0, 0.0).await;
     let socket = tokio::net::TcpSocket::new_v4().unwrap();
     socket.set_recv_buffer_size(4096).unwrap();
     let mut conn = BufReader::new(socket.connect(s.addr).await.unwrap());
@@ -285,12 +280,7 @@ async fn a_client_that_stops_reading_gets_every_token_once_it_reads_again() {
 
 #[tokio::test]
 async fn a_client_gone_mid_stream_ends_its_request_and_the_server_serves_on() {
-    let s = server(Settings {
-        ttft_ms: 1.0,
-        itl_ms: 5.0,
-        ..Settings::default()
-    })
-    .await;
+    let s = timed(1.0, 5.0).await;
     let mut conn = BufReader::new(TcpStream::connect(s.addr).await.unwrap());
     send(&mut conn, "/chat/completions", &chat(10_000), "HTTP/1.1").await;
     head(&mut conn).await;
