@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -69,6 +70,14 @@ struct Shared {
     flushes: AtomicU64,
     /// The server's count of write system calls on client sockets, by hyper or by a [`RawWriter`].
     writes: Arc<AtomicU64>,
+    /// When the last read that brought bytes returned, in nanoseconds from [`epoch`] (0: none yet).
+    last_read_ns: AtomicU64,
+}
+
+/// The instant `last_read_ns` counts from.
+fn epoch() -> Instant {
+    static EPOCH: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
 }
 
 /// Lets a handler close its connection once the response in flight is done, and write a streamed
@@ -80,6 +89,15 @@ impl ConnHandle {
     /// After the current response, the connection reads as closed, so the server closes it.
     pub fn close_after_response(&self) {
         self.0.close.store(true, Ordering::Relaxed);
+    }
+
+    /// When the last read that brought bytes from the client returned: for a request handler, when
+    /// its request had been read off the socket (the read that completed it). None before any.
+    pub fn last_read(&self) -> Option<Instant> {
+        match self.0.last_read_ns.load(Ordering::Acquire) {
+            0 => None,
+            ns => Some(epoch() + Duration::from_nanos(ns)),
+        }
     }
 
     /// A writer for the body of the response being sent. Call it on that body's first poll:
@@ -186,6 +204,7 @@ impl ConnIo {
             gone: AtomicBool::new(false),
             flushes: AtomicU64::new(0),
             writes,
+            last_read_ns: AtomicU64::new(0),
         });
         (
             Self {
@@ -248,6 +267,10 @@ impl AsyncRead for ConnIo {
             // hyper reuses its read buffer, so there is rarely anything left to zero here.
             match self.shared.stream.try_read(buf.initialize_unfilled()) {
                 Ok(n) => {
+                    if n > 0 {
+                        let ns = epoch().elapsed().as_nanos().max(1) as u64;
+                        self.shared.last_read_ns.store(ns, Ordering::Release);
+                    }
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
                 }
@@ -354,6 +377,24 @@ mod tests {
             writes.load(Ordering::Relaxed),
             4,
             "every write on the socket counted"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_last_read_is_when_bytes_came_off_the_socket() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let (mut io, handle, mut client, _) = pair().await;
+        assert_eq!(handle.last_read(), None);
+        let before = Instant::now();
+        client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let mut buf = [0u8; 64];
+        let n = io.read(&mut buf).await.unwrap();
+        let after = Instant::now();
+        assert!(n > 0);
+        let read = handle.last_read().expect("a read was stamped");
+        assert!(
+            before <= read && read <= after,
+            "{read:?} outside {before:?}..{after:?}"
         );
     }
 
