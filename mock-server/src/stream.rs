@@ -434,8 +434,8 @@ impl Plan {
                     (em, next) = (back.emitter, back.next);
                     match back.how {
                         Handback::Written => {}
-                        Handback::Unframed(bytes) => {
-                            state.metrics.chunks_http.fetch_add(1, Ordering::Relaxed);
+                        Handback::Unframed(bytes, chunks) => {
+                            state.metrics.chunks_http.fetch_add(chunks, Ordering::Relaxed);
                             yield Ok(bytes);
                         }
                         Handback::Remainder(bytes) => if let Err(e) = raw.write_all(&bytes).await {
@@ -769,9 +769,9 @@ impl Emitter {
 enum Handback {
     /// The chunk is on the socket; the next one is the stream's last (or there is none).
     Written,
-    /// hyper had bytes of its own unwritten, or the socket was full: the chunk is to go through
-    /// hyper, which waits for room.
-    Unframed(Bytes),
+    /// hyper had bytes of its own unwritten, or the socket was full: the chunks (how many) are to
+    /// go through hyper, which waits for room.
+    Unframed(Bytes, u64),
     /// Part of the framed chunk went: the rest must follow, straight to the socket.
     Remainder(Bytes),
     /// The connection broke.
@@ -880,7 +880,7 @@ impl DirectJob {
                 }
                 Handback::Written
             }
-            RawWrite::NotNow => Handback::Unframed(Bytes::copy_from_slice(text.as_bytes())),
+            RawWrite::NotNow => Handback::Unframed(Bytes::copy_from_slice(text.as_bytes()), chunks),
             RawWrite::Partial(n) => {
                 metrics.chunks_direct.fetch_add(chunks, Ordering::Relaxed);
                 Handback::Remainder(Bytes::copy_from_slice(&frame[n..]))
