@@ -426,6 +426,11 @@ impl Plan {
             let mut next = em.draw();
             while let Some(target) = next {
                 if let Some(raw) = raw.as_ref().filter(|_| !em.drawn_is_last()) {
+                    if target > Instant::now() + JOB_HORIZON {
+                        // A long wait (a long prefill, a stall) is waited out here, where hyper
+                        // drops it with the connection if the client leaves.
+                        state.pacer.sleep_until(target - JOB_HORIZON).await;
+                    }
                     let Some(back) = DirectJob::run(em, raw.clone(), target).await else {
                         // The pacer dropped the job: the server is stopping.
                         yield Err(std::io::Error::other("the server is stopping"));
@@ -875,10 +880,10 @@ impl DirectJob {
         let how = match written {
             RawWrite::Done => {
                 metrics.chunks_direct.fetch_add(chunks, Ordering::Relaxed);
-                if next.is_some() && !em.drawn_is_last() {
-                    return next;
+                match next {
+                    Some(t) if !em.drawn_is_last() && t <= now + JOB_HORIZON => return next,
+                    _ => Handback::Written,
                 }
-                Handback::Written
             }
             RawWrite::NotNow => Handback::Unframed(Bytes::copy_from_slice(text.as_bytes()), chunks),
             RawWrite::Partial(n) => {
@@ -908,6 +913,12 @@ impl crate::pacer::Job for DirectJob {
 
 /// The most the pacer's format buffers keep between chunks.
 const SCRATCH_KEEP: usize = 2 * CATCH_UP_BYTES;
+
+/// The pacer holds a stream (and with it its socket) only for deadlines this close. A job holds its
+/// socket until it next runs, even if hyper has let the connection go, so a client that left during
+/// a minute's stall would keep a descriptor open for the minute: enough of them and the server runs
+/// out. Longer waits go back to the stream's task, which hyper drops with its connection.
+const JOB_HORIZON: Duration = Duration::from_millis(100);
 
 /// At most this much of chunks already due goes out in one write when the pacer is behind.
 const CATCH_UP_BYTES: usize = 16 << 10;

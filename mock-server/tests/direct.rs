@@ -313,3 +313,60 @@ async fn a_client_gone_mid_stream_ends_its_request_and_the_server_serves_on() {
     assert!(again.ends_with("data: [DONE]\n\n"), "{again}");
     s.stop().await.unwrap();
 }
+
+/// The server's sockets whose client has closed but which the server still holds (CLOSE_WAIT),
+/// from the kernel's table: only this server's port, whatever other tests run beside it.
+fn held_after_close(port: u16) -> usize {
+    let table = std::fs::read_to_string("/proc/net/tcp").unwrap_or_default();
+    let local = format!(":{port:04X}");
+    table
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "08"
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn clients_that_leave_during_a_long_wait_do_not_keep_their_sockets_open() {
+    let s = timed(1.0, 1.0).await;
+    let mut body = chat(100);
+    body["stream_options"] = json!({"include_usage": false});
+    for _ in 0..40 {
+        let mut conn = BufReader::new(TcpStream::connect(s.addr).await.unwrap());
+        let mut req = request("/chat/completions", &body, "HTTP/1.1");
+        // A 60 s pause after the second token: the stream then waits a minute for its third.
+        let at = req.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+        req.splice(
+            at + 2..at + 2,
+            b"x-mock-fault: stall=60@2\r\n".iter().copied(),
+        );
+        conn.get_mut().write_all(&req).await.unwrap();
+        head(&mut conn).await;
+        // Both tokens before the pause, each in its chunk: size line, data, blank line, twice.
+        for _ in 0..2 {
+            let mut size = String::new();
+            conn.read_line(&mut size).await.unwrap();
+            let n = usize::from_str_radix(size.trim_end(), 16).unwrap();
+            let mut data = vec![0u8; n + 2];
+            conn.read_exact(&mut data).await.unwrap();
+        }
+    }
+    // Every client has gone; within seconds (not the stall's minute) the server closes their
+    // sockets.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let held = held_after_close(s.addr.port());
+        if held == 0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{held} sockets still held by the server after their clients closed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    s.stop().await.unwrap();
+}
