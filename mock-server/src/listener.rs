@@ -68,7 +68,8 @@ struct Shared {
     gone: AtomicBool,
     /// Flushes after writes: a response body knows its head is out once this has moved on.
     flushes: AtomicU64,
-    /// The server's count of write system calls on client sockets, by hyper or by a [`RawWriter`].
+    /// The server's count of writes tried on client sockets, by hyper or by a [`RawWriter`]: system
+    /// calls, but for the few that tokio turns away from a socket it knows is full.
     writes: Arc<AtomicU64>,
     /// When the last read that brought bytes returned, in nanoseconds from [`epoch`] (0: none yet).
     last_read_ns: AtomicU64,

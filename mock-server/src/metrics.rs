@@ -334,7 +334,7 @@ impl Metrics {
             (
                 "tokenperf_mock:socket_writes_total",
                 "counter",
-                "Write system calls on client sockets.",
+                "Writes tried on client sockets: system calls, but for the few a full socket turned away before the kernel (tokio's readiness).",
                 plain(load(&self.socket_writes)),
             ),
             (
