@@ -311,6 +311,39 @@ impl Metrics {
                 plain(load(&self.requests_rejected)),
             ),
             (
+                "vllm:prefix_cache_queries_total",
+                "counter",
+                "Prefix cache queries, in terms of number of queried tokens.",
+                plain(load(&self.prefix_cache_queries)),
+            ),
+            (
+                "vllm:prefix_cache_hits_total",
+                "counter",
+                "Prefix cache hits, in terms of number of cached tokens.",
+                plain(load(&self.prefix_cache_hits)),
+            ),
+        ];
+        out.extend(self.write_scalars());
+        if let (Some(start), Some(now)) =
+            (self.overflows_at_start, crate::listener::listen_overflows())
+        {
+            out.push((
+                "tokenperf_mock:host_listen_overflows_total",
+                "counter",
+                "Connections the kernel dropped for a full listen queue, on the whole host, since the server started.",
+                plain(now.saturating_sub(start)),
+            ));
+        }
+        out
+    }
+
+    /// How the mock wrote its tokens: chunks by path, the pacer's own write time, socket writes.
+    fn write_scalars(&self) -> Vec<Scalar> {
+        let l = &self.labels;
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        let plain = |v: u64| vec![(l.clone(), v)];
+        vec![
+            (
                 "tokenperf_mock:chunks_written_total",
                 "counter",
                 "Token chunks written, by path: by the pacer straight to the socket, or through the HTTP library.",
@@ -337,30 +370,7 @@ impl Metrics {
                 "Writes tried on client sockets: system calls, but for the few a full socket turned away before the kernel (tokio's readiness).",
                 plain(load(&self.socket_writes)),
             ),
-            (
-                "vllm:prefix_cache_queries_total",
-                "counter",
-                "Prefix cache queries, in terms of number of queried tokens.",
-                plain(load(&self.prefix_cache_queries)),
-            ),
-            (
-                "vllm:prefix_cache_hits_total",
-                "counter",
-                "Prefix cache hits, in terms of number of cached tokens.",
-                plain(load(&self.prefix_cache_hits)),
-            ),
-        ];
-        if let (Some(start), Some(now)) =
-            (self.overflows_at_start, crate::listener::listen_overflows())
-        {
-            out.push((
-                "tokenperf_mock:host_listen_overflows_total",
-                "counter",
-                "Connections the kernel dropped for a full listen queue, on the whole host, since the server started.",
-                plain(now.saturating_sub(start)),
-            ));
-        }
-        out
+        ]
     }
 
     /// The Prometheus text exposition.
