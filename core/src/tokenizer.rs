@@ -6,7 +6,10 @@
 //! Hub. It is regenerated deterministically by [`train_project_tokenizer`]; a unit test checks that the
 //! committed file is exactly what training produces, so the file cannot drift from its recipe.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+use serde_json::value::RawValue;
 
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
@@ -58,8 +61,7 @@ impl std::fmt::Debug for TokenCounter {
 impl TokenCounter {
     /// The project's own tokenizer, from the embedded file.
     pub fn project() -> Self {
-        let tokenizer = PROJECT_TOKENIZER_JSON
-            .parse::<Tokenizer>()
+        let tokenizer = parse_tokenizer_json(PROJECT_TOKENIZER_JSON)
             .expect("the embedded project tokenizer is valid (checked by a unit test)");
         Self::new(tokenizer, PROJECT_TOKENIZER_NAME.to_string())
     }
@@ -75,10 +77,12 @@ impl TokenCounter {
         } else {
             path.to_path_buf()
         };
-        let tokenizer = Tokenizer::from_file(&file).map_err(|e| TokenizerError::Load {
+        let load_err = |message: String| TokenizerError::Load {
             path: file.clone(),
-            message: e.to_string(),
-        })?;
+            message,
+        };
+        let json = std::fs::read_to_string(&file).map_err(|e| load_err(e.to_string()))?;
+        let tokenizer = parse_tokenizer_json(&json).map_err(|e| load_err(e.to_string()))?;
         Ok(Self::new(tokenizer, file.display().to_string()))
     }
 
@@ -168,6 +172,61 @@ impl TokenCounter {
     }
 }
 
+/// Parses a `tokenizer.json` into the tokenizer the `tokenizers` crate would make of it, faster for
+/// BPE models (LLaMA's, GPT-2's, most on the Hub).
+///
+/// Why our own step: the crate reads the model through an untagged enum, which copies all of it
+/// (LLaMA's: 32,000 tokens and 61,000 merges) into serde's buffer and again into a JSON value before
+/// building the BPE. For LLaMA's file that was about a third of the load and most of its peak memory,
+/// on loadgen's way to its first request. Here the model goes straight into the crate's own BPE
+/// deserializer, and everything else through the crate as before. A file this path does not take as
+/// it is (another model, anything it cannot read) goes to the crate whole, so other models and every
+/// error read exactly as the crate's; tests check both paths give the same tokenizer.
+pub fn parse_tokenizer_json(json: &str) -> tokenizers::Result<Tokenizer> {
+    match bpe_model_first(json) {
+        Some(tokenizer) => Ok(tokenizer),
+        None => json.parse(),
+    }
+}
+
+/// The crate's `added_tokens` entry (its own type is private): the id is required, as there.
+#[derive(serde::Deserialize)]
+struct AddedTokenWithId {
+    #[allow(dead_code)]
+    id: u32,
+    #[serde(flatten)]
+    token: tokenizers::AddedToken,
+}
+
+/// [`parse_tokenizer_json`]'s fast path: the BPE model parsed alone, the rest by the crate with an
+/// empty model in its place, then the added tokens, which take their ids from the real model (as the
+/// crate adds them after building). `None` for anything it does not take.
+fn bpe_model_first(json: &str) -> Option<Tokenizer> {
+    // Borrowed keys and raw values: the top level is read without copying the model.
+    let parts: HashMap<&str, &RawValue> = serde_json::from_str(json).ok()?;
+    let model: BPE = serde_json::from_str(parts.get("model")?.get()).ok()?;
+    let mut rest = String::from("{");
+    for (key, value) in parts
+        .iter()
+        .filter(|(k, _)| !matches!(**k, "model" | "added_tokens"))
+    {
+        rest.push_str(&serde_json::to_string(key).ok()?);
+        rest.push(':');
+        rest.push_str(value.get());
+        rest.push(',');
+    }
+    rest.push_str(r#""model":{"type":"BPE","vocab":{},"merges":[]}}"#);
+    let mut tokenizer: Tokenizer = rest.parse().ok()?;
+    tokenizer.with_model(model);
+    if let Some(added) = parts.get("added_tokens") {
+        let added: Vec<AddedTokenWithId> = serde_json::from_str(added.get()).ok()?;
+        tokenizer
+            .add_tokens(added.into_iter().map(|a| a.token))
+            .ok()?;
+    }
+    Some(tokenizer)
+}
+
 /// Trains the project tokenizer: byte-level BPE (GPT-2 style pre-tokenizer, so any text encodes and
 /// decodes losslessly), `vocab_size` tokens, on the lines of `corpus`. Deterministic for a given corpus.
 pub fn train_project_tokenizer(
@@ -252,6 +311,102 @@ mod tests {
             t.count(&text, false).unwrap()
         );
         assert_eq!(counts.len(), 3);
+    }
+
+    /// The project tokenizer reshaped as LLaMA's is: merges as "a b" strings, an unknown token,
+    /// added tokens in the vocabulary and beyond it (special or not), a normalizer and a template
+    /// that adds a BOS token.
+    fn llama_shaped() -> String {
+        let mut t: serde_json::Value = serde_json::from_str(PROJECT_TOKENIZER_JSON).unwrap();
+        let model = &mut t["model"];
+        let n = model["vocab"].as_object().unwrap().len() as u32;
+        let merges: Vec<String> = model["merges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{} {}", m[0].as_str().unwrap(), m[1].as_str().unwrap()))
+            .collect();
+        model["merges"] = serde_json::json!(merges);
+        model["unk_token"] = serde_json::json!("!");
+        model["fuse_unk"] = serde_json::json!(true);
+        let token = |id: u32, content: &str, special: bool| {
+            serde_json::json!({"id": id, "content": content, "single_word": false, "lstrip": false,
+                               "rstrip": false, "normalized": !special, "special": special})
+        };
+        t["added_tokens"] = serde_json::json!([
+            token(0, "!", true),
+            token(n, "<s>", true),
+            token(n + 1, "<extra>", false)
+        ]);
+        t["normalizer"] =
+            serde_json::json!({"type": "Replace", "pattern": {"String": "\t"}, "content": " "});
+        t["post_processor"] = serde_json::json!({"type": "TemplateProcessing",
+            "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
+            "pair": [{"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+            "special_tokens": {"<s>": {"id": "<s>", "ids": [n], "tokens": ["<s>"]}}});
+        serde_json::to_string_pretty(&t).unwrap()
+    }
+
+    fn assert_same_as_the_crates(json: &str) {
+        let fast = bpe_model_first(json).expect("the fast path takes a BPE tokenizer.json");
+        let theirs: Tokenizer = json.parse().unwrap();
+        assert_eq!(
+            fast.to_string(false).unwrap(),
+            theirs.to_string(false).unwrap()
+        );
+        let text = "<s>The harbor\tlamps <extra> come on! before the tide, über café 🚂";
+        for special in [false, true] {
+            let ids = |t: &Tokenizer| t.encode(text, special).unwrap().get_ids().to_vec();
+            assert_eq!(ids(&fast), ids(&theirs));
+        }
+    }
+
+    #[test]
+    fn the_fast_bpe_path_makes_the_crates_tokenizer() {
+        assert_same_as_the_crates(PROJECT_TOKENIZER_JSON);
+        let llama = llama_shaped();
+        assert_same_as_the_crates(&llama);
+        // The added tokens kept the model's ids: in the vocabulary, and after it.
+        let t = parse_tokenizer_json(&llama).unwrap();
+        let n = t.get_vocab_size(false) as u32;
+        assert_eq!(t.token_to_id("!"), Some(0));
+        assert_eq!(t.token_to_id("<s>"), Some(n));
+        assert_eq!(t.token_to_id("<extra>"), Some(n + 1));
+        assert_eq!(t.encode("x", true).unwrap().get_ids()[0], n);
+    }
+
+    #[test]
+    fn other_models_and_bad_files_read_as_the_crate_reads_them() {
+        let word_level = r#"{"version": "1.0", "truncation": null, "padding": null, "added_tokens": [],
+            "normalizer": null, "pre_tokenizer": {"type": "Whitespace"}, "post_processor": null,
+            "decoder": null, "model": {"type": "WordLevel", "vocab": {"a": 0, "b": 1, "[UNK]": 2},
+            "unk_token": "[UNK]"}}"#;
+        assert!(bpe_model_first(word_level).is_none());
+        let theirs: Tokenizer = word_level.parse().unwrap();
+        assert_eq!(
+            parse_tokenizer_json(word_level)
+                .unwrap()
+                .to_string(false)
+                .unwrap(),
+            theirs.to_string(false).unwrap()
+        );
+        let llama = llama_shaped();
+        let half = (0..llama.len() / 2)
+            .rev()
+            .find(|&i| llama.is_char_boundary(i))
+            .unwrap();
+        let bad = [
+            llama.replacen("\"version\": \"1.0\"", "\"version\": \"2.0\"", 1),
+            llama[..half].to_string(),
+            llama.replacen("\"id\": 0,", "", 1),
+            llama.replacen("\"merges\"", "\"merged\"", 1),
+            String::new(),
+        ];
+        for json in &bad {
+            let ours = parse_tokenizer_json(json).map(|_| ()).unwrap_err();
+            let theirs = json.parse::<Tokenizer>().map(|_| ()).unwrap_err();
+            assert_eq!(ours.to_string(), theirs.to_string());
+        }
     }
 
     #[test]
