@@ -14,8 +14,9 @@ fn main() -> ExitCode {
     // No transparent huge pages (a process-wide flag, so every thread's heap): mimalloc asks for
     // them, and then each first touch of its heap zeroes 2 MiB. loadgen's heap is tens of MB, so
     // that bought little and cost start-up: on VMs that hand freed memory back to the host (free
-    // page reporting, e.g. Firecracker), a launch after an idle pause took 60-230 ms to its first
-    // request instead of 40-65 (BENCHMARKS.md, start-up). Failing to set it changes nothing else.
+    // page reporting, e.g. Firecracker), a launch after a pause of a few seconds took 145 ms at the
+    // median to its first request instead of 45 (BENCHMARKS.md, start-up). If the call fails,
+    // nothing else changes.
     let _ = rustix::thread::disable_transparent_huge_pages(true);
     let args = loadgen::Args::parse();
     let rt = match tokio::runtime::Builder::new_multi_thread()
