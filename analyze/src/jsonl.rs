@@ -28,6 +28,63 @@ use crate::input::Filter;
 /// Files smaller than this are read as one part: threads cost more than they save.
 const MIN_PART_BYTES: u64 = 4 << 20;
 
+/// Longest line read as one record: a longer one is refused, not held whole in memory. A record
+/// loadgen writes under its default `--max-response-bytes` (256 MiB of stream, at most a few hundred
+/// MB of record) stays under it.
+pub const MAX_LINE_BYTES: usize = 1 << 30;
+
+/// `read_until(b'\n')` that refuses a line of more than `cap` bytes instead of growing `line` to
+/// the whole file: the bytes read, 0 at the end.
+fn read_line_capped(
+    r: &mut impl BufRead,
+    line: &mut Vec<u8>,
+    cap: usize,
+) -> std::io::Result<usize> {
+    let mut n = 0;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(n);
+        }
+        let end = buf.iter().position(|b| *b == b'\n').map(|i| i + 1);
+        let take = end.unwrap_or(buf.len());
+        if line.len() + take > cap {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidData,
+                if cap >= 1 << 20 {
+                    format!("a line longer than {} MiB", cap >> 20)
+                } else {
+                    format!("a line longer than {cap} bytes")
+                },
+            ));
+        }
+        line.extend_from_slice(&buf[..take]);
+        r.consume(take);
+        n += take;
+        if end.is_some() {
+            return Ok(n);
+        }
+    }
+}
+
+/// Skips to the next line start without keeping the line: the bytes skipped.
+fn skip_line(r: &mut impl BufRead) -> std::io::Result<u64> {
+    let mut n = 0u64;
+    loop {
+        let buf = r.fill_buf()?;
+        if buf.is_empty() {
+            return Ok(n);
+        }
+        let end = buf.iter().position(|b| *b == b'\n').map(|i| i + 1);
+        let take = end.unwrap_or(buf.len());
+        r.consume(take);
+        n += take as u64;
+        if end.is_some() {
+            return Ok(n);
+        }
+    }
+}
+
 /// What reading one part found besides its records.
 #[derive(Debug, Default)]
 pub struct PartRead {
@@ -57,10 +114,12 @@ fn lines_before(path: &Path, offset: u64) -> anyhow::Result<usize> {
 /// Hands each complete record in `range` of one of our JSONL files (`range` starts at a line start)
 /// to `each`, in file order, holding one line at a time. A last line cut short (a crash or a full
 /// disk mid-write: no newline after it, and not a whole record) is left out and reported, so every
-/// complete record is still read; a bad line anywhere else is an error naming the file and line.
+/// complete record is still read; a bad line anywhere else, or one longer than `max_line` bytes
+/// ([`MAX_LINE_BYTES`] outside tests), is an error naming the file and line.
 pub fn for_each_record(
     path: &Path,
     range: Range<u64>,
+    max_line: usize,
     mut each: impl FnMut(RequestRecord) -> anyhow::Result<()>,
 ) -> anyhow::Result<PartRead> {
     let mut file =
@@ -72,9 +131,10 @@ pub fn for_each_record(
     let (mut number, mut offset) = (0usize, range.start);
     loop {
         line.clear();
-        let n = reader
-            .read_until(b'\n', &mut line)
-            .with_context(|| format!("reading '{}'", path.display()))?;
+        let n = read_line_capped(&mut reader, &mut line, max_line).with_context(|| {
+            let at = lines_before(path, range.start).map_or(0, |l| l + number + 1);
+            format!("reading '{}' line {at}", path.display())
+        })?;
         if n == 0 {
             return Ok(read);
         }
@@ -107,12 +167,10 @@ fn cut_points(path: &Path, len: u64, parts: u64) -> anyhow::Result<Vec<Range<u64
     }
     let mut f = BufReader::new(std::fs::File::open(path)?);
     let mut starts = vec![0u64];
-    let mut skip = Vec::new();
     for k in 1..parts {
         let at = (len * k / parts).max(*starts.last().unwrap_or(&0));
         f.seek(SeekFrom::Start(at))?;
-        skip.clear();
-        let n = f.read_until(b'\n', &mut skip)? as u64;
+        let n = skip_line(&mut f)?;
         if at + n < len {
             starts.push(at + n);
         }
@@ -139,7 +197,7 @@ fn read_part(
 ) -> anyhow::Result<Part> {
     let mut summary = SummaryBuilder::new(defs).llmperf_columns_elsewhere();
     let mut frame = FrameBuilder::default();
-    let read = for_each_record(&source.path, range, |mut r| {
+    let read = for_each_record(&source.path, range, MAX_LINE_BYTES, |mut r| {
         if r.excluded.is_some() {
             return Ok(());
         }
@@ -260,6 +318,63 @@ fn run_parts(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Lines are read whole up to the cap, across buffer refills; a longer one is refused after
+    /// reading no more than the cap, and a line without a newline at the end is returned as it is.
+    #[test]
+    fn lines_are_capped_and_skipped_without_being_kept() {
+        let text = format!(
+            "{}\n{}\nshort\n{}",
+            "a".repeat(40),
+            "b".repeat(100),
+            "c".repeat(7)
+        );
+        // A 16-byte buffer, so lines span refills.
+        let mut r = BufReader::with_capacity(16, text.as_bytes());
+        let mut line = Vec::new();
+        assert_eq!(read_line_capped(&mut r, &mut line, 64).unwrap(), 41);
+        assert_eq!(line.len(), 41);
+        line.clear();
+        let e = read_line_capped(&mut r, &mut line, 64).unwrap_err();
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(line.len() <= 64, "held {} bytes", line.len());
+
+        let mut r = BufReader::with_capacity(16, text.as_bytes());
+        assert_eq!(skip_line(&mut r).unwrap(), 41);
+        assert_eq!(skip_line(&mut r).unwrap(), 101);
+        line.clear();
+        assert_eq!(read_line_capped(&mut r, &mut line, 64).unwrap(), 6);
+        line.clear();
+        assert_eq!(read_line_capped(&mut r, &mut line, 64).unwrap(), 7);
+        assert_eq!(line, b"ccccccc");
+        assert_eq!(read_line_capped(&mut r, &mut line, 64).unwrap(), 0);
+        assert_eq!(skip_line(&mut r).unwrap(), 0);
+    }
+
+    /// A record line past the cap is an error naming the file and the line, after the records
+    /// before it were read.
+    #[test]
+    fn a_line_past_the_cap_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let fixture = include_str!("../../core/tests/data/requests-v1.jsonl");
+        let first = fixture.lines().next().unwrap();
+        let p = dir.path().join("long_requests.jsonl");
+        let long = format!("{{\"pad\": \"{}\"}}", "x".repeat(first.len() * 2));
+        std::fs::write(&p, format!("{first}\n{first}\n{long}\n{first}\n")).unwrap();
+        let len = std::fs::metadata(&p).unwrap().len();
+        let mut seen = 0;
+        let e = for_each_record(&p, 0..len, first.len() + 1, |_| {
+            seen += 1;
+            Ok(())
+        })
+        .unwrap_err();
+        let msg = format!("{e:#}");
+        assert!(
+            msg.contains("long_requests.jsonl' line 3") && msg.contains("a line longer than"),
+            "{msg}"
+        );
+        assert_eq!(seen, 2);
+    }
 
     /// A file read in parts gives the frame and summary of one pass, whatever the number of parts,
     /// and names a bad line by its number in the whole file.
