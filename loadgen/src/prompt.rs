@@ -140,24 +140,10 @@ pub struct PromptSpec {
     pub target_tokens: Option<u64>,
 }
 
-/// `--cache-bust`: puts a marker unique to each request, and to the run through `salt`, at the very
-/// start of its prompt (of its first message, for datasets of messages), so that no two prompts share
-/// a prefix a server could serve from its cache. The marker costs a few tokens, and the recorded
+/// `--cache-bust`, one prompt at a time in order: puts a marker unique to each request, and to the
+/// run through `salt`, at the very start of its prompt (of its first message, for datasets of
+/// messages), so that no two prompts share a prefix a server could serve from its cache. The marker costs a few tokens, and the recorded
 /// prompt length counts them. A chat template's own preamble stays shared; no client can change it.
-pub fn bust_cache(
-    specs: &mut [PromptSpec],
-    salt: u64,
-    tokenizer: &tokenperf_core::tokenizer::TokenCounter,
-) -> anyhow::Result<()> {
-    let mut buster = CacheBuster::new(salt);
-    for spec in specs {
-        buster.apply(spec, tokenizer)?;
-    }
-    Ok(())
-}
-
-/// `--cache-bust` one prompt at a time, in order: the same markers as [`bust_cache`] over the
-/// same prompts.
 pub struct CacheBuster {
     rng: Rng,
 }

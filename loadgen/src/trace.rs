@@ -98,44 +98,42 @@ pub fn read(path: &Path) -> anyhow::Result<Vec<TraceEntry>> {
     Ok(out)
 }
 
-/// The schedule (µs, scaled) and a request spec per entry, prompts cut to the traced input length.
-pub fn plan(
-    entries: &[TraceEntry],
-    time_scale: f64,
+/// The schedule: each entry's send time, µs after the run start, scaled.
+pub fn schedule(entries: &[TraceEntry], time_scale: f64) -> Vec<u64> {
+    entries
+        .iter()
+        .map(|e| (e.at_us as f64 * time_scale).round() as u64)
+        .collect()
+}
+
+/// An entry's request: its own prompt, or one cut from the corpus to the traced input length.
+/// Entries are built in trace order from one `rng`, so a seed gives the same prompts every time.
+pub fn build_spec(
+    e: &TraceEntry,
     builder: &PromptBuilder<'_>,
     tokenizer: &TokenCounter,
     rng: &mut Rng,
-) -> anyhow::Result<(Vec<u64>, Vec<PromptSpec>)> {
-    let schedule = entries
-        .iter()
-        .map(|e| (e.at_us as f64 * time_scale).round() as u64)
-        .collect();
-    let specs = entries
-        .iter()
-        .map(|e| -> anyhow::Result<PromptSpec> {
-            let prompt = match &e.prompt {
-                Some(p) => p.clone(),
-                None => {
-                    // LLMPerf's instruction when it fits, then corpus lines, to exactly the length.
-                    let head = prefix(e.output_tokens);
-                    let head = if (tokenizer.count(&head, true)? as u64) <= e.input_tokens {
-                        head
-                    } else {
-                        String::new()
-                    };
-                    builder.exact_body(rng, head, e.input_tokens)?
-                }
+) -> anyhow::Result<PromptSpec> {
+    let prompt = match &e.prompt {
+        Some(p) => p.clone(),
+        None => {
+            // LLMPerf's instruction when it fits, then corpus lines, to exactly the length.
+            let head = prefix(e.output_tokens);
+            let head = if (tokenizer.count(&head, true)? as u64) <= e.input_tokens {
+                head
+            } else {
+                String::new()
             };
-            Ok(PromptSpec {
-                prompt_tokens: tokenizer.count(&prompt, true)? as u64,
-                prompt,
-                messages: None,
-                max_tokens: e.output_tokens,
-                target_tokens: None,
-            })
-        })
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    Ok((schedule, specs))
+            builder.exact_body(rng, head, e.input_tokens)?
+        }
+    };
+    Ok(PromptSpec {
+        prompt_tokens: tokenizer.count(&prompt, true)? as u64,
+        prompt,
+        messages: None,
+        max_tokens: e.output_tokens,
+        target_tokens: None,
+    })
 }
 
 #[cfg(test)]
@@ -162,8 +160,12 @@ mod tests {
         );
         let t = TokenCounter::project();
         let b = PromptBuilder::new(PROJECT_CORPUS, &t).unwrap();
-        let (schedule, specs) = plan(&e, 0.5, &b, &t, &mut Rng::new(1)).unwrap();
-        assert_eq!(schedule, vec![0, 50_250, 125_000]);
+        assert_eq!(schedule(&e, 0.5), vec![0, 50_250, 125_000]);
+        let mut rng = Rng::new(1);
+        let specs: Vec<PromptSpec> = e
+            .iter()
+            .map(|x| build_spec(x, &b, &t, &mut rng).unwrap())
+            .collect();
         assert_eq!((specs[0].prompt_tokens, specs[0].max_tokens), (40, 5));
         assert_eq!(specs[1].prompt, "the harbor");
         assert_eq!(specs[2].prompt_tokens, 60);

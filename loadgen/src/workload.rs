@@ -81,19 +81,6 @@ impl PoolState {
 }
 
 impl PromptPool {
-    /// A pool built already.
-    pub fn ready(specs: Vec<PromptSpec>) -> Arc<Self> {
-        Arc::new(Self {
-            target: specs.len().max(1),
-            state: Mutex::new(PoolState {
-                specs: specs.into_iter().map(Arc::new).collect(),
-                finished: true,
-                ..PoolState::default()
-            }),
-            more_wanted: Condvar::new(),
-        })
-    }
-
     /// A pool of `target` prompts that `build` makes on its own thread, passing each to its
     /// argument, which says whether to go on.
     pub fn build(
@@ -224,8 +211,8 @@ impl Workload {
             anyhow::bail!("--corpus: the corpus has no non-empty lines to build prompts from");
         }
         let salt = plan.cache_bust.then(|| plan.seed ^ unix_us());
-        // A trace brings its own schedule and lengths, built here; everything else samples prompts
-        // on the pool's thread.
+        // Prompts are made on the pool's thread as the run asks for them; a trace brings its own
+        // schedule and lengths.
         let (schedule, prompts) = match &plan.load {
             Load::Trace {
                 path, time_scale, ..
@@ -234,16 +221,12 @@ impl Workload {
                 if let Some(n) = plan.requests {
                     entries.truncate(n as usize);
                 }
-                let mut rng = Rng::new(plan.seed);
-                let builder = PromptBuilder::new(&corpus_text, &tokenizer)?;
-                let (schedule, mut specs) =
-                    trace::plan(&entries, *time_scale, &builder, &tokenizer, &mut rng)?;
-                if let Some(salt) = salt {
-                    // Salted with the wall clock, so a re-run with the same seed does not meet
-                    // its own prefixes.
-                    prompt::bust_cache(&mut specs, salt, &tokenizer)?;
-                }
-                (Some(schedule), PromptPool::ready(specs))
+                let schedule = trace::schedule(&entries, *time_scale);
+                let (seed, tok) = (plan.seed, tokenizer.clone());
+                let pool = PromptPool::build(entries.len(), move |push| {
+                    build_trace_prompts(&entries, &corpus_text, &tok, seed, salt, push)
+                })?;
+                (Some(schedule), pool)
             }
             load => {
                 let schedule = matches!(load, Load::Open { .. }).then(|| open_schedule(plan));
@@ -251,16 +234,17 @@ impl Workload {
                 let pool = PromptPool::build(plan.prompt_pool() as usize, move |push| {
                     build_prompts(&plan2, &corpus_text, &tok, salt, push)
                 })?;
-                if pool.get(0).await.is_none() {
-                    anyhow::bail!(
-                        "{}",
-                        pool.error()
-                            .unwrap_or_else(|| "no prompt could be built".into())
-                    );
-                }
                 (schedule, pool)
             }
         };
+        if prompts.get(0).await.is_none() {
+            anyhow::bail!(
+                "{}",
+                prompts
+                    .error()
+                    .unwrap_or_else(|| "no prompt could be built".into())
+            );
+        }
         let arrivals = schedule.map(|s| {
             s.into_iter()
                 .enumerate()
@@ -302,6 +286,33 @@ fn open_schedule(plan: &Plan) -> Vec<u64> {
         schedule.retain(|&t| t as f64 <= plan.timeout_s * 1e6);
     }
     schedule
+}
+
+/// Builds a trace's requests in trace order, seeded: each entry's prompt (its own, or cut from the
+/// corpus to its length), then `--cache-bust`'s marker with a `salt`, until `push` says stop. Built
+/// so, a trace of hours does not make every prompt before the first request goes out.
+fn build_trace_prompts(
+    entries: &[trace::TraceEntry],
+    corpus: &str,
+    tokenizer: &TokenCounter,
+    seed: u64,
+    salt: Option<u64>,
+    push: &mut dyn FnMut(PromptSpec) -> bool,
+) -> anyhow::Result<()> {
+    let builder = PromptBuilder::new(corpus, tokenizer)?;
+    let mut rng = Rng::new(seed);
+    // Salted with the wall clock, so a re-run with the same seed does not meet its own prefixes.
+    let mut buster = salt.map(prompt::CacheBuster::new);
+    for e in entries {
+        let mut spec = trace::build_spec(e, &builder, tokenizer, &mut rng)?;
+        if let Some(b) = buster.as_mut() {
+            b.apply(&mut spec, tokenizer)?;
+        }
+        if !push(spec) {
+            break;
+        }
+    }
+    Ok(())
 }
 
 /// Samples every request's prompt and `max_tokens` in order, seeded, as LLMPerf does: from the
@@ -483,6 +494,63 @@ mod tests {
             );
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+    }
+
+    /// A trace's prompts are made as the run asks for them, in trace order and to each entry's
+    /// length, with `--cache-bust`'s marker on each; the first request does not wait for the rest.
+    #[tokio::test]
+    async fn a_trace_is_built_as_it_is_asked_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("trace.jsonl");
+        let n = 2_000u64;
+        let lines: String = (0..n)
+            .map(|i| {
+                format!(
+                    "{{\"timestamp\": {i}, \"input_length\": {}, \"output_length\": 4}}\n",
+                    200 + i % 7
+                )
+            })
+            .collect();
+        std::fs::write(&path, lines).unwrap();
+        let trace = path.to_str().unwrap();
+        let plan = crate::cli::Args::from_flags(&[
+            "--model",
+            "m",
+            "--api-base",
+            "http://127.0.0.1:9/v1",
+            "--api-key",
+            "k",
+            "--tokenizer",
+            "tokenperf",
+            "--trace",
+            trace,
+            "--cache-bust",
+        ])
+        .unwrap()
+        .into_plan()
+        .unwrap();
+        let w = Workload::prepare(&plan).await.unwrap();
+        assert_eq!(w.arrivals.as_ref().unwrap().len(), n as usize);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            w.prompts.built() <= 2,
+            "built {} before any request",
+            w.prompts.built()
+        );
+        let t = TokenCounter::project();
+        for i in [0, 1, 777, n - 1] {
+            let spec = w.prompts.get(i).await.unwrap();
+            // The entry's length, and the marker's tokens on top: "[16 hex digits] ".
+            let marker = &spec.prompt[..19];
+            assert!(
+                marker.starts_with('[') && marker.ends_with("] "),
+                "{marker}"
+            );
+            let marker_tokens = t.count(marker, false).unwrap() as u64;
+            assert_eq!(spec.prompt_tokens, 200 + i % 7 + marker_tokens, "entry {i}");
+            assert_eq!(spec.max_tokens, 4);
+        }
+        assert!(w.prompts.error().is_none());
     }
 
     #[tokio::test]
