@@ -68,7 +68,7 @@ impl Control {
 /// The record of an arrival that was never sent (its prompt's lengths when the prompt is built).
 fn unsent(id: u64, intended_us: u64, prompts: &PromptPool, outcome: Outcome) -> RequestRecord {
     let mut r = RequestRecord::new(id, intended_us);
-    if let Some(Some(spec)) = prompts.try_get(id) {
+    if let Some(spec) = prompts.peek(id) {
         r.max_tokens = Some(spec.max_tokens);
         r.input_tokens = TokenCount::new(None, Some(spec.prompt_tokens));
     }

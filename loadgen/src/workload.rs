@@ -151,9 +151,18 @@ impl PromptPool {
     }
 
     /// Request `i`'s prompt if it is decided: `Some(Some(p))` built, `Some(None)` never will be,
-    /// `None` not built yet.
-    pub fn try_get(&self, i: u64) -> Option<Option<Arc<PromptSpec>>> {
+    /// `None` not built yet. Asks for it, as [`Self::get`] does.
+    #[cfg(test)]
+    fn try_get(&self, i: u64) -> Option<Option<Arc<PromptSpec>>> {
         self.decided(&mut self.lock(), i)
+    }
+
+    /// Request `i`'s prompt if it is built, without asking for it: for the record of a request
+    /// that will not be sent (a drop, or the rest of a run that stopped), which must not set the
+    /// builder going through the rest of the plan.
+    pub fn peek(&self, i: u64) -> Option<Arc<PromptSpec>> {
+        let st = self.lock();
+        Self::lookup(&st, (i % self.target as u64) as usize).flatten()
     }
 
     fn decided(&self, st: &mut PoolState, i: u64) -> Option<Option<Arc<PromptSpec>>> {
@@ -162,6 +171,10 @@ impl PromptPool {
             st.wanted = k + 1;
             self.more_wanted.notify_one();
         }
+        Self::lookup(st, k)
+    }
+
+    fn lookup(st: &PoolState, k: usize) -> Option<Option<Arc<PromptSpec>>> {
         if let Some(p) = st.specs.get(k) {
             return Some(Some(p.clone()));
         }
@@ -535,6 +548,14 @@ mod tests {
         assert!(
             w.prompts.built() <= 2,
             "built {} before any request",
+            w.prompts.built()
+        );
+        // Peeking (the records of requests never sent, as when a run stops) asks for nothing.
+        assert!(w.prompts.peek(n - 2).is_none());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert!(
+            w.prompts.built() <= 2,
+            "built {} after a peek",
             w.prompts.built()
         );
         let t = TokenCounter::project();
