@@ -143,6 +143,7 @@ pub async fn open_loop(
             let Some(spec) = prompts.get(i).await else {
                 return;
             };
+            prompts.release(i);
             let done = measure(&ctx, i, t, &spec, &mut cut).await;
             if let Ok(slot) = tx.reserve_owned().await {
                 done.finish_and_send(&ctx, slot);

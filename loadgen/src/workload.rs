@@ -30,6 +30,10 @@ pub const MAX_POOL_BYTES: usize = 64 << 20;
 /// error, which the run reports).
 pub struct PromptPool {
     target: usize,
+    /// Each prompt goes to one request only (a trace's): the pool lets go of a prompt once its
+    /// request has it ([`Self::release`]), so a long trace holds only the prompts in flight and
+    /// built ahead, not every prompt it has sent.
+    single_use: bool,
     state: Mutex<PoolState>,
     /// The builder waits on it while it is as far ahead of the requests as [`ahead`] lets it be.
     more_wanted: Condvar,
@@ -52,7 +56,8 @@ fn ahead(wanted: usize) -> usize {
 
 #[derive(Default)]
 struct PoolState {
-    specs: Vec<Arc<PromptSpec>>,
+    /// Built so far, in order; `None` once released.
+    specs: Vec<Option<Arc<PromptSpec>>>,
     finished: bool,
     error: Option<String>,
     /// Requests waiting, by the pool index they wait for: each is woken once, when its prompt
@@ -82,13 +87,15 @@ impl PoolState {
 
 impl PromptPool {
     /// A pool of `target` prompts that `build` makes on its own thread, passing each to its
-    /// argument, which says whether to go on.
+    /// argument, which says whether to go on; `single_use` for prompts sent once each.
     pub fn build(
         target: usize,
+        single_use: bool,
         build: impl FnOnce(&mut dyn FnMut(PromptSpec) -> bool) -> anyhow::Result<()> + Send + 'static,
     ) -> anyhow::Result<Arc<Self>> {
         let pool = Arc::new(Self {
             target: target.max(1),
+            single_use,
             state: Mutex::new(PoolState::default()),
             more_wanted: Condvar::new(),
         });
@@ -98,7 +105,7 @@ impl PromptPool {
             .spawn(move || {
                 let mut push = |spec: PromptSpec| {
                     let mut st = p.lock();
-                    st.specs.push(Arc::new(spec));
+                    st.specs.push(Some(Arc::new(spec)));
                     if st.specs.len() == 1 {
                         tokenperf_core::background::lower_this_thread_to(BUILDER_NICE);
                     }
@@ -176,13 +183,30 @@ impl PromptPool {
 
     fn lookup(st: &PoolState, k: usize) -> Option<Option<Arc<PromptSpec>>> {
         if let Some(p) = st.specs.get(k) {
-            return Some(Some(p.clone()));
+            return Some(p.clone());
         }
         if st.finished {
             let n = st.specs.len();
-            return Some((n > 0).then(|| st.specs[k % n].clone()));
+            return Some(st.specs.get(k % n.max(1)).cloned().flatten());
         }
         None
+    }
+
+    /// Prompts the pool holds now (built, not released).
+    #[cfg(test)]
+    fn held(&self) -> usize {
+        self.lock().specs.iter().filter(|s| s.is_some()).count()
+    }
+
+    /// Lets go of request `i`'s prompt once the request holds it, in a single-use pool (a no-op
+    /// otherwise: other pools' prompts are cycled).
+    pub fn release(&self, i: u64) {
+        if self.single_use {
+            let k = (i % self.target as u64) as usize;
+            if let Some(slot) = self.lock().specs.get_mut(k) {
+                *slot = None;
+            }
+        }
     }
 
     /// Why the builder stopped before the pool was full, if it failed.
@@ -236,7 +260,7 @@ impl Workload {
                 }
                 let schedule = trace::schedule(&entries, *time_scale);
                 let (seed, tok) = (plan.seed, tokenizer.clone());
-                let pool = PromptPool::build(entries.len(), move |push| {
+                let pool = PromptPool::build(entries.len(), true, move |push| {
                     build_trace_prompts(&entries, &corpus_text, &tok, seed, salt, push)
                 })?;
                 (Some(schedule), pool)
@@ -244,7 +268,7 @@ impl Workload {
             load => {
                 let schedule = matches!(load, Load::Open { .. }).then(|| open_schedule(plan));
                 let (plan2, tok) = (plan.clone(), tokenizer.clone());
-                let pool = PromptPool::build(plan.prompt_pool() as usize, move |push| {
+                let pool = PromptPool::build(plan.prompt_pool() as usize, false, move |push| {
                     build_prompts(&plan2, &corpus_text, &tok, salt, push)
                 })?;
                 (schedule, pool)
@@ -451,7 +475,7 @@ mod tests {
     #[tokio::test]
     async fn requests_wait_for_their_prompt_and_cycle_the_pool() {
         let (tx, rx) = std::sync::mpsc::channel::<()>();
-        let pool = PromptPool::build(3, move |push| {
+        let pool = PromptPool::build(3, false, move |push| {
             for n in 0..10 {
                 // Each prompt waits for the test's go, so a request can be ahead of the builder.
                 rx.recv().ok();
@@ -478,11 +502,15 @@ mod tests {
         }
         assert_eq!(pool.built(), 3);
         assert!(pool.error().is_none());
+        // A cycled pool's prompts serve again: releasing one is a no-op.
+        pool.release(4);
+        assert_eq!(pool.held(), 3);
+        assert_eq!(pool.get(7).await.unwrap().max_tokens, 1);
     }
 
     #[tokio::test]
     async fn a_builder_that_stops_short_is_cycled_and_its_error_kept() {
-        let pool = PromptPool::build(10, |push| {
+        let pool = PromptPool::build(10, false, |push| {
             push(spec(0));
             push(spec(1));
             anyhow::bail!("the tokenizer failed")
@@ -492,7 +520,7 @@ mod tests {
         assert_eq!(pool.get(7).await.unwrap().max_tokens, 1);
         assert_eq!(pool.get(12).await.unwrap().max_tokens, 0);
         assert!(pool.error().unwrap().contains("tokenizer failed"));
-        let none = PromptPool::build(4, |_| anyhow::bail!("bad corpus")).unwrap();
+        let none = PromptPool::build(4, false, |_| anyhow::bail!("bad corpus")).unwrap();
         assert!(none.get(0).await.is_none());
     }
 
@@ -571,13 +599,20 @@ mod tests {
             assert_eq!(spec.prompt_tokens, 200 + i % 7 + marker_tokens, "entry {i}");
             assert_eq!(spec.max_tokens, 4);
         }
+        // Each prompt of a trace goes to one request: once it has it, the pool lets go.
+        for i in 0..100 {
+            let spec = w.prompts.get(i).await.unwrap();
+            w.prompts.release(i);
+            assert!(!spec.prompt.is_empty(), "the request keeps its own");
+        }
+        assert_eq!(w.prompts.held(), w.prompts.built() - 100);
         assert!(w.prompts.error().is_none());
     }
 
     #[tokio::test]
     async fn the_builder_stays_a_bounded_way_ahead_and_stops_with_the_run() {
         let (stopped, builder_done) = std::sync::mpsc::channel();
-        let pool = PromptPool::build(BUILD_AHEAD * 4, move |push| {
+        let pool = PromptPool::build(BUILD_AHEAD * 4, false, move |push| {
             let mut n = 0;
             while push(spec(n)) {
                 n += 1;
