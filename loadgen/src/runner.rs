@@ -76,6 +76,47 @@ fn unsent(id: u64, intended_us: u64, prompts: &PromptPool, outcome: Outcome) -> 
     r
 }
 
+/// A slot under `--max-concurrency` (none without it), or why the arrival is dropped.
+fn take_slot(
+    slots: Option<&Arc<Semaphore>>,
+    max_concurrency: Option<u64>,
+) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, String> {
+    match slots {
+        None => Ok(None),
+        Some(s) => s.clone().try_acquire_owned().map(Some).map_err(|_| {
+            format!(
+                "all {} slots were busy at its scheduled time (--max-concurrency)",
+                max_concurrency.unwrap_or(0)
+            )
+        }),
+    }
+}
+
+/// Records the arrivals of a run that stopped: those already due as dropped, the rest as not due
+/// (never part of the offered load).
+async fn record_unsent(
+    rest: &[(u64, u64)],
+    ctx: &Context,
+    prompts: &PromptPool,
+    tx: &mpsc::Sender<RequestRecord>,
+) {
+    let now = ctx.now_us();
+    for &(j, tj) in rest {
+        let outcome = if tj <= now {
+            Outcome::Dropped {
+                message: "due, but the run was stopping".into(),
+            }
+        } else {
+            Outcome::NotDue {
+                message: "the run stopped before its scheduled time".into(),
+            }
+        };
+        if tx.send(unsent(j, tj, prompts, outcome)).await.is_err() {
+            break;
+        }
+    }
+}
+
 /// Runs an open loop: each arrival `(i, t)` sends request `i` at `t` µs after the run start,
 /// whatever the server's speed. With `max_concurrency`, an arrival that finds every slot busy is
 /// recorded as dropped; arrivals after `stop_at` or after a stop are recorded as `not_due`.
@@ -100,50 +141,50 @@ pub async fn open_loop(
             }
         }
         if control.is_stopped() || at > stop_at {
-            // Arrivals not yet due were never part of the offered load: recorded, but not as drops.
-            let now = ctx.now_us();
-            for &(j, tj) in &schedule[k..] {
-                let outcome = if tj <= now {
-                    Outcome::Dropped {
-                        message: "due, but the run was stopping".into(),
-                    }
-                } else {
-                    Outcome::NotDue {
-                        message: "the run stopped before its scheduled time".into(),
-                    }
-                };
-                if tx.send(unsent(j, tj, &prompts, outcome)).await.is_err() {
-                    break;
-                }
-            }
+            record_unsent(&schedule[k..], &ctx, &prompts, &tx).await;
             break;
         }
-        let permit = match &slots {
-            Some(s) => match s.clone().try_acquire_owned() {
-                Ok(p) => Some(p),
-                Err(_) => {
-                    let why = format!(
-                        "all {} slots were busy at its scheduled time (--max-concurrency)",
-                        max_concurrency.unwrap_or(0)
-                    );
-                    let rec = unsent(i, t, &prompts, Outcome::Dropped { message: why });
-                    if tx.send(rec).await.is_err() {
-                        break;
-                    }
-                    continue;
+        let permit = match take_slot(slots.as_ref(), max_concurrency) {
+            Ok(permit) => permit,
+            Err(why) => {
+                let rec = unsent(i, t, &prompts, Outcome::Dropped { message: why });
+                if tx.send(rec).await.is_err() {
+                    break;
                 }
-            },
-            None => None,
+                continue;
+            }
         };
-        let (ctx, prompts, tx, control) =
-            (ctx.clone(), prompts.clone(), tx.clone(), control.clone());
+        // The prompt is awaited here, not in the request's task: a builder slower than the schedule
+        // then delays the arrivals (their schedule lag says so) instead of piling up a waiting task
+        // per arrival, which a long trace replayed fast grew to over 100 MB.
+        let spec = tokio::select! {
+            spec = prompts.get(i) => spec,
+            _ = stop.wait_for(|s| *s) => {
+                record_unsent(&schedule[k..], &ctx, &prompts, &tx).await;
+                break;
+            }
+        };
+        let Some(spec) = spec else {
+            let why = format!(
+                "no prompt could be built: {}",
+                prompts
+                    .error()
+                    .unwrap_or_else(|| "the builder stopped".into())
+            );
+            if tx
+                .send(unsent(i, t, &prompts, Outcome::Dropped { message: why }))
+                .await
+                .is_err()
+            {
+                break;
+            }
+            continue;
+        };
+        prompts.release(i);
+        let (ctx, tx, control) = (ctx.clone(), tx.clone(), control.clone());
         tasks.spawn(async move {
             let _permit = permit;
             let mut cut = control.cut_receiver();
-            let Some(spec) = prompts.get(i).await else {
-                return;
-            };
-            prompts.release(i);
             let done = measure(&ctx, i, t, &spec, &mut cut).await;
             if let Ok(slot) = tx.reserve_owned().await {
                 done.finish_and_send(&ctx, slot);
