@@ -530,6 +530,11 @@ impl Plan {
             e2e_s: (fired - self.start).as_secs_f64(),
             tpot_s,
         });
+        Ok(self.json_body(text, finish, prompt, total))
+    }
+
+    /// The non-streaming response: one choice with the whole text, and the usage.
+    fn json_body(&self, text: String, finish: &str, prompt: PromptTokens, total: u64) -> String {
         let choice = match self.endpoint {
             Endpoint::Chat => json!({
                 "index": 0,
@@ -541,7 +546,7 @@ impl Plan {
                 "index": 0, "text": text, "logprobs": null, "finish_reason": finish,
             }),
         };
-        Ok(json!({
+        json!({
             "id": self.id,
             "object": match self.endpoint {
                 Endpoint::Chat => "chat.completion",
@@ -552,7 +557,7 @@ impl Plan {
             "choices": [choice],
             "usage": Self::usage(prompt, total),
         })
-        .to_string())
+        .to_string()
     }
 }
 
