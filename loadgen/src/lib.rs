@@ -842,3 +842,65 @@ fn print_run(out: &RunOutput, model: &str, print: Printing) {
         _ => {}
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An open-loop arrival whose prompt can never be built is a record that says why, not a
+    /// request that vanishes; nothing is sent (the base URL goes nowhere).
+    #[tokio::test]
+    async fn an_arrival_without_a_prompt_is_recorded_as_dropped() {
+        let plan = Args::from_flags(&[
+            "--model",
+            "m",
+            "--api-base",
+            "http://127.0.0.1:9/v1",
+            "--api-key",
+            "k",
+            "--tokenizer",
+            "tokenperf",
+            "--request-rate",
+            "100",
+        ])
+        .unwrap()
+        .into_plan()
+        .unwrap();
+        let workload = Workload {
+            tokenizer: Arc::new(tokenperf_core::tokenizer::TokenCounter::project()),
+            prompts: workload::PromptPool::build(3, true, |_| anyhow::bail!("the corpus failed"))
+                .unwrap(),
+            arrivals: None,
+        };
+        let http = http::HttpClient::new(&plan.api_base, 1, Duration::from_secs(1)).unwrap();
+        let client = Client::new(&plan, http, &workload, Arc::new(AtomicI64::new(0))).unwrap();
+        let ctx = client.context(&Started::now());
+        let (tx, mut rx) = mpsc::channel(16);
+        let schedule = [(0, 0), (1, 1_000), (2, 2_000)];
+        runner::open_loop(
+            ctx,
+            workload.prompts.clone(),
+            &schedule,
+            None,
+            Instant::now() + Duration::from_secs(60),
+            Control::new(),
+            tx,
+        )
+        .await;
+        let mut records = Vec::new();
+        while let Some(r) = rx.recv().await {
+            records.push(r);
+        }
+        assert_eq!(records.len(), 3);
+        for r in &records {
+            assert!(r.sent_at_us.is_none(), "nothing was sent");
+            let tokenperf_core::record::Outcome::Dropped { message } = &r.outcome else {
+                panic!("{:?}", r.outcome)
+            };
+            assert!(
+                message.contains("no prompt could be built: the corpus failed"),
+                "{message}"
+            );
+        }
+    }
+}
