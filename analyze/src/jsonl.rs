@@ -33,11 +33,12 @@ const MIN_PART_BYTES: u64 = 4 << 20;
 /// MB of record) stays under it.
 pub const MAX_LINE_BYTES: usize = 1 << 30;
 
-/// `read_until(b'\n')` that refuses a line of more than `cap` bytes instead of growing `line` to
-/// the whole file: the bytes read, 0 at the end.
-fn read_line_capped(
+/// Reads one line (up to and with its `\n`, or to the end): into `keep` if given, where a line of
+/// more than `cap` bytes is refused instead of growing `keep` to the whole file; else skipped
+/// without keeping anything. The bytes read, 0 at the end.
+fn next_line(
     r: &mut impl BufRead,
-    line: &mut Vec<u8>,
+    mut keep: Option<&mut Vec<u8>>,
     cap: usize,
 ) -> std::io::Result<usize> {
     let mut n = 0;
@@ -48,37 +49,21 @@ fn read_line_capped(
         }
         let end = buf.iter().position(|b| *b == b'\n').map(|i| i + 1);
         let take = end.unwrap_or(buf.len());
-        if line.len() + take > cap {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::InvalidData,
-                if cap >= 1 << 20 {
-                    format!("a line longer than {} MiB", cap >> 20)
-                } else {
-                    format!("a line longer than {cap} bytes")
-                },
-            ));
+        if let Some(line) = keep.as_deref_mut() {
+            if line.len() + take > cap {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    if cap >= 1 << 20 {
+                        format!("a line longer than {} MiB", cap >> 20)
+                    } else {
+                        format!("a line longer than {cap} bytes")
+                    },
+                ));
+            }
+            line.extend_from_slice(&buf[..take]);
         }
-        line.extend_from_slice(&buf[..take]);
         r.consume(take);
         n += take;
-        if end.is_some() {
-            return Ok(n);
-        }
-    }
-}
-
-/// Skips to the next line start without keeping the line: the bytes skipped.
-fn skip_line(r: &mut impl BufRead) -> std::io::Result<u64> {
-    let mut n = 0u64;
-    loop {
-        let buf = r.fill_buf()?;
-        if buf.is_empty() {
-            return Ok(n);
-        }
-        let end = buf.iter().position(|b| *b == b'\n').map(|i| i + 1);
-        let take = end.unwrap_or(buf.len());
-        r.consume(take);
-        n += take as u64;
         if end.is_some() {
             return Ok(n);
         }
@@ -131,7 +116,7 @@ pub fn for_each_record(
     let (mut number, mut offset) = (0usize, range.start);
     loop {
         line.clear();
-        let n = read_line_capped(&mut reader, &mut line, max_line).with_context(|| {
+        let n = next_line(&mut reader, Some(&mut line), max_line).with_context(|| {
             let at = lines_before(path, range.start).map_or(0, |l| l + number + 1);
             format!("reading '{}' line {at}", path.display())
         })?;
@@ -170,7 +155,7 @@ fn cut_points(path: &Path, len: u64, parts: u64) -> anyhow::Result<Vec<Range<u64
     for k in 1..parts {
         let at = (len * k / parts).max(*starts.last().unwrap_or(&0));
         f.seek(SeekFrom::Start(at))?;
-        let n = skip_line(&mut f)?;
+        let n = next_line(&mut f, None, usize::MAX)? as u64;
         if at + n < len {
             starts.push(at + n);
         }
@@ -332,23 +317,23 @@ mod tests {
         // A 16-byte buffer, so lines span refills.
         let mut r = BufReader::with_capacity(16, text.as_bytes());
         let mut line = Vec::new();
-        assert_eq!(read_line_capped(&mut r, &mut line, 64).unwrap(), 41);
+        assert_eq!(next_line(&mut r, Some(&mut line), 64).unwrap(), 41);
         assert_eq!(line.len(), 41);
         line.clear();
-        let e = read_line_capped(&mut r, &mut line, 64).unwrap_err();
+        let e = next_line(&mut r, Some(&mut line), 64).unwrap_err();
         assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
         assert!(line.len() <= 64, "held {} bytes", line.len());
 
         let mut r = BufReader::with_capacity(16, text.as_bytes());
-        assert_eq!(skip_line(&mut r).unwrap(), 41);
-        assert_eq!(skip_line(&mut r).unwrap(), 101);
+        assert_eq!(next_line(&mut r, None, 64).unwrap(), 41);
+        assert_eq!(next_line(&mut r, None, 64).unwrap(), 101);
         line.clear();
-        assert_eq!(read_line_capped(&mut r, &mut line, 64).unwrap(), 6);
+        assert_eq!(next_line(&mut r, Some(&mut line), 64).unwrap(), 6);
         line.clear();
-        assert_eq!(read_line_capped(&mut r, &mut line, 64).unwrap(), 7);
+        assert_eq!(next_line(&mut r, Some(&mut line), 64).unwrap(), 7);
         assert_eq!(line, b"ccccccc");
-        assert_eq!(read_line_capped(&mut r, &mut line, 64).unwrap(), 0);
-        assert_eq!(skip_line(&mut r).unwrap(), 0);
+        assert_eq!(next_line(&mut r, Some(&mut line), 64).unwrap(), 0);
+        assert_eq!(next_line(&mut r, None, 64).unwrap(), 0);
     }
 
     /// A record line past the cap is an error naming the file and the line, after the records

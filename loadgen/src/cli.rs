@@ -539,6 +539,24 @@ impl Args {
         Self::try_parse_from(std::iter::once("loadgen").chain(flags.iter().copied()))
     }
 
+    /// Tests' plan: `extra` after the flags every offline test needs (a model, a base URL nothing
+    /// listens on, a key, the built-in tokenizer).
+    #[cfg(test)]
+    pub(crate) fn offline_plan(extra: &[&str]) -> Plan {
+        let base = [
+            "--model",
+            "m",
+            "--api-base",
+            "http://127.0.0.1:9/v1",
+            "--api-key",
+            "k",
+            "--tokenizer",
+            "tokenperf",
+        ];
+        let flags: Vec<&str> = base.iter().chain(extra).copied().collect();
+        Self::from_flags(&flags).unwrap().into_plan().unwrap()
+    }
+
     /// Validates the flags into a [`Plan`]. Single values were range-checked by their parsers; what
     /// is left here are the rules between flags.
     pub fn into_plan(self) -> Result<Plan, ConfigError> {

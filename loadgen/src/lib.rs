@@ -851,21 +851,7 @@ mod tests {
     /// request that vanishes; nothing is sent (the base URL goes nowhere).
     #[tokio::test]
     async fn an_arrival_without_a_prompt_is_recorded_as_dropped() {
-        let plan = Args::from_flags(&[
-            "--model",
-            "m",
-            "--api-base",
-            "http://127.0.0.1:9/v1",
-            "--api-key",
-            "k",
-            "--tokenizer",
-            "tokenperf",
-            "--request-rate",
-            "100",
-        ])
-        .unwrap()
-        .into_plan()
-        .unwrap();
+        let plan = Args::offline_plan(&["--request-rate", "100"]);
         let workload = Workload {
             tokenizer: Arc::new(tokenperf_core::tokenizer::TokenCounter::project()),
             prompts: workload::PromptPool::build(3, true, |_| anyhow::bail!("the corpus failed"))

@@ -554,22 +554,7 @@ mod tests {
             .collect();
         std::fs::write(&path, lines).unwrap();
         let trace = path.to_str().unwrap();
-        let plan = crate::cli::Args::from_flags(&[
-            "--model",
-            "m",
-            "--api-base",
-            "http://127.0.0.1:9/v1",
-            "--api-key",
-            "k",
-            "--tokenizer",
-            "tokenperf",
-            "--trace",
-            trace,
-            "--cache-bust",
-        ])
-        .unwrap()
-        .into_plan()
-        .unwrap();
+        let plan = crate::cli::Args::offline_plan(&["--trace", trace, "--cache-bust"]);
         let w = Workload::prepare(&plan).await.unwrap();
         assert_eq!(w.arrivals.as_ref().unwrap().len(), n as usize);
         tokio::time::sleep(Duration::from_millis(20)).await;

@@ -697,11 +697,11 @@ impl Emitter {
         if self.emitted == k && plan.endpoint == Endpoint::Chat {
             plan.role_chunk(&self.head, out);
         }
-        let sent = sent.unwrap_or_else(Instant::now);
+        // The clock is read for the send time only when ground truth wants it.
         let gt = (plan.ground_truth || state.logs_ground_truth()).then(|| {
             (
                 state.clock.mono_us(target),
-                state.clock.mono_us(sent),
+                state.clock.mono_us(sent.unwrap_or_else(Instant::now)),
                 k as u32,
             )
         });
