@@ -5,7 +5,13 @@
 # so loadgen's CPU is its own core's), "unpinned" (both free on both cores), and "saturated" (pinned,
 # with a mock that sends every token at once, 0 ms, so loadgen's core is the limit and each read
 # carries whatever has arrived). CPU is loadgen's
-# user + system time from launch to exit; events are counted in the records it wrote. With a REV,
+# user + system time from launch to exit; events are counted in the records it wrote. Each round
+# also runs the kernel's floor alike: `tcp_floor`'s bare writer on CPU 0, 1,000 streams × 10 ms, and
+# its bare reader (one tokio task per stream, no HTTP or JSON) on CPU 1, whose CPU per message is
+# what any client pays on this VM in the pinned case; the table gives loadgen's pinned cost as a
+# ratio to it (both whole processes, launch to exit), round by round. The pinned case also reads
+# each of loadgen's threads' CPU, to tell per-event work (the runtime's worker) from per-request
+# work (token counting, prompt building). With a REV,
 # loadgen built from REV alternates with this tree's over ROUNDS rounds (default 3), against the
 # same mock (this tree's).
 #
@@ -15,6 +21,7 @@ cd "$(dirname "$0")/.."
 source scripts/rev-build.sh
 rev="${1:-}"
 before_and_now "$rev" mock-server loadgen
+cargo build --release --locked -p mock-server --example tcp_floor >&2
 out="bench-results/client-cpu"
 rounds="${ROUNDS:-3}"
 mkdir -p "$out"
@@ -31,6 +38,18 @@ fast_pid=$mock_pid fast_url=$url
 start_mock "$out/mock-free.log" "$bin/mock-server" "${mock[@]}"
 trap 'kill $pinned_pid $fast_pid $mock_pid 2>/dev/null || true' EXIT
 
+# Each thread's CPU (`schedstat`'s run time, in ns, exact where `/proc`'s tick counts are sampled),
+# read every 50 ms while the process lives: the last reading per thread is within 50 ms of its end.
+thread_cpu() { # thread_cpu PID: lines of "NAME TID NS"
+    [ -n "$1" ] || return 0
+    while kill -0 "$1" 2>/dev/null; do
+        for t in /proc/"$1"/task/*; do
+            echo "$(cat "$t/comm" 2>/dev/null) ${t##*/} $(cut -d' ' -f1 "$t/schedstat" 2>/dev/null)"
+        done 2>/dev/null
+        sleep 0.05
+    done
+}
+
 run() { # run VARIANT CASE LOADGEN ROUND
     local variant="$1" case="$2" lg="$3" round="$4" prefix=() api="$url" n=3000
     if [ "$case" = pinned ]; then prefix=(taskset -c 1); api="$pinned_url"; n=5000; fi
@@ -40,7 +59,11 @@ run() { # run VARIANT CASE LOADGEN ROUND
     /usr/bin/time -f "%e %U %S" -o "$dir.time" "${prefix[@]}" "$lg" --model m --tokenizer tokenperf \
         --api-base "$api" --num-concurrent-requests 1000 --max-num-completed-requests "$n" \
         --mean-input-tokens 32 --stddev-input-tokens 0 --mean-output-tokens 100 \
-        --stddev-output-tokens 0 --results-dir "$dir" >/dev/null 2>&1
+        --stddev-output-tokens 0 --results-dir "$dir" >/dev/null 2>&1 &
+    local timer=$! pid=""
+    for _ in $(seq 100); do pid=$(pgrep -P "$timer" || true); [ -n "$pid" ] && break; sleep 0.01; done
+    thread_cpu "$pid" >"$dir.threads"
+    wait "$timer"
     python3 - "$dir" "$variant" "$case" >>"$out/$variant-$case.txt" <<'PY'
 import glob, json, sys
 d, variant, case = sys.argv[1:]
@@ -51,9 +74,38 @@ for line in open(glob.glob(d + "/*_requests.jsonl")[0]):
     events += len(r.get("events") or [])
     ok += r["outcome"]["kind"] == "ok"
 cpu = user + sys_s
-print(f"{events} {ok} {wall:.2f} {cpu:.2f} {cpu / events * 1e5:.3f} {events / wall:.0f} {100 * cpu / wall:.0f}")
+# µs per event: user, system, then each kind of thread (the last reading of each thread's run time).
+last = {}
+for line in open(d + ".threads"):
+    f = line.split()
+    if len(f) == 3 and f[2].isdigit():
+        last[(f[0], f[1])] = int(f[2])
+kinds = {}
+for (name, _), ns in last.items():
+    kind = "worker" if name.startswith("tokio") else "main" if name == "loadgen" else name.removeprefix("loadgen-").rstrip("-0123456789")
+    kinds[kind] = kinds.get(kind, 0) + ns
+per = lambda s: f"{s * 1e6 / events:.2f}"
+threads = ",".join(f"{k}={per(ns / 1e9)}" for k, ns in sorted(kinds.items()))
+print(f"{events} {ok} {wall:.2f} {cpu:.2f} {cpu / events * 1e5:.3f} {events / wall:.0f} {100 * cpu / wall:.0f} {per(user)} {per(sys_s)} {threads}")
 PY
     rm -rf "$dir"
+}
+
+floor() { # floor ROUND: the bare writer and reader pinned as in the pinned case, 5 s
+    local port=$((7900 + $1))
+    taskset -c 0 "$bin/examples/tcp_floor" write --port "$port" --streams 1000 --gap-us 10000 \
+        --seconds 5 >"$out/floor-writer-r$1.log" &
+    local w=$!
+    sleep 0.3
+    /usr/bin/time -f "%U %S" -o "$out/floor-r$1.time" taskset -c 1 "$bin/examples/tcp_floor" read \
+        --port "$port" --streams 1000 >"$out/floor-reader-r$1.log"
+    wait "$w"
+    # µs per message: the reader's own figure (its CPU after connecting), then user and system time
+    # of the whole process.
+    local msgs; msgs=$(grep -o '^reader: [0-9]*' "$out/floor-reader-r$1.log" | grep -o '[0-9]*$')
+    echo "$(grep -o '[0-9.]* µs per message' "$out/floor-reader-r$1.log" | grep -o '^[0-9.]*')" \
+        "$(awk -v m="$msgs" '{ printf "%.2f %.2f", $1 * 1e6 / m, $2 * 1e6 / m }' "$out/floor-r$1.time")" \
+        >>"$out/floor.txt"
 }
 
 variants=("now")
@@ -64,6 +116,7 @@ for round in $(seq "$rounds"); do
         [ "$v" = now ] || lg="$old_bin/loadgen"
         for c in pinned unpinned saturated; do run "$v" "$c" "$lg" "$round"; done
     done
+    floor "$round"
 done
 python3 - "$out" "${variants[@]}" <<'PY'
 import sys
@@ -75,4 +128,23 @@ for v in variants:
         rows = [l.split() for l in open(f"{out}/{v}-{case}.txt")]
         col = lambda i: ", ".join(r[i] for r in rows)
         print(f"| {v} | {case} | {rows[0][0]} | {rows[0][1]} | {col(4)} | {col(5)} | {col(6)} |")
+print()
+print("| loadgen | case | µs per event: user | system | by thread (schedstat) |")
+print("|---|---|---|---|---|")
+for v in variants:
+    for case in ("pinned", "unpinned", "saturated"):
+        rows = [l.split() for l in open(f"{out}/{v}-{case}.txt")]
+        col = lambda i: ", ".join(r[i] if len(r) > i else "-" for r in rows)
+        print(f"| {v} | {case} | {col(7)} | {col(8)} | {'; '.join(r[9] if len(r) > 9 else '-' for r in rows)} |")
+floor = [l.split() for l in open(f"{out}/floor.txt")]
+print()
+print("| round | floor reader µs per message (user, system) | " + " | ".join(f"{v} pinned ÷ floor" for v in variants) + " |")
+print("|---|---|" + "---:|" * len(variants))
+for i, (f, fu, fs) in enumerate(floor):
+    f = float(f)
+    ratios = []
+    for v in variants:
+        pinned = float(open(f"{out}/{v}-pinned.txt").readlines()[i].split()[4]) * 10  # µs per event
+        ratios.append(f"{pinned / (float(fu) + float(fs)):.2f}")
+    print(f"| {i + 1} | {f:.2f} ({fu}, {fs}) | " + " | ".join(ratios) + " |")
 PY
