@@ -8,6 +8,7 @@
 //! * [`stats`]: percentiles (linear interpolation), mean, min, max, sample stddev; `None`, never NaN.
 //! * [`summary`]: run-level statistics, LLMPerf's summary JSON and console block.
 //! * [`tally`]: the summary built one record at a time; [`histogram`]: bounded tallies of µs values.
+//! * [`lines`]: JSONL read a line at a time, each line capped.
 //! * [`llmperf`]: LLMPerf's nine record keys, file names, metric definitions and float formatting.
 //! * [`openai`]: request/response/error types of the OpenAI API.
 //! * [`tokenizer`]: the embedded project tokenizer and `tokenizer.json` loading.
@@ -16,6 +17,7 @@
 pub mod background;
 pub mod clock;
 pub mod histogram;
+pub mod lines;
 pub mod llmperf;
 pub mod openai;
 pub mod pyrandom;
