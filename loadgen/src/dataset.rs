@@ -12,9 +12,11 @@ use anyhow::{Context, bail};
 use clap::ValueEnum;
 use serde::Serialize;
 use serde_json::Value;
+use tokenperf_core::lines::MAX_LINE_BYTES;
 use tokenperf_core::rng::Rng;
 use tokenperf_core::tokenizer::TokenCounter;
 
+use crate::jsonl::for_each_line;
 use crate::prompt::{PromptBuilder, PromptSpec, sample_positive};
 
 /// Dataset file formats.
@@ -74,62 +76,63 @@ fn text_of(v: &Value) -> Option<String> {
     }
 }
 
-/// Reads a JSONL dataset; an unusable line is an error naming its number.
+/// Reads a JSONL dataset a line at a time; an unusable line, or one longer than [`MAX_LINE_BYTES`],
+/// is an error naming its number.
 pub fn read_jsonl(path: &Path) -> anyhow::Result<Vec<Item>> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading the dataset '{}' (--dataset)", path.display()))?;
     let mut items = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = || format!("'{}' line {}", path.display(), i + 1);
-        let v: Value = serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
-        let output_tokens = match v.get("max_tokens").or(v.get("output_tokens")) {
-            None | Some(Value::Null) => None,
-            Some(n) => Some(n.as_u64().filter(|n| *n > 0).ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: the output length must be a positive integer, got {n}",
-                    at()
-                )
-            })?),
-        };
-        let item = if let Some(p) = v.get("prompt") {
-            Item {
-                prompt: text_of(p)
-                    .ok_or_else(|| anyhow::anyhow!("{}: 'prompt' must be a string", at()))?,
-                messages: None,
-                output_tokens,
-            }
-        } else if let Some(Value::Array(m)) = v.get("messages") {
-            let mut texts = Vec::new();
-            for msg in m {
-                let content = msg.get("content").and_then(text_of).ok_or_else(|| {
-                    anyhow::anyhow!("{}: every message needs a text 'content'", at())
-                })?;
-                texts.push(content);
-            }
-            Item {
-                prompt: texts.join("\n"),
-                messages: Some(m.clone()),
-                output_tokens,
-            }
-        } else {
-            bail!("{}: needs a 'prompt' string or a 'messages' list", at());
-        };
-        items.push(item);
-    }
+    for_each_line(path, "the --dataset file", MAX_LINE_BYTES, |line, at| {
+        items.push(jsonl_item(line, at)?);
+        Ok(())
+    })?;
     if items.is_empty() {
         bail!("'{}' has no prompts", path.display());
     }
     Ok(items)
 }
 
+/// One dataset line: a `prompt`, or chat `messages`, with an optional output length.
+fn jsonl_item(line: &str, at: &dyn Fn() -> String) -> anyhow::Result<Item> {
+    let v: Value = serde_json::from_str(line).with_context(|| format!("{}: not JSON", at()))?;
+    let output_tokens = match v.get("max_tokens").or(v.get("output_tokens")) {
+        None | Some(Value::Null) => None,
+        Some(n) => Some(n.as_u64().filter(|n| *n > 0).ok_or_else(|| {
+            anyhow::anyhow!(
+                "{}: the output length must be a positive integer, got {n}",
+                at()
+            )
+        })?),
+    };
+    Ok(if let Some(p) = v.get("prompt") {
+        Item {
+            prompt: text_of(p)
+                .ok_or_else(|| anyhow::anyhow!("{}: 'prompt' must be a string", at()))?,
+            messages: None,
+            output_tokens,
+        }
+    } else if let Some(Value::Array(m)) = v.get("messages") {
+        let mut texts = Vec::new();
+        for msg in m {
+            let content = msg
+                .get("content")
+                .and_then(text_of)
+                .ok_or_else(|| anyhow::anyhow!("{}: every message needs a text 'content'", at()))?;
+            texts.push(content);
+        }
+        Item {
+            prompt: texts.join("\n"),
+            messages: Some(m.clone()),
+            output_tokens,
+        }
+    } else {
+        bail!("{}: needs a 'prompt' string or a 'messages' list", at());
+    })
+}
+
 /// Reads a ShareGPT dataset. Conversations without a human turn are skipped; when the human turn has a
 /// reply, its token count (with `tokenizer`) becomes the output length.
 pub fn read_sharegpt(path: &Path, tokenizer: &TokenCounter) -> anyhow::Result<Vec<Item>> {
     let bytes = std::fs::read(path)
-        .with_context(|| format!("reading the dataset '{}' (--dataset)", path.display()))?;
+        .with_context(|| format!("reading the --dataset file '{}'", path.display()))?;
     let v: Value = serde_json::from_slice(&bytes).with_context(|| {
         format!(
             "'{}' is not valid JSON (ShareGPT format expected)",

@@ -25,6 +25,7 @@ pub mod collect;
 pub mod dataset;
 pub mod h1;
 pub mod http;
+pub mod jsonl;
 pub mod output;
 pub mod prompt;
 pub mod runner;
