@@ -46,6 +46,9 @@ pub struct LlmperfSampler<'a> {
     /// the line is first used. Counted on first use, not up front: a prompt visits tens of lines, and
     /// one pass over the whole corpus was most of the wait before the first request.
     line_tokens: Vec<u64>,
+    /// The last instruction's `max_tokens` and token count: with no spread in the output length
+    /// (LLMPerf's default) every request has the same instruction, counted once.
+    head: Option<(u64, u64)>,
     tokenizer: &'a TokenCounter,
     rng: PyRandom,
 }
@@ -62,6 +65,7 @@ impl<'a> LlmperfSampler<'a> {
         Ok(Self {
             lines,
             line_tokens,
+            head: None,
             tokenizer,
             rng: PyRandom::new(u128::from(seed)),
         })
@@ -76,7 +80,12 @@ impl<'a> LlmperfSampler<'a> {
     ) -> Result<PromptSpec, TokenizerError> {
         let max_tokens = py_positive(&mut self.rng, mean_out, std_out);
         let mut prompt = prefix(max_tokens);
-        let head_tokens = self.tokenizer.count(&prompt, true)? as u64;
+        let head_tokens = match self.head {
+            Some((m, n)) if m == max_tokens => n,
+            _ => self.tokenizer.count(&prompt, true)? as u64,
+        };
+        self.head = Some((max_tokens, head_tokens));
+        let head_len = prompt.len();
         let mut target = py_positive(&mut self.rng, mean_in, std_in);
         let mut tries = 0;
         // With no spread every redraw is the same (LLMPerf would loop forever): the prompt is then
@@ -104,8 +113,14 @@ impl<'a> LlmperfSampler<'a> {
                 break;
             }
         }
+        // A prompt that is the instruction alone (a target below its length) is already counted.
+        let prompt_tokens = if prompt.len() == head_len {
+            head_tokens
+        } else {
+            self.tokenizer.count(&prompt, true)? as u64
+        };
         Ok(PromptSpec {
-            prompt_tokens: self.tokenizer.count(&prompt, true)? as u64,
+            prompt_tokens,
             prompt,
             messages: None,
             max_tokens,
@@ -411,6 +426,27 @@ mod tests {
         let first = again.next((550.0, 150.0), (150.0, 80.0)).unwrap();
         let mut s2 = LlmperfSampler::new(&corpus, &t, 11111).unwrap();
         assert_eq!(first, s2.next((550.0, 150.0), (150.0, 80.0)).unwrap());
+    }
+
+    /// The instruction's count is kept between requests, and a prompt that is the instruction alone
+    /// is not counted again: every reported count is still the prompt's own, whether the output
+    /// length varies or not and whether lines follow the instruction or not.
+    #[test]
+    fn reported_prompt_counts_are_the_prompts_own() {
+        let t = TokenCounter::project();
+        for (input, output) in [
+            ((550.0, 0.0), (150.0, 0.0)),
+            ((32.0, 0.0), (100.0, 0.0)),
+            ((550.0, 150.0), (150.0, 80.0)),
+            ((40.0, 30.0), (100.0, 2.0)),
+        ] {
+            let mut s = LlmperfSampler::new(PROJECT_CORPUS, &t, 7).unwrap();
+            for _ in 0..20 {
+                let p = s.next(input, output).unwrap();
+                let own = t.count(&p.prompt, true).unwrap() as u64;
+                assert_eq!(p.prompt_tokens, own, "{input:?} {output:?}: {:?}", p.prompt);
+            }
+        }
     }
 
     use super::*;
