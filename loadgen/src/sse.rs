@@ -65,7 +65,7 @@ impl SseParser {
         self.after_cr = false;
         if !self.buf.is_empty() {
             // Only the new bytes are scanned for the end of the carried-over line.
-            let Some(k) = bytes.iter().position(|&b| b == b'\n' || b == b'\r') else {
+            let Some(k) = memchr::memchr2(b'\n', b'\r', bytes) else {
                 self.buf.extend_from_slice(bytes);
                 return self.check(self.buf.len());
             };
@@ -117,24 +117,20 @@ impl SseParser {
         on_event: &mut impl FnMut(&[u8]),
     ) -> Result<usize, LineTooLong> {
         let mut start = 0;
-        let mut i = 0;
-        while i < input.len() {
-            let b = input[i];
-            if b == b'\n' || b == b'\r' {
-                self.check(i - start)?;
-                self.line(&input[start..i], on_event)?;
-                i += 1;
-                if b == b'\r' {
-                    if i == input.len() {
-                        self.after_cr = true;
-                    } else if input[i] == b'\n' {
-                        i += 1;
-                    }
+        // Line ends found a vector at a time: this scan runs over every byte of every stream.
+        while let Some(k) = memchr::memchr2(b'\n', b'\r', &input[start..]) {
+            let end = start + k;
+            self.check(k)?;
+            self.line(&input[start..end], on_event)?;
+            let mut i = end + 1;
+            if input[end] == b'\r' {
+                if i == input.len() {
+                    self.after_cr = true;
+                } else if input[i] == b'\n' {
+                    i += 1;
                 }
-                start = i;
-            } else {
-                i += 1;
             }
+            start = i;
         }
         Ok(start)
     }
