@@ -60,6 +60,9 @@ pub struct Item {
     pub messages: Option<Vec<Value>>,
     /// Output length the entry asks for.
     pub output_tokens: Option<u64>,
+    /// A recorded reply (ShareGPT) whose token count is the output length: counted only when the
+    /// item is drawn, so a large dataset does not wait for every reply to be tokenized.
+    pub reply: Option<String>,
 }
 
 fn text_of(v: &Value) -> Option<String> {
@@ -108,6 +111,7 @@ fn jsonl_item(line: &str, at: &dyn Fn() -> String) -> anyhow::Result<Item> {
                 .ok_or_else(|| anyhow::anyhow!("{}: 'prompt' must be a string", at()))?,
             messages: None,
             output_tokens,
+            reply: None,
         }
     } else if let Some(Value::Array(m)) = v.get("messages") {
         let mut texts = Vec::new();
@@ -122,73 +126,132 @@ fn jsonl_item(line: &str, at: &dyn Fn() -> String) -> anyhow::Result<Item> {
             prompt: texts.join("\n"),
             messages: Some(m.clone()),
             output_tokens,
+            reply: None,
         }
     } else {
         bail!("{}: needs a 'prompt' string or a 'messages' list", at());
     })
 }
 
-/// Reads a ShareGPT dataset. Conversations without a human turn are skipped; when the human turn has a
-/// reply, its token count (with `tokenizer`) becomes the output length.
-pub fn read_sharegpt(path: &Path, tokenizer: &TokenCounter) -> anyhow::Result<Vec<Item>> {
-    let bytes = std::fs::read(path)
+/// One ShareGPT conversation: its turns, each a speaker and a text (kept as JSON values, so an odd
+/// entry is reported by number rather than failing the parse).
+#[derive(serde::Deserialize)]
+struct Conversation {
+    conversations: Option<Vec<Turn>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Turn {
+    #[serde(default)]
+    from: Option<Value>,
+    #[serde(default)]
+    value: Option<Value>,
+}
+
+/// Hands each element of a JSON array to a function as it is parsed, so the array is never held.
+struct EachElement<'f, T> {
+    each: &'f mut dyn FnMut(usize, T) -> anyhow::Result<()>,
+    /// The function's own error: the parser only carries a message, this keeps the chain.
+    failed: &'f mut Option<anyhow::Error>,
+}
+
+impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for EachElement<'_, T> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON array of conversations")
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let mut i = 0;
+        while let Some(t) = seq.next_element::<T>()? {
+            if let Err(e) = (self.each)(i, t) {
+                *self.failed = Some(e);
+                return Err(serde::de::Error::custom("stopped"));
+            }
+            i += 1;
+        }
+        Ok(())
+    }
+}
+
+/// Reads a ShareGPT dataset (a JSON array of conversations), one conversation at a time: a
+/// dataset of hundreds of MB is never held whole, as text or as JSON values. Conversations without
+/// a human turn are skipped; the first human turn is the prompt, and the reply after it (when there
+/// is one) gives the output length, counted when the item is drawn.
+pub fn read_sharegpt(path: &Path) -> anyhow::Result<Vec<Item>> {
+    let file = std::fs::File::open(path)
         .with_context(|| format!("reading the --dataset file '{}'", path.display()))?;
-    let v: Value = serde_json::from_slice(&bytes).with_context(|| {
+    let mut de =
+        serde_json::Deserializer::from_reader(std::io::BufReader::with_capacity(1 << 20, file));
+    let mut items = Vec::new();
+    let mut failed = None;
+    let mut each = |i: usize, c: Conversation| -> anyhow::Result<()> {
+        if let Some(item) = sharegpt_item(i, c, path)? {
+            items.push(item);
+        }
+        Ok(())
+    };
+    let parsed = serde::Deserializer::deserialize_seq(
+        &mut de,
+        EachElement {
+            each: &mut each,
+            failed: &mut failed,
+        },
+    )
+    .and_then(|()| de.end());
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    parsed.with_context(|| {
         format!(
-            "'{}' is not valid JSON (ShareGPT format expected)",
+            "'{}' is not ShareGPT JSON (a JSON array of conversations)",
             path.display()
         )
     })?;
-    let Value::Array(convs) = v else {
-        bail!(
-            "'{}': ShareGPT format is a JSON array of conversations",
-            path.display()
-        );
-    };
-    let mut items = Vec::new();
-    for (i, c) in convs.iter().enumerate() {
-        let Some(turns) = c.get("conversations").and_then(Value::as_array) else {
-            bail!(
-                "'{}': entry {i} has no 'conversations' list",
-                path.display()
-            );
-        };
-        let from = |t: &Value| {
-            t.get("from")
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let Some(h) = turns
-            .iter()
-            .position(|t| matches!(from(t).as_str(), "human" | "user"))
-        else {
-            continue;
-        };
-        let Some(prompt) = turns[h].get("value").and_then(Value::as_str) else {
-            bail!(
-                "'{}': entry {i}'s human turn has no text 'value'",
-                path.display()
-            );
-        };
-        let reply = turns
-            .get(h + 1)
-            .and_then(|t| t.get("value"))
-            .and_then(Value::as_str);
-        let output_tokens = match reply {
-            Some(r) => Some(tokenizer.count(r, false)?.max(1) as u64),
-            None => None,
-        };
-        items.push(Item {
-            prompt: prompt.to_string(),
-            messages: None,
-            output_tokens,
-        });
-    }
     if items.is_empty() {
         bail!("'{}' has no conversation with a human turn", path.display());
     }
     Ok(items)
+}
+
+/// Entry `i`'s item: its first human turn and the reply after it; `None` without a human turn.
+fn sharegpt_item(i: usize, c: Conversation, path: &Path) -> anyhow::Result<Option<Item>> {
+    let Some(mut turns) = c.conversations else {
+        bail!(
+            "'{}': entry {i} has no 'conversations' list",
+            path.display()
+        );
+    };
+    let from = |t: &Turn| {
+        t.from
+            .as_ref()
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let Some(h) = turns
+        .iter()
+        .position(|t| matches!(from(t).as_str(), "human" | "user"))
+    else {
+        return Ok(None);
+    };
+    let text = |t: &mut Turn| match t.value.take() {
+        Some(Value::String(s)) => Some(s),
+        _ => None,
+    };
+    let Some(prompt) = text(&mut turns[h]) else {
+        bail!(
+            "'{}': entry {i}'s human turn has no text 'value'",
+            path.display()
+        );
+    };
+    Ok(Some(Item {
+        prompt,
+        messages: None,
+        output_tokens: None,
+        reply: turns.get_mut(h + 1).and_then(text),
+    }))
 }
 
 /// `n` distinct prefixes of exactly `tokens` tokens each (special tokens not counted), from the corpus.
@@ -253,9 +316,11 @@ pub fn specs(
             prompt_tokens: tokenizer.count(&prompt, true)? as u64,
             prompt,
             messages,
-            max_tokens: item
-                .output_tokens
-                .unwrap_or_else(|| sample_positive(rng, mean_out, std_out)),
+            max_tokens: match (item.output_tokens, &item.reply) {
+                (Some(n), _) => n,
+                (None, Some(r)) => tokenizer.count(r, false)?.max(1) as u64,
+                (None, None) => sample_positive(rng, mean_out, std_out),
+            },
             target_tokens: None,
         });
     }
@@ -315,19 +380,60 @@ mod tests {
             dir.path(),
             "s.json",
             r#"[{"conversations": [{"from": "system", "value": "x"}, {"from": "human", "value": "the harbor"}, {"from": "gpt", "value": "the river keeps a record"}]},
-                {"conversations": [{"from": "gpt", "value": "no human here"}]},
+                {"id": 7, "conversations": [{"from": "gpt", "value": "no human here"}, {"from": 3}]},
                 {"conversations": [{"from": "human", "value": "only a question"}]}]"#,
         );
-        let items = read_sharegpt(&p, &t).unwrap();
+        let items = read_sharegpt(&p).unwrap();
         assert_eq!(items.len(), 2);
         assert_eq!(items[0].prompt, "the harbor");
-        assert_eq!(
-            items[0].output_tokens,
-            Some(t.count("the river keeps a record", false).unwrap() as u64)
+        assert_eq!(items[0].reply.as_deref(), Some("the river keeps a record"));
+        assert_eq!(items[1].reply, None);
+        // The reply's length is the output length, counted when the item is drawn.
+        let mut rng = Rng::new(1);
+        let specs = specs(
+            &items[..1],
+            2,
+            Sampling::WithReplacement,
+            &[],
+            &t,
+            &mut rng,
+            (9.0, 0.0),
         );
-        assert_eq!(items[1].output_tokens, None);
-        let bad = write(dir.path(), "b.json", r#"{"conversations": []}"#);
-        assert!(format!("{:#}", read_sharegpt(&bad, &t).unwrap_err()).contains("JSON array"));
+        let reply = t.count("the river keeps a record", false).unwrap() as u64;
+        assert!(specs.unwrap().iter().all(|s| s.max_tokens == reply));
+
+        for (name, text, needle) in [
+            ("b.json", r#"{"conversations": []}"#, "JSON array"),
+            (
+                "c.json",
+                r#"[{"id": 1}]"#,
+                "entry 0 has no 'conversations' list",
+            ),
+            (
+                "d.json",
+                r#"[{"conversations": []}, {"conversations": [{"from": "human", "value": 5}]}]"#,
+                "entry 1's human turn has no text 'value'",
+            ),
+            (
+                "e.json",
+                r#"[{"conversations": [{"from": "human", "value": "a"}]}] ]"#,
+                "trailing",
+            ),
+            (
+                "f.json",
+                r#"[{"conversations": [{"from": "human", "value": "a"}]}"#,
+                "EOF",
+            ),
+            (
+                "g.json",
+                r#"[{"conversations": [{"from": "gpt", "value": "a"}]}]"#,
+                "no conversation with a human turn",
+            ),
+        ] {
+            let bad = write(dir.path(), name, text);
+            let err = format!("{:#}", read_sharegpt(&bad).unwrap_err());
+            assert!(err.contains(needle) && err.contains(name), "{name}: {err}");
+        }
     }
 
     #[test]
@@ -338,6 +444,7 @@ mod tests {
                 prompt: format!("question {i}"),
                 messages: None,
                 output_tokens: Some(3),
+                reply: None,
             })
             .collect();
         let mut rng = Rng::new(1);

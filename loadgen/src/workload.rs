@@ -445,7 +445,7 @@ fn dataset_prompts(
     };
     let items = match format {
         dataset::DatasetFormat::Jsonl => dataset::read_jsonl(path)?,
-        dataset::DatasetFormat::Sharegpt => dataset::read_sharegpt(path, tokenizer)?,
+        dataset::DatasetFormat::Sharegpt => dataset::read_sharegpt(path)?,
     };
     dataset::specs(
         &items,
