@@ -5,7 +5,7 @@
 //! events in one read share that read's timestamp. Tokens are counted after the stream ends (one
 //! encoding of the whole text), so tokenization never sits between a read and its timestamp.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
 use std::time::{Duration, Instant};
 
@@ -155,6 +155,57 @@ pub struct Context {
     pub in_flight: Arc<AtomicI64>,
     /// Where token counting runs, off the measuring threads.
     pub finisher: Arc<tokenperf_core::background::Background>,
+    /// Waits for a place in the record writer's queue.
+    pub record_waits: RecordWaits,
+}
+
+/// Requests that waited for a place in the record writer's bounded queue, because token counting
+/// or the disk fell behind: a closed-loop worker sends its next request only after the wait, so the
+/// load offered was lower than asked, and the user must be told.
+#[derive(Debug, Default)]
+pub struct RecordWaits {
+    count: AtomicU64,
+    total_us: AtomicU64,
+    longest_us: AtomicU64,
+}
+
+impl RecordWaits {
+    /// A place in the record writer's queue for a finished request; a wait for one is counted.
+    /// `None` when the writer is gone.
+    pub async fn slot(
+        &self,
+        tx: &tokio::sync::mpsc::Sender<RequestRecord>,
+    ) -> Option<tokio::sync::mpsc::OwnedPermit<RequestRecord>> {
+        use tokio::sync::mpsc::error::TrySendError;
+        match tx.clone().try_reserve_owned() {
+            Ok(slot) => return Some(slot),
+            Err(TrySendError::Closed(_)) => return None,
+            Err(TrySendError::Full(_)) => {}
+        }
+        let since = Instant::now();
+        let slot = tx.clone().reserve_owned().await.ok();
+        self.add(since.elapsed());
+        slot
+    }
+
+    fn add(&self, waited: Duration) {
+        let us = waited.as_micros() as u64;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.total_us.fetch_add(us, Ordering::Relaxed);
+        self.longest_us.fetch_max(us, Ordering::Relaxed);
+    }
+
+    /// How many requests waited, for how long in all and at most (µs); `None` when none did.
+    pub fn summary(&self) -> Option<(u64, u64, u64)> {
+        let count = self.count.load(Ordering::Relaxed);
+        (count > 0).then(|| {
+            (
+                count,
+                self.total_us.load(Ordering::Relaxed),
+                self.longest_us.load(Ordering::Relaxed),
+            )
+        })
+    }
 }
 
 impl Context {
@@ -802,6 +853,42 @@ mod tests {
             counts.iter().sum::<u32>() as usize,
             t.count(&text, false).unwrap()
         );
+    }
+
+    /// A place in a free queue is no wait; one in a full queue is counted, for at least as long
+    /// as the queue stayed full; a closed queue gives none.
+    #[tokio::test]
+    async fn waits_for_the_record_writer_are_counted() {
+        let waits = RecordWaits::default();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<RequestRecord>(1);
+        waits
+            .slot(&tx)
+            .await
+            .unwrap()
+            .send(RequestRecord::new(1, 0));
+        assert_eq!(waits.summary(), None);
+        let reader = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            let first = rx.recv().await;
+            (first, rx)
+        });
+        waits
+            .slot(&tx)
+            .await
+            .unwrap()
+            .send(RequestRecord::new(2, 0));
+        let (count, total_us, longest_us) = waits.summary().expect("a wait");
+        assert_eq!(count, 1);
+        assert!(
+            longest_us >= 20_000 && total_us == longest_us,
+            "{longest_us} µs"
+        );
+        let (first, mut rx) = reader.await.unwrap();
+        assert_eq!(first.unwrap().id, 1);
+        assert_eq!(rx.recv().await.unwrap().id, 2);
+        drop(rx);
+        assert!(waits.slot(&tx).await.is_none());
+        assert_eq!(waits.summary().unwrap().0, 1);
     }
 
     #[test]

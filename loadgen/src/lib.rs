@@ -237,6 +237,19 @@ fn run_warnings(
     warnings
 }
 
+/// Requests held back by the record writer (how many, µs in all, the longest): the client, not the
+/// server, limited the load.
+fn record_wait_warning((count, total_us, longest_us): (u64, u64, u64)) -> String {
+    format!(
+        "{count} requests waited for the record writer ({:.1} s in all, the longest {:.1} ms): token \
+         counting (at low priority, so as not to delay measurements) or the disk fell behind, so \
+         workers sent their next requests late and the load offered was lower than asked; give \
+         loadgen more cores or fewer streams",
+        total_us as f64 / 1e6,
+        longest_us as f64 / 1e3
+    )
+}
+
 /// Runs `plan` to completion (or until `control` stops it) and writes its files.
 pub async fn run_plan(plan: Plan, control: Control) -> anyhow::Result<RunOutput> {
     run_plan_with(plan, control, Vec::new()).await
@@ -300,6 +313,7 @@ pub async fn run_plan_with(
         collected,
         littles_law,
         server_models,
+        record_waits: ctx.record_waits.summary(),
     };
     report(&plan, &workload, files, run, &control).await
 }
@@ -425,6 +439,7 @@ impl Client {
             tokenizer: self.tokenizer.clone(),
             in_flight: self.in_flight.clone(),
             finisher: self.finisher.clone(),
+            record_waits: Default::default(),
         })
     }
 
@@ -439,6 +454,7 @@ impl Client {
             tokenizer: self.tokenizer.clone(),
             in_flight: Arc::new(AtomicI64::new(0)),
             finisher: self.finisher.clone(),
+            record_waits: Default::default(),
         });
         let (wtx, mut wrx) = mpsc::channel(collect::RECORD_QUEUE);
         let drain = tokio::spawn(async move { while wrx.recv().await.is_some() {} });
@@ -538,6 +554,8 @@ struct Finished {
     collected: collect::Collected,
     littles_law: Option<LittlesLaw>,
     server_models: Option<Vec<String>>,
+    /// Requests that waited for the record writer: how many, µs in all, the longest.
+    record_waits: Option<(u64, u64, u64)>,
 }
 
 /// The report stage: the self-check, the end-of-run files, warnings and the exit code.
@@ -595,6 +613,7 @@ async fn report(
         run.littles_law,
         run.server_models.as_deref(),
     );
+    warnings.extend(run.record_waits.map(record_wait_warning));
     warnings.extend(count_warnings(
         plan,
         &summary,

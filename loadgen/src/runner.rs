@@ -186,7 +186,7 @@ pub async fn open_loop(
             let _permit = permit;
             let mut cut = control.cut_receiver();
             let done = measure(&ctx, i, t, &spec, &mut cut).await;
-            if let Ok(slot) = tx.reserve_owned().await {
+            if let Some(slot) = ctx.record_waits.slot(&tx).await {
                 done.finish_and_send(&ctx, slot);
             }
         });
@@ -249,7 +249,7 @@ pub async fn closed_loop(
                 let done = measure(&ctx, i, intended, &spec, &mut cut).await;
                 // A full queue (the writer behind, a slow disk) holds the next request back rather
                 // than let records pile up in memory.
-                let Ok(slot) = tx.clone().reserve_owned().await else {
+                let Some(slot) = ctx.record_waits.slot(&tx).await else {
                     break;
                 };
                 // The next request goes out at once; token counting happens in the background.
