@@ -87,6 +87,7 @@ impl TokenCounter {
     }
 
     fn new(tokenizer: Tokenizer, name: String) -> Self {
+        let tokenizer = split_into_words(tokenizer);
         let specials = tokenizer
             .encode_fast("", true)
             .map_or(0, |e| e.get_ids().len());
@@ -170,6 +171,54 @@ impl TokenCounter {
         }
         Ok(out)
     }
+}
+
+/// SentencePiece's word boundary, which LLaMA-style normalizers put for every space.
+const WORD_START: char = '\u{2581}';
+
+/// A SentencePiece-style BPE (LLaMA's: spaces normalized to `▁`, no pre-tokenizer) hands its model
+/// the whole text as one word, and the crate's BPE merges it with a priority queue: a 1,000-token
+/// reply cost milliseconds to count, and on one core token counting then held requests back
+/// (BENCHMARKS.md). When no token of the vocabulary has `▁` after another character, no merge can
+/// cross the start of a `▁` run, so the text can go to the model in words, each starting at such a
+/// run, with exactly the same tokens and offsets, and the model's word cache then serves the
+/// common words. Any tokenizer that does not meet that condition is returned as it is.
+fn split_into_words(mut tokenizer: Tokenizer) -> Tokenizer {
+    use tokenizers::ModelWrapper;
+    use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
+    use tokenizers::tokenizer::normalizer::SplitDelimiterBehavior;
+    if tokenizer.get_pre_tokenizer().is_some() {
+        return tokenizer;
+    }
+    let ModelWrapper::BPE(bpe) = tokenizer.get_model() else {
+        return tokenizer;
+    };
+    let plain = bpe.dropout.is_none()
+        && bpe.continuing_subword_prefix.is_none()
+        && bpe.end_of_word_suffix.is_none()
+        && !bpe.ignore_merges;
+    let inside = |t: &str| {
+        t.chars()
+            .zip(t.chars().skip(1))
+            .any(|(a, b)| a != WORD_START && b == WORD_START)
+    };
+    let vocab = bpe.get_vocab();
+    // With `▁` outside the vocabulary, an unknown character before it could fuse with it into one
+    // unknown token across the boundary.
+    let known_start = vocab.contains_key(WORD_START.encode_utf8(&mut [0; 4]) as &str);
+    let safe = plain && (known_start || !bpe.fuse_unk) && !vocab.keys().any(|t| inside(t));
+    if !safe {
+        return tokenizer;
+    }
+    let Ok(split) = Split::new(
+        SplitPattern::Regex(format!("{WORD_START}+")),
+        SplitDelimiterBehavior::MergedWithNext,
+        false,
+    ) else {
+        return tokenizer;
+    };
+    tokenizer.with_pre_tokenizer(Some(PreTokenizerWrapper::Split(split)));
+    tokenizer
 }
 
 /// Parses a `tokenizer.json` into the tokenizer the `tokenizers` crate would make of it, faster for
@@ -407,6 +456,105 @@ mod tests {
             let theirs = json.parse::<Tokenizer>().map(|_| ()).unwrap_err();
             assert_eq!(ours.to_string(), theirs.to_string());
         }
+    }
+
+    /// A SentencePiece-style BPE as LLaMA's is shaped: spaces normalized to `▁` (and one put
+    /// first), no pre-tokenizer, byte fallback; its vocabulary trained on the corpus in words, so
+    /// that `▁` only starts a token. With `cross`, one token with `▁` inside is added.
+    fn sentencepiece_shaped(cross: bool) -> String {
+        use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
+        let mut tk = TokenizerBuilder::<
+            BPE,
+            NormalizerWrapper,
+            PreTokenizerWrapper,
+            PostProcessorWrapper,
+            DecoderWrapper,
+        >::default()
+        .with_model(BPE::default())
+        .with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(Metaspace::new(
+            WORD_START,
+            PrependScheme::Always,
+            true,
+        ))))
+        .build()
+        .unwrap();
+        let mut trainer = BpeTrainerBuilder::new()
+            .vocab_size(700)
+            .show_progress(false)
+            .build();
+        tk.train(&mut trainer, PROJECT_CORPUS.lines()).unwrap();
+        let t: Tokenizer = tk.into();
+        let mut t: serde_json::Value = serde_json::from_str(&t.to_string(false).unwrap()).unwrap();
+        t["pre_tokenizer"] = serde_json::Value::Null;
+        t["normalizer"] = serde_json::json!({"type": "Sequence", "normalizers": [
+            {"type": "Prepend", "prepend": "\u{2581}"},
+            {"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"}]});
+        let model = &mut t["model"];
+        model["byte_fallback"] = serde_json::json!(true);
+        model["fuse_unk"] = serde_json::json!(true);
+        let vocab = model["vocab"].as_object_mut().unwrap();
+        let mut next = vocab.len() as u64;
+        for b in 0..=255u8 {
+            vocab.insert(format!("<0x{b:02X}>"), serde_json::json!(next));
+            next += 1;
+        }
+        if cross {
+            vocab.insert(format!("e{WORD_START}"), serde_json::json!(next));
+        }
+        serde_json::to_string(&t).unwrap()
+    }
+
+    /// Words split at `▁` runs give the crate's own tokens and offsets on text with runs of
+    /// spaces, tabs and newlines, characters outside the vocabulary, special-looking strings and
+    /// `▁` itself; a vocabulary with `▁` inside a token is left whole.
+    #[test]
+    fn sentencepiece_text_goes_to_the_model_in_words_with_the_same_tokens() {
+        let json = sentencepiece_shaped(false);
+        let theirs: Tokenizer = json.parse().unwrap();
+        let ours = TokenCounter::new(parse_tokenizer_json(&json).unwrap(), "sp".into());
+        assert!(theirs.get_pre_tokenizer().is_none());
+        assert!(
+            ours.inner().get_pre_tokenizer().is_some(),
+            "split into words"
+        );
+        let mut texts: Vec<String> = PROJECT_CORPUS.lines().take(200).map(String::from).collect();
+        texts.push(PROJECT_CORPUS.chars().take(5000).collect());
+        for t in [
+            "",
+            " ",
+            "   ",
+            "  two  spaces  ",
+            "\n\nnew\nlines \n",
+            "tabs\tand  \t mixed",
+            "über café 🚂 日本語",
+            "<s>special</s> in <unk> text",
+            "\u{2581}already\u{2581}marked \u{2581}\u{2581} x",
+            "trailing   ",
+            "a  b   c    d",
+        ] {
+            texts.push(t.to_string());
+        }
+        for text in &texts {
+            for special in [false, true] {
+                let a = theirs.encode(text.as_str(), special).unwrap();
+                let b = ours.inner().encode(text.as_str(), special).unwrap();
+                assert_eq!(a.get_ids(), b.get_ids(), "{text:?}");
+                assert_eq!(a.get_offsets(), b.get_offsets(), "{text:?}");
+            }
+        }
+        let crossing = sentencepiece_shaped(true);
+        let left = TokenCounter::new(parse_tokenizer_json(&crossing).unwrap(), "x".into());
+        assert!(
+            left.inner().get_pre_tokenizer().is_none(),
+            "a token crosses: left whole"
+        );
+        // Tokenizers with a pre-tokenizer of their own are left as they are.
+        let project = TokenCounter::project();
+        let committed: Tokenizer = PROJECT_TOKENIZER_JSON.parse().unwrap();
+        assert_eq!(
+            project.inner().to_string(false).unwrap(),
+            committed.to_string(false).unwrap()
+        );
     }
 
     #[test]
