@@ -237,14 +237,31 @@ fn run_warnings(
     warnings
 }
 
-/// Requests held back by the record writer (how many, µs in all, the longest): the client, not the
-/// server, limited the load.
-fn record_wait_warning((count, total_us, longest_us): (u64, u64, u64)) -> String {
+/// Requests held back by the record writer (how many, µs in all, the longest), and what the wait
+/// did to the load: the client, not the server, limited it.
+fn record_wait_warning(load: &Load, (count, total_us, longest_us): (u64, u64, u64)) -> String {
+    let effect = match load {
+        Load::Closed { .. } => {
+            "a worker sends its next request only after such a wait, so the load offered was \
+             lower than asked"
+        }
+        Load::Open {
+            max_concurrency: Some(_),
+            ..
+        }
+        | Load::Trace {
+            max_concurrency: Some(_),
+            ..
+        } => {
+            "a request keeps its --max-concurrency slot through such a wait, so later arrivals \
+             may have been dropped for want of a slot"
+        }
+        _ => "the arrivals kept their schedule, but the waiting requests were held in memory",
+    };
     format!(
-        "{count} requests waited for the record writer ({:.1} s in all, the longest {:.1} ms): token \
-         counting (at low priority, so as not to delay measurements) or the disk fell behind, so \
-         workers sent their next requests late and the load offered was lower than asked; give \
-         loadgen more cores or fewer streams",
+        "{count} requests waited for the record writer ({:.1} s in all, the longest {:.1} ms): \
+         token counting (at low priority, so as not to delay measurements) or the disk fell \
+         behind; {effect}. Give loadgen more cores or fewer streams",
         total_us as f64 / 1e6,
         longest_us as f64 / 1e3
     )
@@ -613,7 +630,7 @@ async fn report(
         run.littles_law,
         run.server_models.as_deref(),
     );
-    warnings.extend(run.record_waits.map(record_wait_warning));
+    warnings.extend(run.record_waits.map(|w| record_wait_warning(&plan.load, w)));
     warnings.extend(count_warnings(
         plan,
         &summary,
@@ -866,6 +883,26 @@ fn print_run(out: &RunOutput, model: &str, print: Printing) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The warning says what the wait did under each kind of load, from the plan's own flags.
+    #[test]
+    fn a_wait_for_the_writer_is_told_for_the_load_it_hit() {
+        let said = |extra: &[&str]| {
+            record_wait_warning(&Args::offline_plan(extra).load, (3, 2_500_000, 1_200_000))
+        };
+        let closed = said(&[]);
+        assert!(
+            closed.starts_with(
+                "3 requests waited for the record writer (2.5 s in all, the longest 1200.0 ms)"
+            ),
+            "{closed}"
+        );
+        assert!(closed.contains("lower than asked"), "{closed}");
+        let capped = said(&["--request-rate", "5", "--max-concurrency", "4"]);
+        assert!(capped.contains("--max-concurrency slot"), "{capped}");
+        let open = said(&["--request-rate", "5"]);
+        assert!(open.contains("kept their schedule"), "{open}");
+    }
 
     /// An open-loop arrival whose prompt can never be built is a record that says why, not a
     /// request that vanishes; nothing is sent (the base URL goes nowhere).
