@@ -276,6 +276,15 @@ fn bpe_model_first(json: &str) -> Option<Tokenizer> {
     Some(tokenizer)
 }
 
+/// A builder for a BPE tokenizer with any of the crate's normalizers, pre-tokenizers and so on.
+type BpeTokenizerBuilder = TokenizerBuilder<
+    BPE,
+    NormalizerWrapper,
+    PreTokenizerWrapper,
+    PostProcessorWrapper,
+    DecoderWrapper,
+>;
+
 /// Trains the project tokenizer: byte-level BPE (GPT-2 style pre-tokenizer, so any text encodes and
 /// decodes losslessly), `vocab_size` tokens, on the lines of `corpus`. Deterministic for a given corpus.
 pub fn train_project_tokenizer(
@@ -283,23 +292,17 @@ pub fn train_project_tokenizer(
     vocab_size: usize,
 ) -> Result<Tokenizer, TokenizerError> {
     let err = |e: tokenizers::Error| TokenizerError::Train(e.to_string());
-    let mut tk = TokenizerBuilder::<
-        BPE,
-        NormalizerWrapper,
-        PreTokenizerWrapper,
-        PostProcessorWrapper,
-        DecoderWrapper,
-    >::default()
-    .with_model(BPE::default())
-    .with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
-        false, true, true,
-    ))))
-    .with_post_processor(Some(PostProcessorWrapper::ByteLevel(ByteLevel::new(
-        false, true, true,
-    ))))
-    .with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())))
-    .build()
-    .map_err(err)?;
+    let mut tk = BpeTokenizerBuilder::default()
+        .with_model(BPE::default())
+        .with_pre_tokenizer(Some(PreTokenizerWrapper::ByteLevel(ByteLevel::new(
+            false, true, true,
+        ))))
+        .with_post_processor(Some(PostProcessorWrapper::ByteLevel(ByteLevel::new(
+            false, true, true,
+        ))))
+        .with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())))
+        .build()
+        .map_err(err)?;
     let mut trainer = BpeTrainerBuilder::new()
         .vocab_size(vocab_size)
         .min_frequency(2)
@@ -463,21 +466,15 @@ mod tests {
     /// that `▁` only starts a token. With `cross`, one token with `▁` inside is added.
     fn sentencepiece_shaped(cross: bool) -> String {
         use tokenizers::pre_tokenizers::metaspace::{Metaspace, PrependScheme};
-        let mut tk = TokenizerBuilder::<
-            BPE,
-            NormalizerWrapper,
-            PreTokenizerWrapper,
-            PostProcessorWrapper,
-            DecoderWrapper,
-        >::default()
-        .with_model(BPE::default())
-        .with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(Metaspace::new(
-            WORD_START,
-            PrependScheme::Always,
-            true,
-        ))))
-        .build()
-        .unwrap();
+        let mut tk = BpeTokenizerBuilder::default()
+            .with_model(BPE::default())
+            .with_pre_tokenizer(Some(PreTokenizerWrapper::Metaspace(Metaspace::new(
+                WORD_START,
+                PrependScheme::Always,
+                true,
+            ))))
+            .build()
+            .unwrap();
         let mut trainer = BpeTrainerBuilder::new()
             .vocab_size(700)
             .show_progress(false)

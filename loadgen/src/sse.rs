@@ -75,15 +75,7 @@ impl SseParser {
             self.line(&line, on_event)?;
             self.buf = line;
             self.buf.clear();
-            let mut i = k + 1;
-            if bytes[k] == b'\r' {
-                if i == bytes.len() {
-                    self.after_cr = true;
-                } else if bytes[i] == b'\n' {
-                    i += 1;
-                }
-            }
-            bytes = &bytes[i..];
+            bytes = &bytes[self.past_line_end(bytes, k)..];
         }
         let used = self.lines(bytes, on_event)?;
         self.buf.extend_from_slice(&bytes[used..]);
@@ -122,17 +114,26 @@ impl SseParser {
             let end = start + k;
             self.check(k)?;
             self.line(&input[start..end], on_event)?;
-            let mut i = end + 1;
-            if input[end] == b'\r' {
-                if i == input.len() {
-                    self.after_cr = true;
-                } else if input[i] == b'\n' {
-                    i += 1;
-                }
-            }
-            start = i;
+            start = self.past_line_end(input, end);
         }
         Ok(start)
+    }
+
+    /// Where the line ending at `input[end]` (a CR or an LF) is over: past a CRLF pair, and past
+    /// a CR that ends the read, whose LF (if any) the next read then skips.
+    fn past_line_end(&mut self, input: &[u8], end: usize) -> usize {
+        let next = end + 1;
+        if input[end] != b'\r' {
+            return next;
+        }
+        match input.get(next) {
+            None => {
+                self.after_cr = true;
+                next
+            }
+            Some(b'\n') => next + 1,
+            Some(_) => next,
+        }
     }
 
     fn line(&mut self, line: &[u8], on_event: &mut impl FnMut(&[u8])) -> Result<(), LineTooLong> {
