@@ -12,6 +12,7 @@
 //! * [`llmperf`]: LLMPerf's nine record keys, file names, metric definitions and float formatting.
 //! * [`openai`]: request/response/error types of the OpenAI API.
 //! * [`tokenizer`]: the embedded project tokenizer and `tokenizer.json` loading.
+//! * [`wordmemo`]: byte-level BPE text counted a word at a time, each distinct word encoded once.
 //! * [`rng`]: the seeded random number generator behind every sampled number.
 
 pub mod background;
@@ -29,6 +30,7 @@ pub mod stats;
 pub mod summary;
 pub mod tally;
 pub mod tokenizer;
+pub mod wordmemo;
 
 /// Version of every file format tokenperf writes. Bumped when a field is removed or changes meaning;
 /// adding fields does not bump it.

@@ -11,6 +11,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::value::RawValue;
 
+use crate::wordmemo::WordMemo;
+
 use tokenizers::models::bpe::{BPE, BpeTrainerBuilder};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{
@@ -48,6 +50,8 @@ pub struct TokenCounter {
     name: String,
     /// Tokens the tokenizer adds around any text when asked for special tokens (BOS for LLaMA).
     specials: usize,
+    /// Byte-level BPE tokenizers' words, counted once each (`None` for other tokenizers).
+    words: Option<WordMemo>,
 }
 
 impl std::fmt::Debug for TokenCounter {
@@ -91,10 +95,12 @@ impl TokenCounter {
         let specials = tokenizer
             .encode_fast("", true)
             .map_or(0, |e| e.get_ids().len());
+        let words = WordMemo::for_tokenizer(&tokenizer);
         Self {
             tokenizer,
             name,
             specials,
+            words,
         }
     }
 
@@ -122,10 +128,39 @@ impl TokenCounter {
 
     /// Number of tokens in `text`; `special` counts the special tokens the tokenizer adds.
     pub fn count(&self, text: &str, special: bool) -> Result<usize, TokenizerError> {
+        if let Some(words) = &self.words {
+            let mut n = 0;
+            if words
+                .for_each_word(&self.tokenizer, text, |_, starts| n += starts.len())?
+                .is_some()
+            {
+                return Ok(n + if special { self.specials } else { 0 });
+            }
+        }
         self.tokenizer
             .encode_fast(text, special)
             .map(|e| e.len())
             .map_err(|e| TokenizerError::Encode(e.to_string()))
+    }
+
+    /// The byte offset where each token of `text` starts (no special tokens), as the crate's
+    /// `encode(text, false)` has it: after the post-processor's trimming, so a byte-level token
+    /// that begins with a space starts after it.
+    pub fn token_starts(&self, text: &str) -> Result<Vec<usize>, TokenizerError> {
+        if let Some(words) = &self.words {
+            let mut out = Vec::with_capacity(text.len() / 4 + 1);
+            let each = |at: usize, starts: &[u32]| {
+                out.extend(starts.iter().map(|&s| at + s as usize));
+            };
+            if words.for_each_word(&self.tokenizer, text, each)?.is_some() {
+                return Ok(out);
+            }
+        }
+        let enc = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        Ok(enc.get_offsets().iter().map(|(start, _)| *start).collect())
     }
 
     /// Token ids of `text` with the byte offset where each token ends (no special tokens).

@@ -407,13 +407,13 @@ fn finish_tokens(
 /// piece that starts new text gets its tokens and a piece that only completes an earlier token gets 0.
 fn attribute_by_start(t: &TokenCounter, text: &str, pieces: &[usize]) -> Vec<u32> {
     let mut out = vec![0u32; pieces.len()];
-    let Ok(enc) = t.inner().encode(text, false) else {
+    let Ok(starts) = t.token_starts(text) else {
         return out;
     };
     let mut piece = 0usize;
     let mut piece_end = pieces.first().copied().unwrap_or(0);
-    for (start, _) in enc.get_offsets() {
-        while piece + 1 < pieces.len() && *start >= piece_end {
+    for start in starts {
+        while piece + 1 < pieces.len() && start >= piece_end {
             piece += 1;
             piece_end += pieces[piece];
         }
