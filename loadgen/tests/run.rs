@@ -228,6 +228,44 @@ async fn the_idle_timeout_counts_from_the_last_event_not_the_first() {
 }
 
 #[tokio::test]
+async fn a_cut_ends_requests_whose_streams_are_silent() {
+    // Every stream stalls for 30 s after its second token: no event wakes the requests, so the cut
+    // itself must (a request that looked at the cut signal only when data came would wait out the
+    // stall or the idle timeout).
+    let server = faulty_mock(5, 1.0, &["stall=30@1"], 0).await;
+    let plan = flags(
+        &server.base_url(),
+        &[
+            "--max-num-completed-requests",
+            "4",
+            "--num-concurrent-requests",
+            "2",
+        ],
+    );
+    let control = Control::new();
+    let c = control.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        c.cut();
+    });
+    let t = Instant::now();
+    let out = common::run_keeping(plan, control).await.unwrap();
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    assert_eq!(out.exit, Exit::Interrupted);
+    let cancelled: Vec<_> = out
+        .records
+        .iter()
+        .filter(|r| matches!(r.outcome, Outcome::Cancelled { .. }))
+        .collect();
+    assert_eq!(cancelled.len(), 2, "{:?}", out.records);
+    assert!(
+        cancelled.iter().all(|r| r.events.len() == 2),
+        "{cancelled:?}"
+    );
+    server.stop().await.unwrap();
+}
+
+#[tokio::test]
 async fn mock_server_faults_become_records_and_the_run_goes_on() {
     let server = faulty_mock(
         1,
