@@ -10,14 +10,12 @@
 //! * [`tally`]: the summary built one record at a time; [`histogram`]: bounded tallies of µs values.
 //! * [`lines`]: JSONL read a line at a time, each line capped.
 //! * [`llmperf`]: LLMPerf's nine record keys, file names, metric definitions and float formatting.
-//! * [`openai`]: request/response/error types of the OpenAI API; [`chunkscan`]: the common streamed
-//!   chunk read in one pass, anything else left to serde.
+//! * [`openai`]: request/response/error types of the OpenAI API.
 //! * [`tokenizer`]: the embedded project tokenizer and `tokenizer.json` loading.
 //! * [`wordmemo`]: byte-level BPE text counted a word at a time, each distinct word encoded once.
 //! * [`rng`]: the seeded random number generator behind every sampled number.
 
 pub mod background;
-pub mod chunkscan;
 pub mod clock;
 pub mod histogram;
 pub mod lines;

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use tokenperf_core::chunkscan::PlainChunk;
 use tokenperf_core::openai::{ErrorObject, StreamEvent};
 use tokenperf_core::record::{
     ConnectionInfo, Event, GroundTruth, Outcome, RequestRecord, ServerChunk, TokenCount,
@@ -824,8 +823,7 @@ fn truncated_message(c: &Collected) -> String {
     )
 }
 
-/// Handles one SSE data payload that arrived at `at` µs: the common chunk read by the plain-chunk
-/// scan, anything else (usage, errors, ground truth, escaped text, odd shapes) by serde.
+/// Handles one SSE data payload that arrived at `at` µs.
 fn on_data(data: &[u8], at: u64, c: &mut Collected, failure: &mut Option<Outcome>) {
     if failure.is_some() || c.done {
         return;
@@ -835,46 +833,19 @@ fn on_data(data: &[u8], at: u64, c: &mut Collected, failure: &mut Option<Outcome
         return;
     }
     // UTF-8 checked once for the whole event, not again for every key and string in it.
-    let text = match std::str::from_utf8(data) {
-        Ok(text) => text,
-        Err(e) => return malformed_event(data, &e.to_string(), failure),
-    };
-    let len = if let Some(chunk) = PlainChunk::scan(text) {
-        let is_chunk = chunk.choices.is_some();
-        take_fields(
-            c,
-            data,
-            is_chunk,
-            chunk.model,
-            chunk.content(),
-            chunk.finish_reason(),
-        )
-    } else {
-        match serde_json::from_str::<StreamEvent>(text) {
-            Ok(ev) => match take_event(c, data, ev) {
-                Ok(len) => len,
-                Err(outcome) => {
-                    *failure = Some(outcome);
-                    return;
-                }
-            },
-            Err(e) => return malformed_event(data, &e.to_string(), failure),
+    let parsed = std::str::from_utf8(data)
+        .map_err(|e| e.to_string())
+        .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()));
+    let ev: StreamEvent = match parsed {
+        Ok(ev) => ev,
+        Err(e) => {
+            let shown: String = String::from_utf8_lossy(data).chars().take(200).collect();
+            *failure = Some(Outcome::Malformed {
+                message: format!("event is not valid JSON ({e}): {shown}"),
+            });
+            return;
         }
     };
-    c.events.push(Event(at, 0));
-    c.piece_lens.push(len);
-}
-
-fn malformed_event(data: &[u8], why: &str, failure: &mut Option<Outcome>) {
-    let shown: String = String::from_utf8_lossy(data).chars().take(200).collect();
-    *failure = Some(Outcome::Malformed {
-        message: format!("event is not valid JSON ({why}): {shown}"),
-    });
-}
-
-/// Takes what serde read: the server's error ends the request; otherwise the chunk's fields, its
-/// usage and its ground truth. The length of the content it added.
-fn take_event(c: &mut Collected, data: &[u8], ev: StreamEvent<'_>) -> Result<usize, Outcome> {
     if let Some(err) = &ev.error {
         let e = ErrorObject::from_value(err);
         let message = if e.message.is_empty() {
@@ -882,20 +853,30 @@ fn take_event(c: &mut Collected, data: &[u8], ev: StreamEvent<'_>) -> Result<usi
         } else {
             e.message
         };
-        return Err(Outcome::ServerError {
+        *failure = Some(Outcome::ServerError {
             code: e.code,
             message,
         });
+        return;
     }
-    let is_chunk = ev.choices.is_some() || ev.usage.is_some();
-    let len = take_fields(
-        c,
-        data,
-        is_chunk,
-        ev.model.as_deref(),
-        ev.content(),
-        ev.finish_reason(),
-    );
+    if ev.choices.is_some() || ev.usage.is_some() {
+        c.chunks += 1;
+    } else if c.first_other.is_none() {
+        c.first_other = Some(String::from_utf8_lossy(data).chars().take(200).collect());
+    }
+    if c.model.is_none()
+        && let Some(m) = &ev.model
+    {
+        c.model = Some(m.to_string());
+    }
+    let content = ev.content();
+    let len = content.map_or(0, str::len);
+    if let Some(text) = content {
+        c.text.push_str(text);
+    }
+    if let Some(f) = ev.finish_reason() {
+        c.finish_reason = Some(f.to_string());
+    }
     if let Some(u) = ev.usage {
         c.usage = Some(u);
     }
@@ -908,35 +889,8 @@ fn take_event(c: &mut Collected, data: &[u8], ev: StreamEvent<'_>) -> Result<usi
             t.tokens,
         ));
     }
-    Ok(len)
-}
-
-/// Takes a chunk's fields, however they were read; the length of the content it added.
-fn take_fields(
-    c: &mut Collected,
-    data: &[u8],
-    is_chunk: bool,
-    model: Option<&str>,
-    content: Option<&str>,
-    finish_reason: Option<&str>,
-) -> usize {
-    if is_chunk {
-        c.chunks += 1;
-    } else if c.first_other.is_none() {
-        c.first_other = Some(String::from_utf8_lossy(data).chars().take(200).collect());
-    }
-    if c.model.is_none()
-        && let Some(m) = model
-    {
-        c.model = Some(m.to_string());
-    }
-    if let Some(text) = content {
-        c.text.push_str(text);
-    }
-    if let Some(f) = finish_reason {
-        c.finish_reason = Some(f.to_string());
-    }
-    content.map_or(0, str::len)
+    c.events.push(Event(at, 0));
+    c.piece_lens.push(len);
 }
 
 #[cfg(test)]
