@@ -2,7 +2,7 @@
 //! word at a time, with each distinct word encoded once by the `tokenizers` crate and remembered.
 //!
 //! Why our own step: the crate's encode cost about 1 µs per token of a reply (a 100-word reply
-//! took 110 µs; `core/examples/count_cost.rs`), nine tenths of it in the pre-tokenizer: a
+//! took 103–143 µs; `core/examples/count_cost.rs`), two thirds of it in the pre-tokenizer: a
 //! backtracking regex, and a normalized string with byte alignments built for every word. loadgen
 //! counts every reply it reads, so on one core that was a tenth of its CPU per event (issue 17).
 //! Here the same words are found with the regex crate's automaton, and a word seen before costs a
@@ -126,7 +126,8 @@ impl WordMemo {
     }
 
     /// Words remembered now.
-    pub fn remembered(&self) -> usize {
+    #[cfg(test)]
+    fn remembered(&self) -> usize {
         self.memo
             .lock()
             .unwrap_or_else(PoisonError::into_inner)

@@ -7,7 +7,6 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
-use std::task::{Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -309,11 +308,12 @@ pub async fn measure(
                 None => fut.await,
             }
         };
-        unless_cut(timed, cut)
-            .await
-            .unwrap_or_else(|| Outcome::Cancelled {
+        tokio::select! {
+            o = timed => o,
+            _ = cut.wait_for(|c| *c) => Outcome::Cancelled {
                 message: "run interrupted while the request was in flight".into(),
-            })
+            },
+        }
     };
     stamp_done(ctx, &mut rec, &mut c, ctx.now_us());
     rec.outcome = outcome;
@@ -323,47 +323,6 @@ pub async fn measure(
         prompt_tokens: spec.prompt_tokens,
         tokenizer: ctx.tokenizer.clone(),
         run_start_mono_us: ctx.run_start_mono_us,
-    }
-}
-
-/// `fut`'s output, or `None` when `cut` turns true first.
-async fn unless_cut<F: Future>(fut: F, cut: &mut watch::Receiver<bool>) -> Option<F::Output> {
-    let probe = cut.clone();
-    let mut fut = std::pin::pin!(fut);
-    let mut cut = std::pin::pin!(cut.wait_for(|c| *c));
-    let mut registered = Registered::default();
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(out) = fut.as_mut().poll(cx) {
-            return Poll::Ready(Some(out));
-        }
-        let changed = probe.has_changed().unwrap_or(true);
-        if registered.must_poll(cx, changed) && cut.as_mut().poll(cx).is_ready() {
-            return Poll::Ready(None);
-        }
-        Poll::Pending
-    })
-    .await
-}
-
-/// Whether to poll a wait that stays registered with the task's waker once polled (a timer, the
-/// run's cut signal): the first time, after the task's waker changed, or when the wait may have
-/// ended. A stream's task wakes once per event, and polling its idle timer and the cut signal at
-/// every wake-up (as `select!` does) was a measurable share of loadgen's CPU per event (issue 17).
-#[derive(Default)]
-struct Registered(Option<Waker>);
-
-impl Registered {
-    fn must_poll(&mut self, cx: &std::task::Context<'_>, may_have_ended: bool) -> bool {
-        if self.0.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
-            return may_have_ended;
-        }
-        self.0 = Some(cx.waker().clone());
-        true
-    }
-
-    /// The wait was reset: its next poll registers it again.
-    fn forget(&mut self) {
-        self.0 = None;
     }
 }
 
@@ -680,41 +639,28 @@ async fn read_stream(
     // per read would insert and remove a timer-wheel entry for every event.
     let idle_us = idle.as_micros() as u64;
     let mut last_at = rec.response_head_at_us.unwrap_or_else(|| ctx.now_us());
-    let mut idle_timer = std::pin::pin!(tokio::time::sleep(idle));
-    let mut timer = Registered::default();
+    let idle_timer = tokio::time::sleep(idle);
+    tokio::pin!(idle_timer);
     loop {
-        let next = {
-            let mut data = std::pin::pin!(body.data());
-            std::future::poll_fn(|cx| {
-                if let Poll::Ready(next) = data.as_mut().poll(cx) {
-                    return Poll::Ready(Some(next));
+        let next = tokio::select! {
+            biased;
+            n = body.data() => n,
+            () = &mut idle_timer => {
+                let now = ctx.now_us();
+                let quiet = now.saturating_sub(last_at);
+                if quiet < idle_us {
+                    let left = Duration::from_micros(idle_us - quiet);
+                    idle_timer.as_mut().reset(tokio::time::Instant::now() + left);
+                    continue;
                 }
-                let fired = idle_timer.is_elapsed();
-                if timer.must_poll(cx, fired) && idle_timer.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(None);
-                }
-                Poll::Pending
-            })
-            .await
-        };
-        let Some(next) = next else {
-            let now = ctx.now_us();
-            let quiet = now.saturating_sub(last_at);
-            if quiet < idle_us {
-                let left = Duration::from_micros(idle_us - quiet);
-                idle_timer
-                    .as_mut()
-                    .reset(tokio::time::Instant::now() + left);
-                timer.forget();
-                continue;
+                stamp_done(ctx, rec, c, now);
+                return Err(Outcome::Timeout {
+                    message: format!(
+                        "no data for {idle:?} (idle timeout) after {} events",
+                        c.events.len()
+                    ),
+                });
             }
-            stamp_done(ctx, rec, c, now);
-            return Err(Outcome::Timeout {
-                message: format!(
-                    "no data for {idle:?} (idle timeout) after {} events",
-                    c.events.len()
-                ),
-            });
         };
         // Never before the previous event, nor before the send (bytes read before the head).
         let (chunk, at) = match next {
