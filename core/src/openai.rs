@@ -99,7 +99,7 @@ pub struct StreamEvent<'a> {
     #[serde(default)]
     pub tokenperf: Option<GroundTruthChunk>,
     /// The model the server says answered.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_str")]
     pub model: Option<Cow<'a, str>>,
 }
 
@@ -119,18 +119,52 @@ pub struct EventChoice<'a> {
     #[serde(default, borrow)]
     pub delta: Option<EventDelta<'a>>,
     /// Completions streams.
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_str")]
     pub text: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_str")]
     pub finish_reason: Option<Cow<'a, str>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 pub struct EventDelta<'a> {
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_str")]
     pub content: Option<Cow<'a, str>>,
-    #[serde(default, borrow)]
+    #[serde(default, borrow, deserialize_with = "borrowed_str")]
     pub reasoning_content: Option<Cow<'a, str>>,
+}
+
+/// A string or null that borrows from the event when the JSON string has no escapes. serde's own
+/// `Cow` copies once it sits inside an `Option`, `borrow` or not (serde-rs/serde#2016): that was
+/// two allocations (model and text) for every streamed event.
+fn borrowed_str<'de: 'a, 'a, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<Cow<'a, str>>, D::Error> {
+    struct V<'a>(std::marker::PhantomData<&'a ()>);
+    impl<'de: 'a, 'a> serde::de::Visitor<'de> for V<'a> {
+        type Value = Option<Cow<'a, str>>;
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("a string or null")
+        }
+        fn visit_unit<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: serde::Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_str(self)
+        }
+        fn visit_borrowed_str<E>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Borrowed(v)))
+        }
+        fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Some(Cow::Owned(v)))
+        }
+    }
+    d.deserialize_option(V(std::marker::PhantomData))
 }
 
 /// Deserializes `choices` keeping only its first element.
@@ -227,6 +261,36 @@ mod tests {
         assert_eq!(two.content(), Some("one"));
         let null: StreamEvent = serde_json::from_str(r#"{"choices":null}"#).unwrap();
         assert_eq!(null.content(), None);
+    }
+
+    /// Strings without escapes are borrowed from the event, not copied: an event costs no
+    /// allocation. Escaped ones are unescaped into their own string; a string field that holds
+    /// something else is an error.
+    #[test]
+    fn strings_are_borrowed_unless_escaped() {
+        let borrowed = |c: &Option<Cow<'_, str>>| matches!(c, Some(Cow::Borrowed(_)));
+        let text: StreamEvent = serde_json::from_str(
+            r#"{"model":"m","choices":[{"text":" the","finish_reason":"stop"}]}"#,
+        )
+        .unwrap();
+        let choice = text.choices.as_ref().unwrap().as_ref().unwrap();
+        assert!(borrowed(&text.model) && borrowed(&choice.text));
+        assert!(borrowed(&choice.finish_reason));
+        let chat: StreamEvent = serde_json::from_str(
+            r#"{"choices":[{"delta":{"content":"x","reasoning_content":"y"}}]}"#,
+        )
+        .unwrap();
+        let delta = chat.choices.unwrap().unwrap().delta.unwrap();
+        assert!(borrowed(&delta.content) && borrowed(&delta.reasoning_content));
+        let escaped: StreamEvent =
+            serde_json::from_str(r#"{"model":"a\u00e9","choices":[{"text":"\"q\""}]}"#).unwrap();
+        assert_eq!(escaped.model.as_deref(), Some("aé"));
+        assert_eq!(escaped.content(), Some("\"q\""));
+        assert!(!borrowed(&escaped.model));
+        let wrong = serde_json::from_str::<StreamEvent>(r#"{"model":7}"#).unwrap_err();
+        assert!(wrong.to_string().contains("a string or null"), "{wrong}");
+        let absent: StreamEvent = serde_json::from_str(r#"{"model":null}"#).unwrap();
+        assert_eq!(absent.model, None);
     }
 
     #[test]
