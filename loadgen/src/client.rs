@@ -220,11 +220,18 @@ impl Context {
     }
 }
 
+/// One event as read: when its read returned (µs since the run start) and how many bytes of
+/// content it carried. Kept beside each other because both are written for every event of every
+/// stream, and one cache line per event is cheaper than two (BENCHMARKS.md, issue 17).
+#[derive(Debug, Clone, Copy)]
+struct Arrival {
+    at_us: u64,
+    content_bytes: u32,
+}
+
 /// What the stream reader collected; turned into a record once the stream is over.
 struct Collected {
-    events: Vec<Event>,
-    /// Byte length of the content each event carried (0 for none), parallel to `events`.
-    piece_lens: Vec<usize>,
+    events: Vec<Arrival>,
     text: String,
     usage: Option<tokenperf_core::openai::Usage>,
     finish_reason: Option<String>,
@@ -251,7 +258,6 @@ impl Collected {
         let cap = (max_tokens as usize).min(4096) + 4;
         Self {
             events: Vec::with_capacity(cap),
-            piece_lens: Vec::with_capacity(cap),
             text: String::new(),
             usage: None,
             finish_reason: None,
@@ -374,16 +380,16 @@ fn finish_tokens(
     prompt_tokens: u64,
 ) {
     let counts = if c.text.is_empty() {
-        vec![0; c.piece_lens.len()]
+        vec![0; c.events.len()]
     } else {
-        attribute_by_start(tokenizer, &c.text, &c.piece_lens)
+        attribute_by_start(tokenizer, &c.text, &c.events)
     };
     let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
     rec.events = c
         .events
         .iter()
         .zip(&counts)
-        .map(|(e, &n)| Event(e.0, n))
+        .map(|(e, &n)| Event(e.at_us, n))
         .collect();
     let server_out = c.usage.map(|u| u.completion_tokens);
     let server_in = c.usage.map(|u| u.prompt_tokens).filter(|&n| n > 0);
@@ -405,17 +411,17 @@ fn finish_tokens(
 
 /// Token counts per piece, each token attributed to the piece holding its first byte, so that every
 /// piece that starts new text gets its tokens and a piece that only completes an earlier token gets 0.
-fn attribute_by_start(t: &TokenCounter, text: &str, pieces: &[usize]) -> Vec<u32> {
+fn attribute_by_start(t: &TokenCounter, text: &str, pieces: &[Arrival]) -> Vec<u32> {
     let mut out = vec![0u32; pieces.len()];
     let Ok(starts) = t.token_starts(text) else {
         return out;
     };
     let mut piece = 0usize;
-    let mut piece_end = pieces.first().copied().unwrap_or(0);
+    let mut piece_end = pieces.first().map_or(0, |p| p.content_bytes as usize);
     for start in starts {
         while piece + 1 < pieces.len() && start >= piece_end {
             piece += 1;
-            piece_end += pieces[piece];
+            piece_end += pieces[piece].content_bytes as usize;
         }
         if let Some(slot) = out.get_mut(piece) {
             *slot += 1;
@@ -835,8 +841,11 @@ fn on_data(data: &[u8], at: u64, c: &mut Collected, failure: &mut Option<Outcome
             t.tokens,
         ));
     }
-    c.events.push(Event(at, 0));
-    c.piece_lens.push(len);
+    c.events.push(Arrival {
+        at_us: at,
+        // An event is at most `--max-sse-line-bytes` (≤ 1 GiB) long, and so is its content.
+        content_bytes: len as u32,
+    });
 }
 
 #[cfg(test)]
@@ -848,8 +857,14 @@ mod tests {
         let t = TokenCounter::project();
         let pieces = ["", " the", " harb", "or", "", " tide"];
         let text: String = pieces.concat();
-        let lens: Vec<usize> = pieces.iter().map(|p| p.len()).collect();
-        let counts = attribute_by_start(&t, &text, &lens);
+        let arrivals: Vec<Arrival> = (0..)
+            .zip(pieces)
+            .map(|(at_us, p)| Arrival {
+                at_us,
+                content_bytes: p.len() as u32,
+            })
+            .collect();
+        let counts = attribute_by_start(&t, &text, &arrivals);
         assert_eq!(counts[0], 0, "an empty piece carries no token");
         assert!(counts[1] >= 1 && counts[2] >= 1 && counts[5] >= 1);
         assert_eq!(counts[4], 0);
