@@ -1,0 +1,86 @@
+#!/usr/bin/env bash
+# loadgen's instructions and cache misses per SSE event and per request (issue 17), counted by
+# cachegrind rather than timed: the VM's speed drifts by ±10 % within an hour, which hides any change
+# worth a few percent, while these counts repeat to a fraction of a percent. Plain loadgen runs (1,000
+# streams, 32 prompt tokens) under `valgrind --tool=cachegrind` on CPU 1, against a release mock on
+# CPU 0 that sends a token every 2 s (slow enough that loadgen, some 50 times slower under valgrind,
+# keeps up, so each read still carries one event). The caches simulated are one core's own: L1d
+# 32 KiB and L2 512 KiB (this machine's; the shared L3 is not simulated), so "L2 misses" are the
+# reads and writes that leave the core. Three runs per variant: 1,000 requests of 20 output tokens,
+# 2,000 of 20, and 1,000 of 40. One more event costs (third − first) ÷ (its events − first's events):
+# everything that grows with the stream, token counting included. One more request costs
+# (second − first) ÷ 1,000 less its events at that price: the prompt, the request, the connection
+# handed on, the record. Start-up cancels out of both. With a REV, loadgen built from REV is counted
+# alike; a REV whose rustix reads the vDSO itself crashes under valgrind, so the script turns on
+# rustix's `use-libc` in REV's worktree first (it changes how rustix reaches the kernel, not
+# loadgen's code). The kernel's share is not counted here: bench-client-cpu.sh measures it.
+#
+# Usage: scripts/bench-client-instructions.sh [REV]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
+source scripts/rev-build.sh
+rev="${1:-}"
+if [ -n "$rev" ]; then
+    src="/tmp/tokenperf-$rev"
+    [ -d "$src" ] || git worktree add --detach "$src" "$rev" >&2
+    grep -q '"use-libc"' "$src/Cargo.toml" ||
+        sed -i 's/^\(rustix = .*features = \[[^]]*\)\]/\1, "use-libc"]/' "$src/Cargo.toml"
+fi
+before_and_now "$rev" mock-server loadgen
+out="bench-results/client-instructions"
+mkdir -p "$out"
+rm -f "$out"/*.txt
+ulimit -n 20000 2>/dev/null || true
+export OPENAI_API_KEY=unused
+
+start_mock "$out/mock.log" taskset -c 0 "$bin/mock-server" --port 0 --host 127.0.0.1 \
+    --ttft-ms 100 --itl-ms 2000 --max-waiting 100000
+
+count() { # count VARIANT LOADGEN REQUESTS TOKENS: one line of "events Ir D1-misses L2-misses"
+    local dir="$out/$1-$3-$4"
+    rm -rf "$dir"
+    taskset -c 1 valgrind --tool=cachegrind --cache-sim=yes --D1=32768,8,64 --LL=524288,8,64 \
+        --cachegrind-out-file="$dir.cg" "$2" --model m --tokenizer tokenperf --api-base "$url" \
+        --num-concurrent-requests 1000 --max-num-completed-requests "$3" \
+        --mean-input-tokens 32 --stddev-input-tokens 0 --mean-output-tokens "$4" \
+        --stddev-output-tokens 0 --results-dir "$dir" >/dev/null 2>&1
+    python3 - "$dir" <<'PY'
+import glob, json, sys
+d = sys.argv[1]
+events = bad = 0
+for line in open(glob.glob(d + "/*_requests.jsonl")[0]):
+    r = json.loads(line)
+    events += len(r.get("events") or [])
+    bad += r["outcome"]["kind"] != "ok"
+if bad:
+    sys.exit(f"{d}: {bad} requests failed; the counts would not be comparable")
+# cachegrind's summary line: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw.
+v = [int(x) for x in [l for l in open(d + ".cg") if l.startswith("summary:")][0].split()[1:]]
+print(events, v[0], v[4] + v[7], v[5] + v[8])
+PY
+    rm -rf "$dir" "$dir.cg"
+}
+
+variants=("now")
+[ -n "$rev" ] && variants=("$rev" now)
+for v in "${variants[@]}"; do
+    lg="$bin/loadgen"
+    [ "$v" = now ] || lg="$old_bin/loadgen"
+    for run in "1000 20" "2000 20" "1000 40"; do
+        # shellcheck disable=SC2086
+        count "$v" "$lg" $run >>"$out/$v.txt"
+    done
+done
+python3 - "$out" "${variants[@]}" <<'PY'
+import sys
+out, variants = sys.argv[1], sys.argv[2:]
+print("| loadgen | per event: instructions | L1d misses | L2 misses | per request: instructions | L1d misses | L2 misses |")
+print("|---|---:|---:|---:|---:|---:|---:|")
+for v in variants:
+    (e1, *a), (e2, *b), (e3, *c) = [list(map(int, l.split())) for l in open(f"{out}/{v}.txt")]
+    event = [(z - x) / (e3 - e1) for x, z in zip(a, c)]
+    request = [((y - x) - (e2 - e1) * ev) / 1000 for x, y, ev in zip(a, b, event)]
+    print(f"| {v} | {event[0]:,.0f} | {event[1]:.1f} | {event[2]:.1f} | "
+          f"{request[0]:,.0f} | {request[1]:,.0f} | {request[2]:,.0f} |")
+PY
