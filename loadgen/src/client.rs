@@ -17,8 +17,7 @@ use tokenperf_core::record::{
 };
 use tokenperf_core::tokenizer::TokenCounter;
 
-use tokio::sync::watch;
-
+use crate::cut::CutSignal;
 use crate::http::{Body, HttpClient, SendError};
 use crate::prompt::PromptSpec;
 use crate::sse::SseParser;
@@ -229,27 +228,31 @@ struct Arrival {
     content_bytes: u32,
 }
 
-/// What the stream reader collected; turned into a record once the stream is over.
+/// What the stream reader collected; turned into a record once the stream is over. Laid out in
+/// the order written: what every event reads or writes comes first (88 bytes), so that an event of
+/// one of a thousand streams, whose state has gone cold since its last, touches few cache lines.
+/// Aligning it to a line as well cost more L1 misses than it saved (BENCHMARKS.md, issue 17).
+#[repr(C)]
 struct Collected {
     events: Vec<Arrival>,
     text: String,
+    /// Bytes of body received.
+    body_bytes: u64,
+    /// Events that were OpenAI chunks (had `choices` or `usage`); a stream of none is malformed.
+    chunks: usize,
+    /// The first bytes of the body, for the message when it held no event at all.
+    head: Vec<u8>,
+    model: Option<String>,
+    done: bool,
+    /// Whether this request is counted in `Context::in_flight`.
+    counted: bool,
     usage: Option<tokenperf_core::openai::Usage>,
     finish_reason: Option<String>,
-    done: bool,
     /// Ground truth chunks (event index, due, sent, tokens) and the server's arrival time.
     truth: Vec<ServerChunk>,
     arrival_mono_us: Option<u64>,
-    /// Events that were OpenAI chunks (had `choices` or `usage`); a stream of none is malformed.
-    chunks: usize,
     /// The first event that was not a chunk, for the message.
     first_other: Option<String>,
-    /// The first bytes of the body, for the message when it held no event at all.
-    head: Vec<u8>,
-    /// Bytes of body received.
-    body_bytes: u64,
-    model: Option<String>,
-    /// Whether this request is counted in `Context::in_flight`.
-    counted: bool,
 }
 
 impl Collected {
@@ -292,7 +295,7 @@ pub async fn measure(
     id: u64,
     intended_us: u64,
     spec: &PromptSpec,
-    cut: &mut watch::Receiver<bool>,
+    cut: &CutSignal,
 ) -> Unfinished {
     let mut rec = RequestRecord::new(id, intended_us);
     rec.max_tokens = Some(spec.max_tokens);
@@ -314,9 +317,12 @@ pub async fn measure(
                 None => fut.await,
             }
         };
+        // Biased: the exchange is polled first at every wake-up, and the cut costs one shared
+        // flag's read after it (`CutSignal`).
         tokio::select! {
+            biased;
             o = timed => o,
-            _ = cut.wait_for(|c| *c) => Outcome::Cancelled {
+            () = cut.wait() => Outcome::Cancelled {
                 message: "run interrupted while the request was in flight".into(),
             },
         }

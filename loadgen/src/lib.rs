@@ -22,6 +22,7 @@ pub mod cli;
 pub mod client;
 pub mod clock;
 pub mod collect;
+pub mod cut;
 pub mod dataset;
 pub mod h1;
 pub mod http;

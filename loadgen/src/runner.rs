@@ -23,13 +23,14 @@ use tokio::task::JoinSet;
 
 use crate::cli::Shard;
 use crate::client::{Context, measure};
+use crate::cut::CutSignal;
 use crate::workload::PromptPool;
 
 /// Stop signals shared by the workers.
 #[derive(Clone)]
 pub struct Control {
     stop: watch::Sender<bool>,
-    cut: watch::Sender<bool>,
+    cut: Arc<CutSignal>,
 }
 
 impl Default for Control {
@@ -42,7 +43,7 @@ impl Control {
     pub fn new() -> Self {
         Self {
             stop: watch::channel(false).0,
-            cut: watch::channel(false).0,
+            cut: Arc::default(),
         }
     }
     /// No new requests; in-flight ones finish.
@@ -52,13 +53,13 @@ impl Control {
     /// End in-flight requests now.
     pub fn cut(&self) {
         self.stop();
-        self.cut.send_replace(true);
+        self.cut.cut();
     }
     pub fn is_stopped(&self) -> bool {
         *self.stop.borrow()
     }
-    fn cut_receiver(&self) -> watch::Receiver<bool> {
-        self.cut.subscribe()
+    fn cut_signal(&self) -> Arc<CutSignal> {
+        self.cut.clone()
     }
     pub(crate) fn stop_receiver(&self) -> watch::Receiver<bool> {
         self.stop.subscribe()
@@ -184,8 +185,8 @@ pub async fn open_loop(
         let (ctx, tx, control) = (ctx.clone(), tx.clone(), control.clone());
         tasks.spawn(async move {
             let _permit = permit;
-            let mut cut = control.cut_receiver();
-            let done = measure(&ctx, i, t, &spec, &mut cut).await;
+            let cut = control.cut_signal();
+            let done = measure(&ctx, i, t, &spec, &cut).await;
             if let Some(slot) = ctx.record_waits.slot(&tx).await {
                 done.finish_and_send(&ctx, slot);
             }
@@ -225,7 +226,7 @@ pub async fn closed_loop(
             tx.clone(),
         );
         workers.push(tokio::spawn(async move {
-            let mut cut = control.cut_receiver();
+            let cut = control.cut_signal();
             if first > Instant::now() {
                 let mut stop = control.stop_receiver();
                 tokio::select! {
@@ -246,7 +247,7 @@ pub async fn closed_loop(
                 let Some(spec) = prompts.get(i).await else {
                     break;
                 };
-                let done = measure(&ctx, i, intended, &spec, &mut cut).await;
+                let done = measure(&ctx, i, intended, &spec, &cut).await;
                 // A full queue (the writer behind, a slow disk) holds the next request back rather
                 // than let records pile up in memory.
                 let Some(slot) = ctx.record_waits.slot(&tx).await else {
