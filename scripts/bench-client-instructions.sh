@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # loadgen's instructions and cache misses per SSE event and per request (issue 17), counted by
 # cachegrind rather than timed: the VM's speed drifts by ±10 % within an hour, which hides any change
-# worth a few percent, while these counts repeat to a fraction of a percent. Plain loadgen runs (1,000
+# worth a few percent. The counts are steadier but not exact (batching under valgrind still depends
+# on timing): two runs of one binary gave 11,618 and 12,334 instructions and 32.4 and 33.3 L2 misses
+# per event (BENCHMARKS.md). Plain loadgen runs (1,000
 # streams, 32 prompt tokens) under `valgrind --tool=cachegrind` on CPU 1, against a release mock on
 # CPU 0 that sends a token every 2 s (slow enough that loadgen, some 50 times slower under valgrind,
 # keeps up, so each read still carries one event). The caches simulated are one core's own: L1d
