@@ -17,7 +17,10 @@
 # rustix's `use-libc` in REV's worktree first (it changes how rustix reaches the kernel, not
 # loadgen's code). The kernel's share is not counted here: bench-client-cpu.sh measures it.
 #
-# Usage: scripts/bench-client-instructions.sh [REV]
+# With KEEP=1 each run's cachegrind file stays beside the tables (VARIANT-REQUESTS-TOKENS.cg), for
+# `cg_diff A.cg B.cg > d && cg_annotate d`: where the difference between two runs went, by function.
+#
+# Usage: scripts/bench-client-instructions.sh [REV]      KEEP=1 scripts/bench-client-instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
@@ -61,7 +64,8 @@ if bad:
 v = [int(x) for x in [l for l in open(d + ".cg") if l.startswith("summary:")][0].split()[1:]]
 print(events, v[0], v[4] + v[7], v[5] + v[8])
 PY
-    rm -rf "$dir" "$dir.cg"
+    rm -rf "$dir"
+    [ -n "${KEEP:-}" ] || rm -f "$dir.cg"
 }
 
 variants=("now")

@@ -229,8 +229,8 @@ struct Arrival {
 }
 
 /// What the stream reader collected; turned into a record once the stream is over. Laid out in
-/// the order written: what every event reads or writes comes first (88 bytes), so that an event of
-/// one of a thousand streams, whose state has gone cold since its last, touches few cache lines.
+/// the order written: what every event reads or writes comes first (through `done`), so that an
+/// event of one of a thousand streams, whose state has gone cold since its last, touches few lines.
 /// Aligning it to a line as well cost more L1 misses than it saved (BENCHMARKS.md, issue 17).
 #[repr(C)]
 struct Collected {
