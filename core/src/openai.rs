@@ -9,6 +9,8 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod skim;
+
 /// `usage` as OpenAI sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Usage {
@@ -199,6 +201,15 @@ fn first_choice<'de: 'a, 'a, D: serde::Deserializer<'de>>(
 }
 
 impl<'a> StreamEvent<'a> {
+    /// Reads one event's JSON: in one pass where it is plain (no escapes, no usage or error; nearly
+    /// every event), else with serde_json, which gives the same answer either way (`skim`).
+    pub fn parse(text: &'a str) -> serde_json::Result<Self> {
+        match skim::skim(text) {
+            Some(ev) => Ok(ev),
+            None => serde_json::from_str(text),
+        }
+    }
+
     /// The output text this event carries (chat `delta.content`, or completions `text`), if non-empty.
     pub fn content(&self) -> Option<&str> {
         let c = self.choices.as_ref()?.as_ref()?;

@@ -793,8 +793,8 @@ fn on_data(data: &[u8], at: u64, c: &mut Collected, failure: &mut Option<Outcome
     // UTF-8 checked once for the whole event, not again for every key and string in it.
     let parsed = std::str::from_utf8(data)
         .map_err(|e| e.to_string())
-        .and_then(|text| serde_json::from_str(text).map_err(|e| e.to_string()));
-    let ev: StreamEvent = match parsed {
+        .and_then(|text| StreamEvent::parse(text).map_err(|e| e.to_string()));
+    let ev = match parsed {
         Ok(ev) => ev,
         Err(e) => {
             let shown: String = String::from_utf8_lossy(data).chars().take(200).collect();

@@ -1,0 +1,521 @@
+//! A one-pass reading of the stream events servers send nearly always, beside serde_json's full
+//! reading, which stays the definition.
+//!
+//! Our own code instead of serde_json's for loadgen's hot path because an event's JSON was about a
+//! sixth of loadgen's user time per event (`perf`, BENCHMARKS.md issue 17): serde's derive visits
+//! every key and value through generic visitors, and a faster general parser (sonic-rs through
+//! serde) measured slower still on these small objects. The skim reads only the plain subset: any
+//! escape in a string, a control character, a non-null `usage`, `error` or `tokenperf`, a wrong type,
+//! a repeated field or deep nesting makes it give up (`None`), and the caller reads the event with
+//! serde_json instead. So whenever it answers, serde_json would have answered the same; a randomized
+//! test holds it to that on generated and mutated events.
+
+use std::borrow::Cow;
+
+use super::{EventChoice, EventDelta, StreamEvent};
+
+/// Nesting a skipped value may have before the skim gives up (serde_json allows 128).
+const MAX_DEPTH: u32 = 32;
+
+/// The event in `text`, or `None` where it is outside the plain subset (see the module's comment).
+pub(super) fn skim(text: &str) -> Option<StreamEvent<'_>> {
+    let mut p = Skim {
+        src: text,
+        s: text.as_bytes(),
+        i: 0,
+    };
+    let mut ev = StreamEvent::default();
+    let mut seen = Seen::default();
+    p.object(|p, key| match key {
+        "choices" => {
+            seen.first(0)?;
+            ev.choices = p.choices()?;
+            Some(())
+        }
+        "model" => {
+            seen.first(1)?;
+            ev.model = p.str_or_null()?.map(Cow::Borrowed);
+            Some(())
+        }
+        "usage" => seen.first(2).and_then(|()| p.null()),
+        "error" => seen.first(3).and_then(|()| p.null()),
+        "tokenperf" => seen.first(4).and_then(|()| p.null()),
+        _ => p.skip_value(0),
+    })?;
+    p.ws();
+    (p.i == p.s.len()).then_some(ev)
+}
+
+/// Which of a struct's fields have been read: serde's derive rejects a field given twice, so the
+/// skim gives up on one.
+#[derive(Default)]
+struct Seen(u8);
+
+impl Seen {
+    fn first(&mut self, field: u8) -> Option<()> {
+        let bit = 1 << field;
+        let fresh = self.0 & bit == 0;
+        self.0 |= bit;
+        fresh.then_some(())
+    }
+}
+
+struct Skim<'a> {
+    src: &'a str,
+    s: &'a [u8],
+    i: usize,
+}
+
+impl<'a> Skim<'a> {
+    fn ws(&mut self) {
+        while let Some(b' ' | b'\t' | b'\n' | b'\r') = self.s.get(self.i) {
+            self.i += 1;
+        }
+    }
+
+    /// The next byte after whitespace, not consumed.
+    fn peek(&mut self) -> Option<u8> {
+        self.ws();
+        self.s.get(self.i).copied()
+    }
+
+    fn eat(&mut self, b: u8) -> Option<()> {
+        (self.peek()? == b).then(|| self.i += 1)
+    }
+
+    /// A string without escapes or control characters, borrowed.
+    fn plain_str(&mut self) -> Option<&'a str> {
+        self.eat(b'"')?;
+        let start = self.i;
+        let len = string_end(&self.s[start..]);
+        self.i = start + len;
+        self.eat_raw(b'"')?;
+        // Both ends are at ASCII bytes of valid UTF-8, so they are character boundaries.
+        self.src.get(start..start + len)
+    }
+
+    fn eat_raw(&mut self, b: u8) -> Option<()> {
+        (self.s.get(self.i) == Some(&b)).then(|| self.i += 1)
+    }
+
+    fn literal(&mut self, word: &[u8]) -> Option<()> {
+        self.ws();
+        let end = self.i + word.len();
+        (self.s.get(self.i..end) == Some(word)).then(|| self.i = end)
+    }
+
+    fn null(&mut self) -> Option<()> {
+        self.literal(b"null")
+    }
+
+    fn str_or_null(&mut self) -> Option<Option<&'a str>> {
+        match self.peek()? {
+            b'n' => self.null().map(|()| None),
+            _ => self.plain_str().map(Some),
+        }
+    }
+
+    /// An object's members, each value read by `member` (which is handed the key).
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+        self.eat(b'{')?;
+        if self.peek()? == b'}' {
+            self.i += 1;
+            return Some(());
+        }
+        loop {
+            let key = self.plain_str()?;
+            self.eat(b':')?;
+            member(self, key)?;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b'}' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// An array's elements, each read by `element` (which is handed its index).
+    fn array(&mut self, mut element: impl FnMut(&mut Self, usize) -> Option<()>) -> Option<()> {
+        self.eat(b'[')?;
+        if self.peek()? == b']' {
+            self.i += 1;
+            return Some(());
+        }
+        let mut n = 0;
+        loop {
+            element(self, n)?;
+            n += 1;
+            match self.peek()? {
+                b',' => self.i += 1,
+                b']' => {
+                    self.i += 1;
+                    return Some(());
+                }
+                _ => return None,
+            }
+        }
+    }
+
+    /// Any JSON value, checked and passed over.
+    fn skip_value(&mut self, depth: u32) -> Option<()> {
+        if depth >= MAX_DEPTH {
+            return None;
+        }
+        match self.peek()? {
+            b'"' => self.plain_str().map(drop),
+            b'{' => self.object(|p, _| p.skip_value(depth + 1)),
+            b'[' => self.array(|p, _| p.skip_value(depth + 1)),
+            b't' => self.literal(b"true"),
+            b'f' => self.literal(b"false"),
+            b'n' => self.null(),
+            _ => self.number(),
+        }
+    }
+
+    /// A number as JSON's grammar has it: `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`.
+    fn number(&mut self) -> Option<()> {
+        let _ = self.eat_raw(b'-');
+        match self.s.get(self.i)? {
+            b'0' => self.i += 1,
+            b'1'..=b'9' => self.digits(),
+            _ => return None,
+        }
+        if self.eat_raw(b'.').is_some() {
+            self.some_digits()?;
+        }
+        if let Some(b'e' | b'E') = self.s.get(self.i) {
+            self.i += 1;
+            if let Some(b'+' | b'-') = self.s.get(self.i) {
+                self.i += 1;
+            }
+            self.some_digits()?;
+        }
+        Some(())
+    }
+
+    fn digits(&mut self) {
+        while self.s.get(self.i).is_some_and(u8::is_ascii_digit) {
+            self.i += 1;
+        }
+    }
+
+    fn some_digits(&mut self) -> Option<()> {
+        let start = self.i;
+        self.digits();
+        (self.i > start).then_some(())
+    }
+
+    /// `choices`: null, or a list whose first element is read and the rest passed over.
+    #[allow(clippy::option_option)]
+    fn choices(&mut self) -> Option<Option<Option<EventChoice<'a>>>> {
+        if self.peek()? == b'n' {
+            return self.null().map(|()| None);
+        }
+        let mut first = None;
+        self.array(|p, n| {
+            if n == 0 {
+                first = Some(p.choice()?);
+                Some(())
+            } else {
+                p.skip_value(1)
+            }
+        })?;
+        Some(Some(first))
+    }
+
+    fn choice(&mut self) -> Option<EventChoice<'a>> {
+        let mut c = EventChoice::default();
+        let mut seen = Seen::default();
+        self.object(|p, key| match key {
+            "delta" => {
+                seen.first(0)?;
+                c.delta = match p.peek()? {
+                    b'n' => p.null().map(|()| None)?,
+                    _ => Some(p.delta()?),
+                };
+                Some(())
+            }
+            "text" => {
+                seen.first(1)?;
+                c.text = p.str_or_null()?.map(Cow::Borrowed);
+                Some(())
+            }
+            "finish_reason" => {
+                seen.first(2)?;
+                c.finish_reason = p.str_or_null()?.map(Cow::Borrowed);
+                Some(())
+            }
+            _ => p.skip_value(2),
+        })?;
+        Some(c)
+    }
+
+    fn delta(&mut self) -> Option<EventDelta<'a>> {
+        let mut d = EventDelta::default();
+        let mut seen = Seen::default();
+        self.object(|p, key| match key {
+            "content" => {
+                seen.first(0)?;
+                d.content = p.str_or_null()?.map(Cow::Borrowed);
+                Some(())
+            }
+            "reasoning_content" => {
+                seen.first(1)?;
+                d.reasoning_content = p.str_or_null()?.map(Cow::Borrowed);
+                Some(())
+            }
+            _ => p.skip_value(3),
+        })?;
+        Some(d)
+    }
+}
+
+/// Where a string's plain run ends: the first quote, backslash or control character, or the end.
+/// Eight bytes at a time (as serde_json's own string scan does), since most of an event's bytes are
+/// inside strings: a byte-by-byte loop took a quarter of the skim's time.
+fn string_end(s: &[u8]) -> usize {
+    const ONES: u64 = u64::from_ne_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    // A byte of `x` is below `n` (< 128) iff its high bit is set in `(x - n·ONES) & !x`; above the
+    // lowest such byte a borrow can set others, so only the lowest one counts.
+    let below = |x: u64, n: u8| x.wrapping_sub(ONES * u64::from(n)) & !x & HIGH;
+    let mut at = 0;
+    while let Some(word) = s.get(at..at + 8) {
+        let w = u64::from_le_bytes(word.try_into().expect("eight bytes"));
+        let hits = below(w ^ (ONES * u64::from(b'"')), 1)
+            | below(w ^ (ONES * u64::from(b'\\')), 1)
+            | below(w, 0x20);
+        if hits != 0 {
+            return at + (hits.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    let tail = &s[at..];
+    at + tail
+        .iter()
+        .position(|&b| b == b'"' || b == b'\\' || b < 0x20)
+        .unwrap_or(tail.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rng::Rng;
+
+    /// What serde_json makes of `text`, as comparable text (or its error).
+    fn full(text: &str) -> Result<String, String> {
+        serde_json::from_str::<StreamEvent>(text)
+            .map(|e| format!("{e:?}"))
+            .map_err(|e| e.to_string())
+    }
+
+    fn agrees(text: &str) -> bool {
+        match skim(text) {
+            Some(ev) => {
+                assert_eq!(Ok(format!("{ev:?}")), full(text), "skim differs on {text}");
+                true
+            }
+            None => false,
+        }
+    }
+
+    #[test]
+    fn a_plain_run_ends_at_the_first_quote_backslash_or_control_character() {
+        let plain = |s: &[u8]| s.iter().position(|&b| b == b'"' || b == b'\\' || b < 0x20);
+        let mut rng = Rng::new(5);
+        for _ in 0..20_000 {
+            let len = rng.below(40);
+            let s: Vec<u8> = (0..len)
+                .map(|_| match rng.below(12) {
+                    0 => [b'"', b'\\', b'\n', 0, 0x1f, 0x20, 0x7f, 0x80, 0xff][rng.below(9)],
+                    _ => b'a' + rng.below(26) as u8,
+                })
+                .collect();
+            assert_eq!(string_end(&s), plain(&s).unwrap_or(len), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn reads_what_real_servers_send_in_one_pass() {
+        for text in [
+            r#"{"id":"cmpl-cf15","object":"text_completion","created":1796223577,"model":"m","choices":[{"index":0,"text":" iron","logprobs":null,"finish_reason":null}]}"#,
+            r#"{"id":"chatcmpl-1","object":"chat.completion.chunk","created":1796223577,"model":"m","choices":[{"index":0,"delta":{"role":"assistant","content":""},"logprobs":null,"finish_reason":null}]}"#,
+            r#"{"choices":[{"finish_reason":null,"index":0,"delta":{"content":" the"}}],"created":1,"id":"c","model":"llama","system_fingerprint":"b1-x","object":"chat.completion.chunk","timings":{"prompt_n":3,"predicted_per_second":51.2e0}}"#,
+            r#"{"choices":[{"delta":{"reasoning_content":"hm","content":null}}],"usage":null}"#,
+            " {\n\"choices\" : [ ] , \"model\" : null } \r\n",
+            r#"{"choices":[{"text":"a"},{"text":"b","extra":[1,-2.5,3E+7,true,false,null,{}]}]}"#,
+            r#"{"choices":null}"#,
+            "{}",
+        ] {
+            assert!(agrees(text), "skim gave up on {text}");
+        }
+    }
+
+    #[test]
+    fn gives_up_where_serde_json_must_decide() {
+        for text in [
+            r#"{"choices":[{"text":"a\nb"}]}"#,
+            r#"{"model":"\u00e9"}"#,
+            r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
+            r#"{"error":{"message":"overloaded"}}"#,
+            r#"{"choices":[],"choices":[]}"#,
+            r#"{"choices":[{"text":"a","text":"b"}]}"#,
+            r#"{"model":7}"#,
+            r#"{"choices":[null]}"#,
+            r#"{"choices":[{"delta":"x"}]}"#,
+            r#"{"a":01}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":[1,]}"#,
+            r#"{"a":1,}"#,
+            r#"{"a":1} x"#,
+            r#"[[]]"#,
+            "{\"a\":\"tab\there\"}",
+        ] {
+            assert!(skim(text).is_none(), "skim answered {text}");
+        }
+        let deep = format!("{{\"a\":{}{}}}", "[".repeat(40), "]".repeat(40));
+        assert!(skim(&deep).is_none());
+    }
+
+    /// Events built from random pieces, then mutated byte by byte: wherever the skim answers,
+    /// serde_json answers the same. It must also answer most unmutated events, or it saves nothing.
+    #[test]
+    fn random_events_read_as_serde_json_reads_them() {
+        let mut rng = Rng::new(17);
+        let (mut answered, mut built) = (0, 0);
+        for _ in 0..4000 {
+            let text = random_event(&mut rng);
+            built += 1;
+            answered += usize::from(agrees(&text));
+            let mut bytes = text.into_bytes();
+            for _ in 0..=rng.below(3) {
+                if bytes.is_empty() {
+                    break;
+                }
+                let at = rng.below(bytes.len());
+                match rng.below(3) {
+                    0 => bytes[at] = PIECES[rng.below(PIECES.len())],
+                    1 => {
+                        bytes.remove(at);
+                    }
+                    _ => bytes.insert(at, PIECES[rng.below(PIECES.len())]),
+                }
+            }
+            if let Ok(mutated) = std::str::from_utf8(&bytes) {
+                agrees(mutated);
+            }
+        }
+        assert!(
+            answered * 2 > built,
+            "the skim answered {answered} of {built}"
+        );
+    }
+
+    const PIECES: &[u8] = b"{}[]\",:\\ 0123456789-+.eEntrufalsx\t\n";
+
+    fn random_event(rng: &mut Rng) -> String {
+        let mut members = vec![];
+        if rng.below(8) > 0 {
+            let n = [0, 1, 1, 1, 2][rng.below(5)];
+            let choices: Vec<String> = (0..n).map(|_| random_choice(rng)).collect();
+            members.push(format!("\"choices\":[{}]", choices.join(",")));
+        }
+        if rng.below(2) == 0 {
+            members.push(format!("\"model\":{}", random_str_or_null(rng)));
+        }
+        for _ in 0..rng.below(4) {
+            let key = ["id", "object", "created", "timings", "usage", "x"][rng.below(6)];
+            members.push(format!("\"{key}\":{}", random_value(rng, 0)));
+        }
+        shuffle(rng, &mut members);
+        spaced(rng, &format!("{{{}}}", members.join(",")))
+    }
+
+    fn random_choice(rng: &mut Rng) -> String {
+        let mut members = vec![format!("\"index\":{}", rng.below(3))];
+        if rng.below(2) == 0 {
+            let mut delta = vec![format!("\"content\":{}", random_str_or_null(rng))];
+            if rng.below(3) == 0 {
+                delta.push(format!("\"reasoning_content\":{}", random_str_or_null(rng)));
+            }
+            if rng.below(3) == 0 {
+                delta.push("\"role\":\"assistant\"".into());
+            }
+            shuffle(rng, &mut delta);
+            members.push(format!("\"delta\":{{{}}}", delta.join(",")));
+        } else {
+            members.push(format!("\"text\":{}", random_str_or_null(rng)));
+        }
+        members.push(format!("\"finish_reason\":{}", random_str_or_null(rng)));
+        if rng.below(2) == 0 {
+            members.push(format!("\"logprobs\":{}", random_value(rng, 1)));
+        }
+        shuffle(rng, &mut members);
+        format!("{{{}}}", members.join(","))
+    }
+
+    fn random_str_or_null(rng: &mut Rng) -> String {
+        match rng.below(10) {
+            0 => "null".into(),
+            1 => "\"a\\\"b\"".into(),
+            2 => "\"é ü\"".into(),
+            _ => format!("\" w{}\"", rng.below(1000)),
+        }
+    }
+
+    fn random_value(rng: &mut Rng, depth: u32) -> String {
+        let leaf = depth > 3;
+        match rng.below(if leaf { 5 } else { 7 }) {
+            0 => random_str_or_null(rng),
+            1 => ["true", "false", "null"][rng.below(3)].into(),
+            2 => [
+                "0",
+                "-1",
+                "12.5",
+                "3e9",
+                "-0.0E-2",
+                "1e400",
+                "123456789012345678901234",
+            ][rng.below(7)]
+            .into(),
+            3 => format!("\"id-{}\"", rng.below(100)),
+            4 => "[]".into(),
+            5 => {
+                let items: Vec<String> = (0..rng.below(3))
+                    .map(|_| random_value(rng, depth + 1))
+                    .collect();
+                format!("[{}]", items.join(","))
+            }
+            _ => {
+                let items: Vec<String> = (0..rng.below(3))
+                    .map(|i| format!("\"k{i}\":{}", random_value(rng, depth + 1)))
+                    .collect();
+                format!("{{{}}}", items.join(","))
+            }
+        }
+    }
+
+    fn shuffle(rng: &mut Rng, v: &mut [String]) {
+        for i in (1..v.len()).rev() {
+            v.swap(i, rng.below(i + 1));
+        }
+    }
+
+    /// Whitespace after some structural characters, as some servers pretty-print.
+    fn spaced(rng: &mut Rng, text: &str) -> String {
+        if rng.below(4) > 0 {
+            return text.to_owned();
+        }
+        let mut out = String::with_capacity(text.len() * 2);
+        for c in text.chars() {
+            out.push(c);
+            if matches!(c, ',' | ':' | '{' | '[') {
+                out.push_str([" ", "\n  ", "\t", "\r\n"][rng.below(4)]);
+            }
+        }
+        out
+    }
+}
