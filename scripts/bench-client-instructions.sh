@@ -17,6 +17,10 @@
 # rustix's `use-libc` in REV's worktree first (it changes how rustix reaches the kernel, not
 # loadgen's code). The kernel's share is not counted here: bench-client-cpu.sh measures it.
 #
+# The floor is counted alike: `tcp_floor`'s bare reader (one task and one read per message, no
+# HTTP, SSE or JSON) under cachegrind on CPU 1, its writer on CPU 0 sending 1,000 streams a message
+# every 2 s, for 20 s and for 40 s; one more message costs the difference over the extra 10,000.
+#
 # With KEEP=1 each run's cachegrind file stays beside the tables (VARIANT-REQUESTS-TOKENS.cg), for
 # `cg_diff A.cg B.cg > d && cg_annotate d`: where the difference between two runs went, by function.
 #
@@ -33,6 +37,7 @@ if [ -n "$rev" ]; then
         sed -i 's/^\(rustix = .*features = \[[^]]*\)\]/\1, "use-libc"]/' "$src/Cargo.toml"
 fi
 before_and_now "$rev" mock-server loadgen
+cargo build --release --locked -p mock-server --example tcp_floor >&2
 out="bench-results/client-instructions"
 mkdir -p "$out"
 rm -f "$out"/*.txt
@@ -68,6 +73,28 @@ PY
     [ -n "${KEEP:-}" ] || rm -f "$dir.cg"
 }
 
+floor() { # floor SECONDS: one line of "messages Ir D1-misses L2-misses" for the bare reader
+    local port=$((7940 + $1)) cg="$out/floor-$1.cg"
+    taskset -c 0 "$bin/examples/tcp_floor" write --port "$port" --streams 1000 \
+        --gap-us 2000000 --seconds "$1" >"$out/floor-writer-$1.log" &
+    local w=$!
+    sleep 0.3
+    taskset -c 1 valgrind --tool=cachegrind --cache-sim=yes --D1=32768,8,64 --LL=524288,8,64 \
+        --cachegrind-out-file="$cg" "$bin/examples/tcp_floor" read --port "$port" --streams 1000 \
+        >"$out/floor-reader-$1.log" 2>&1
+    wait "$w"
+    python3 - "$cg" "$out/floor-reader-$1.log" <<'PY'
+import re, sys
+cg, log = sys.argv[1:]
+msgs = int(re.search(r"reader: (\d+) messages", open(log).read()).group(1))
+v = [int(x) for x in [l for l in open(cg) if l.startswith("summary:")][0].split()[1:]]
+print(msgs, v[0], v[4] + v[7], v[5] + v[8])
+PY
+    [ -n "${KEEP:-}" ] || rm -f "$cg"
+}
+floor 20 >"$out/floor.txt"
+floor 40 >>"$out/floor.txt"
+
 variants=("now")
 [ -n "$rev" ] && variants=("$rev" now)
 for v in "${variants[@]}"; do
@@ -89,4 +116,7 @@ for v in variants:
     request = [((y - x) - (e2 - e1) * ev) / 1000 for x, y, ev in zip(a, b, event)]
     print(f"| {v} | {event[0]:,.0f} | {event[1]:.1f} | {event[2]:.1f} | "
           f"{request[0]:,.0f} | {request[1]:,.0f} | {request[2]:,.0f} |")
+(m1, *a), (m2, *b) = [list(map(int, l.split())) for l in open(f"{out}/floor.txt")]
+m = [(y - x) / (m2 - m1) for x, y in zip(a, b)]
+print(f"| bare reader, per message | {m[0]:,.0f} | {m[1]:.1f} | {m[2]:.1f} | | | |")
 PY
