@@ -7,8 +7,8 @@
 //! serde) measured slower still on these small objects. The skim reads only the plain subset: any
 //! escape in a string, a control character, a non-null `usage` or `error` (once a stream, if at
 //! all), a wrong type, a repeated field or deep nesting makes it give up (`None`), and the caller
-//! reads the event with serde_json instead. So whenever it answers, serde_json would have answered the same; a randomized
-//! test holds it to that on generated and mutated events.
+//! reads the event with serde_json instead. So whenever it answers, serde_json would have answered
+//! the same; a randomized test holds it to that on generated and mutated events.
 
 use std::borrow::Cow;
 
