@@ -4,10 +4,10 @@
 //! Our own code instead of serde_json's for loadgen's hot path because an event's JSON was about a
 //! sixth of loadgen's user time per event (`perf`, BENCHMARKS.md issue 17): serde's derive visits
 //! every key and value through generic visitors, and a faster general parser (sonic-rs through
-//! serde) measured slower still on these small objects. The skim reads only the plain subset: any
-//! escape in a string, a control character, a non-null `usage` or `error` (once a stream, if at
-//! all), a wrong type, a repeated field or deep nesting makes it give up (`None`), and the caller
-//! reads the event with serde_json instead. So whenever it answers, serde_json would have answered
+//! serde) measured slower still on these small objects. The skim reads only the plain subset: an
+//! escaped surrogate (half of a pair) or a control character in a string, a non-null `usage` or
+//! `error` (once a stream, if at all), a wrong type, a repeated field or deep nesting makes it give
+//! up (`None`), and the caller reads the event with serde_json instead. So whenever it answers, serde_json would have answered
 //! the same; a randomized test holds it to that on generated and mutated events.
 
 use std::borrow::Cow;
@@ -34,7 +34,7 @@ pub(super) fn skim(text: &str) -> Option<StreamEvent<'_>> {
         }
         "model" => {
             seen.first(1)?;
-            ev.model = p.str_or_null()?.map(Cow::Borrowed);
+            ev.model = p.str_or_null()?;
             Some(())
         }
         "usage" => seen.first(2).and_then(|()| p.null()),
@@ -90,15 +90,61 @@ impl<'a> Skim<'a> {
         (self.peek()? == b).then(|| self.i += 1)
     }
 
-    /// A string without escapes or control characters, borrowed.
-    fn plain_str(&mut self) -> Option<&'a str> {
+    /// A string: borrowed when it has no escapes (nearly always), else unescaped as serde_json
+    /// does. A `\u` escape of a surrogate (half of a pair) makes the skim give up, so pairs and
+    /// lone halves stay serde_json's to judge.
+    fn string(&mut self) -> Option<Cow<'a, str>> {
         self.eat(b'"')?;
         let start = self.i;
         let len = string_end(&self.s[start..]);
         self.i = start + len;
-        self.eat_raw(b'"')?;
-        // Both ends are at ASCII bytes of valid UTF-8, so they are character boundaries.
-        self.src.get(start..start + len)
+        if self.eat_raw(b'"').is_some() {
+            // Both ends are at ASCII bytes of valid UTF-8, so they are character boundaries.
+            return self.src.get(start..start + len).map(Cow::Borrowed);
+        }
+        let mut out = String::from(self.src.get(start..start + len)?);
+        loop {
+            match *self.s.get(self.i)? {
+                b'"' => {
+                    self.i += 1;
+                    return Some(Cow::Owned(out));
+                }
+                b'\\' => out.push(self.escape()?),
+                b if b < 0x20 => return None,
+                _ => {
+                    let run = string_end(&self.s[self.i..]);
+                    out.push_str(self.src.get(self.i..self.i + run)?);
+                    self.i += run;
+                }
+            }
+        }
+    }
+
+    /// The character an escape at the cursor stands for (JSON's eight, and `\u` outside the
+    /// surrogates).
+    fn escape(&mut self) -> Option<char> {
+        let c = match *self.s.get(self.i + 1)? {
+            b'"' => '"',
+            b'\\' => '\\',
+            b'/' => '/',
+            b'b' => '\u{8}',
+            b'f' => '\u{c}',
+            b'n' => '\n',
+            b'r' => '\r',
+            b't' => '\t',
+            b'u' => {
+                let hex = self.s.get(self.i + 2..self.i + 6)?;
+                let hex = std::str::from_utf8(hex).ok()?;
+                if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return None;
+                }
+                self.i += 4;
+                char::from_u32(u32::from_str_radix(hex, 16).ok()?)?
+            }
+            _ => return None,
+        };
+        self.i += 2;
+        Some(c)
     }
 
     fn eat_raw(&mut self, b: u8) -> Option<()> {
@@ -115,24 +161,24 @@ impl<'a> Skim<'a> {
         self.literal(b"null")
     }
 
-    fn str_or_null(&mut self) -> Option<Option<&'a str>> {
+    fn str_or_null(&mut self) -> Option<Option<Cow<'a, str>>> {
         match self.peek()? {
             b'n' => self.null().map(|()| None),
-            _ => self.plain_str().map(Some),
+            _ => self.string().map(Some),
         }
     }
 
     /// An object's members, each value read by `member` (which is handed the key).
-    fn object(&mut self, mut member: impl FnMut(&mut Self, &'a str) -> Option<()>) -> Option<()> {
+    fn object(&mut self, mut member: impl FnMut(&mut Self, &str) -> Option<()>) -> Option<()> {
         self.eat(b'{')?;
         if self.peek()? == b'}' {
             self.i += 1;
             return Some(());
         }
         loop {
-            let key = self.plain_str()?;
+            let key = self.string()?;
             self.eat(b':')?;
-            member(self, key)?;
+            member(self, &key)?;
             match self.peek()? {
                 b',' => self.i += 1,
                 b'}' => {
@@ -172,7 +218,7 @@ impl<'a> Skim<'a> {
             return None;
         }
         match self.peek()? {
-            b'"' => self.plain_str().map(drop),
+            b'"' => self.string().map(drop),
             b'{' => self.object(|p, _| p.skip_value(depth + 1)),
             b'[' => self.array(|p, _| p.skip_value(depth + 1)),
             b't' => self.literal(b"true"),
@@ -288,12 +334,12 @@ impl<'a> Skim<'a> {
             }
             "text" => {
                 seen.first(1)?;
-                c.text = p.str_or_null()?.map(Cow::Borrowed);
+                c.text = p.str_or_null()?;
                 Some(())
             }
             "finish_reason" => {
                 seen.first(2)?;
-                c.finish_reason = p.str_or_null()?.map(Cow::Borrowed);
+                c.finish_reason = p.str_or_null()?;
                 Some(())
             }
             _ => p.skip_value(2),
@@ -307,12 +353,12 @@ impl<'a> Skim<'a> {
         self.object(|p, key| match key {
             "content" => {
                 seen.first(0)?;
-                d.content = p.str_or_null()?.map(Cow::Borrowed);
+                d.content = p.str_or_null()?;
                 Some(())
             }
             "reasoning_content" => {
                 seen.first(1)?;
-                d.reasoning_content = p.str_or_null()?.map(Cow::Borrowed);
+                d.reasoning_content = p.str_or_null()?;
                 Some(())
             }
             _ => p.skip_value(3),
@@ -399,6 +445,8 @@ mod tests {
             "{}",
             r#"{"choices":[{"text":" a","finish_reason":null}],"tokenperf":{"arrival_mono_us":1796223577123456,"due_mono_us":0,"sent_mono_us":18446744073709551615,"tokens":4294967295}}"#,
             r#"{"tokenperf":null,"usage":null,"error":null}"#,
+            r#"{"choices":[{"text":"a\nb\t\"q\"\\\/\b\f\r\u00e9\u0000 é"}],"model":"\u4e2d"}"#,
+            r#"{"choic\u0065s":[{"d\u0065lta":{"content":"x\ny"}}],"\u0000":1}"#,
         ] {
             assert!(agrees(text), "skim gave up on {text}");
         }
@@ -407,8 +455,11 @@ mod tests {
     #[test]
     fn gives_up_where_serde_json_must_decide() {
         for text in [
-            r#"{"choices":[{"text":"a\nb"}]}"#,
-            r#"{"model":"\u00e9"}"#,
+            r#"{"model":"\ud83d\ude00"}"#,
+            r#"{"model":"\udc00"}"#,
+            r#"{"model":"a\x"}"#,
+            r#"{"model":"\u12"}"#,
+            r#"{"model":"\u+123"}"#,
             r#"{"choices":[],"usage":{"prompt_tokens":1,"completion_tokens":2,"total_tokens":3}}"#,
             r#"{"error":{"message":"overloaded"}}"#,
             r#"{"choices":[],"choices":[]}"#,
@@ -488,7 +539,17 @@ mod tests {
             members.push(format!("\"tokenperf\":{}", random_ground_truth(rng)));
         }
         for _ in 0..rng.below(4) {
-            let key = ["id", "object", "created", "timings", "usage", "x"][rng.below(6)];
+            let keys = [
+                "id",
+                "object",
+                "created",
+                "timings",
+                "usage",
+                "x",
+                "mod\\u0065l",
+                "\\u0069d",
+            ];
+            let key = keys[rng.below(keys.len())];
             members.push(format!("\"{key}\":{}", random_value(rng, 0)));
         }
         shuffle(rng, &mut members);
@@ -547,10 +608,12 @@ mod tests {
     }
 
     fn random_str_or_null(rng: &mut Rng) -> String {
-        match rng.below(10) {
+        match rng.below(12) {
             0 => "null".into(),
             1 => "\"a\\\"b\"".into(),
             2 => "\"é ü\"".into(),
+            3 => "\"def f():\\n\\treturn \\u00e9\\/\\\\\"".into(),
+            4 => "\"\\ud83d\\ude00 \\u00\"".into(),
             _ => format!("\" w{}\"", rng.below(1000)),
         }
     }
