@@ -28,26 +28,11 @@ pub(super) fn skim(text: &str) -> Option<StreamEvent<'_>> {
     let mut ev = StreamEvent::default();
     let mut seen = Seen::default();
     p.object(|p, key| match key {
-        "choices" => {
-            seen.first(0)?;
-            ev.choices = p.choices()?;
-            Some(())
-        }
-        "model" => {
-            seen.first(1)?;
-            ev.model = p.str_or_null()?;
-            Some(())
-        }
+        "choices" => seen.read(0, p, &mut ev.choices, Skim::choices),
+        "model" => seen.read(1, p, &mut ev.model, Skim::str_or_null),
         "usage" => seen.first(2).and_then(|()| p.null()),
         "error" => seen.first(3).and_then(|()| p.null()),
-        "tokenperf" => {
-            seen.first(4)?;
-            ev.tokenperf = match p.peek()? {
-                b'n' => p.null().map(|()| None)?,
-                _ => Some(p.ground_truth()?),
-            };
-            Some(())
-        }
+        "tokenperf" => seen.read(4, p, &mut ev.tokenperf, |p| p.or_null(Skim::ground_truth)),
         _ => p.skip_value(0),
     })?;
     p.ws();
@@ -65,6 +50,19 @@ impl Seen {
         let fresh = self.0 & bit == 0;
         self.0 |= bit;
         fresh.then_some(())
+    }
+
+    /// The field's value read into `slot`, unless the field was read before.
+    fn read<'a, T>(
+        &mut self,
+        field: u8,
+        p: &mut Skim<'a>,
+        slot: &mut T,
+        read: impl FnOnce(&mut Skim<'a>) -> Option<T>,
+    ) -> Option<()> {
+        self.first(field)?;
+        *slot = read(p)?;
+        Some(())
     }
 }
 
@@ -180,11 +178,16 @@ impl<'a> Skim<'a> {
         self.literal(b"null")
     }
 
-    fn str_or_null(&mut self) -> Option<Option<Cow<'a, str>>> {
+    /// `null`, or a value read by `read`.
+    fn or_null<T>(&mut self, read: impl FnOnce(&mut Self) -> Option<T>) -> Option<Option<T>> {
         match self.peek()? {
             b'n' => self.null().map(|()| None),
-            _ => self.string().map(Some),
+            _ => read(self).map(Some),
         }
+    }
+
+    fn str_or_null(&mut self) -> Option<Option<Cow<'a, str>>> {
+        self.or_null(Self::string)
     }
 
     /// An object's members, each value read by `member` (which is handed the key).
@@ -301,67 +304,35 @@ impl<'a> Skim<'a> {
     fn ground_truth(&mut self) -> Option<GroundTruthChunk> {
         let mut g = GroundTruthChunk::default();
         let mut seen = Seen::default();
-        self.object(|p, key| {
-            let field = match key {
-                "arrival_mono_us" => 0,
-                "due_mono_us" => 1,
-                "sent_mono_us" => 2,
-                "tokens" => 3,
-                _ => return p.skip_value(2),
-            };
-            seen.first(field)?;
-            let n = p.uint()?;
-            match field {
-                0 => g.arrival_mono_us = n,
-                1 => g.due_mono_us = n,
-                2 => g.sent_mono_us = n,
-                _ => g.tokens = u32::try_from(n).ok()?,
-            }
-            Some(())
+        self.object(|p, key| match key {
+            "arrival_mono_us" => seen.read(0, p, &mut g.arrival_mono_us, Self::uint),
+            "due_mono_us" => seen.read(1, p, &mut g.due_mono_us, Self::uint),
+            "sent_mono_us" => seen.read(2, p, &mut g.sent_mono_us, Self::uint),
+            "tokens" => seen.read(3, p, &mut g.tokens, |p| u32::try_from(p.uint()?).ok()),
+            _ => p.skip_value(2),
         })?;
         (seen.0 == 0b1111).then_some(g)
     }
 
     /// `choices`: null, or a list whose first element is read and the rest passed over.
-    #[allow(clippy::option_option)]
     fn choices(&mut self) -> Option<Option<Option<EventChoice<'a>>>> {
-        if self.peek()? == b'n' {
-            return self.null().map(|()| None);
-        }
-        let mut first = None;
-        self.array(|p, n| {
-            if n == 0 {
-                first = Some(p.choice()?);
-                Some(())
-            } else {
-                p.skip_value(1)
-            }
-        })?;
-        Some(Some(first))
+        self.or_null(|p| {
+            let mut first = None;
+            p.array(|p, n| match n {
+                0 => p.choice().map(|c| first = Some(c)),
+                _ => p.skip_value(1),
+            })?;
+            Some(first)
+        })
     }
 
     fn choice(&mut self) -> Option<EventChoice<'a>> {
         let mut c = EventChoice::default();
         let mut seen = Seen::default();
         self.object(|p, key| match key {
-            "delta" => {
-                seen.first(0)?;
-                c.delta = match p.peek()? {
-                    b'n' => p.null().map(|()| None)?,
-                    _ => Some(p.delta()?),
-                };
-                Some(())
-            }
-            "text" => {
-                seen.first(1)?;
-                c.text = p.str_or_null()?;
-                Some(())
-            }
-            "finish_reason" => {
-                seen.first(2)?;
-                c.finish_reason = p.str_or_null()?;
-                Some(())
-            }
+            "delta" => seen.read(0, p, &mut c.delta, |p| p.or_null(Self::delta)),
+            "text" => seen.read(1, p, &mut c.text, Self::str_or_null),
+            "finish_reason" => seen.read(2, p, &mut c.finish_reason, Self::str_or_null),
             _ => p.skip_value(2),
         })?;
         Some(c)
@@ -371,16 +342,8 @@ impl<'a> Skim<'a> {
         let mut d = EventDelta::default();
         let mut seen = Seen::default();
         self.object(|p, key| match key {
-            "content" => {
-                seen.first(0)?;
-                d.content = p.str_or_null()?;
-                Some(())
-            }
-            "reasoning_content" => {
-                seen.first(1)?;
-                d.reasoning_content = p.str_or_null()?;
-                Some(())
-            }
+            "content" => seen.read(0, p, &mut d.content, Self::str_or_null),
+            "reasoning_content" => seen.read(1, p, &mut d.reasoning_content, Self::str_or_null),
             _ => p.skip_value(3),
         })?;
         Some(d)
