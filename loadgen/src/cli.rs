@@ -168,6 +168,17 @@ pub enum LlmApi {
     Vertexai,
 }
 
+/// Which clock times a read (`--rx-timestamps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RxTimestamps {
+    /// When loadgen's read returned (its wake-up and queueing included).
+    Read,
+    /// When the read's last byte reached this host, as the kernel stamped it (plain http:// on
+    /// Linux only).
+    Kernel,
+}
+
 /// Which definitions fill the LLMPerf-named fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Metrics {
@@ -301,6 +312,12 @@ pub struct Args {
     /// machine it shares with the server it takes that core from the server (BENCHMARKS.md).
     #[arg(long)]
     pub busy_poll: bool,
+    /// What a response's arrival times are: `read`, when loadgen's read returned, or `kernel`, when
+    /// the bytes reached this host (the kernel's receive stamp, so loadgen's wake-up and queueing
+    /// stay out of TTFT and inter-token times without a core spent busy-polling). `kernel` needs a
+    /// plain http:// API base on Linux.
+    #[arg(long, value_enum, default_value_t = RxTimestamps::Read)]
+    pub rx_timestamps: RxTimestamps,
     /// Seed for prompt and length sampling (LLMPerf's is 11111).
     #[arg(long, default_value_t = 11111)]
     pub seed: u64,
@@ -452,6 +469,8 @@ pub struct Plan {
     pub ramp_up_s: f64,
     /// Whether a worker polls the sockets without sleeping while requests are in flight.
     pub busy_poll: bool,
+    /// Which clock times a read.
+    pub rx_timestamps: RxTimestamps,
     /// Leading and trailing seconds whose requests are left out of the results.
     pub warmup_s: f64,
     pub cooldown_s: f64,
@@ -585,6 +604,7 @@ impl Args {
             cooldown_s: self.cooldown_seconds.unwrap_or(0.0),
             ramp_up_s: self.ramp_up.unwrap_or(0.0),
             busy_poll: self.busy_poll,
+            rx_timestamps: self.rx_timestamps,
             mean_input_tokens: self.mean_input_tokens,
             stddev_input_tokens: self.stddev_input_tokens,
             mean_output_tokens: self.mean_output_tokens,
@@ -710,7 +730,14 @@ impl Args {
                     "no API base URL: set OPENAI_API_BASE (e.g. http://localhost:5543/v1) or pass --api-base",
                 )
             })?;
-        crate::http::Origin::parse(&api_base).map_err(|e| bad("--api-base", e))?;
+        let origin = crate::http::Origin::parse(&api_base).map_err(|e| bad("--api-base", e))?;
+        if origin.tls && self.rx_timestamps == RxTimestamps::Kernel {
+            return Err(bad(
+                "--rx-timestamps",
+                "kernel stamps are read on plain http:// connections only (a TLS record's bytes are \
+                 decrypted before loadgen sees them); use `read` for https://",
+            ));
+        }
         let api_key = self.api_key.clone().ok_or_else(|| {
             bad(
                 "--api-key",
@@ -1011,6 +1038,25 @@ mod tests {
             let e = args(extra).unwrap_err();
             assert!(e.contains(flag), "{extra:?}: {e}");
         }
+        let https = Args::try_parse_from([
+            "loadgen",
+            "--model",
+            "m",
+            "--api-key",
+            "k",
+            "--api-base",
+            "https://example.com/v1",
+            "--rx-timestamps",
+            "kernel",
+        ])
+        .unwrap()
+        .into_plan();
+        let e = https.unwrap_err().to_string();
+        assert!(
+            e.contains("--rx-timestamps") && e.contains("http://"),
+            "{e}"
+        );
+        assert!(args(&["--rx-timestamps", "kernel"]).is_ok());
         let e = Args::try_parse_from(["loadgen", "--model", "m", "--api-key", "k"])
             .unwrap()
             .into_plan();

@@ -15,11 +15,12 @@
 //! and the socket. So the request's send is stamped just before the system call that wrote its first
 //! byte, and every piece of the body carries the time the read that brought it returned.
 
-use std::io;
+use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -109,23 +110,72 @@ struct WireClock {
 }
 
 impl WireClock {
-    fn read(&mut self, n: usize) {
+    /// A read of `n` bytes, at the kernel's receive stamp where there is one, else now.
+    fn read(&mut self, n: usize, stamp: Option<Instant>) {
         self.read_bytes += n as u64;
-        self.last_read = Some(Instant::now());
+        self.last_read = Some(stamp.unwrap_or_else(Instant::now));
     }
 }
 
-/// A connection's byte stream, plain or TLS.
+/// A connection's byte stream: plain, read and written through the socket's readiness by our own
+/// calls (so that a read can carry the kernel's receive stamp, which tokio's reads do not ask
+/// for), or TLS.
 enum Io {
-    Plain(TcpStream),
+    Plain {
+        fd: AsyncFd<std::net::TcpStream>,
+        /// Whether the kernel stamps what the socket receives ([`crate::rxstamp`]).
+        stamped: bool,
+    },
     Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
 }
 
 impl Io {
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        match self {
-            Io::Plain(s) => s.read(buf).await,
-            Io::Tls(s) => s.read(buf).await,
+    /// A plain connection over `tcp`, asking the kernel for receive stamps when `stamps`.
+    fn plain(tcp: TcpStream, stamps: bool) -> io::Result<Self> {
+        let tcp = tcp.into_std()?;
+        if stamps {
+            crate::rxstamp::enable(&tcp).map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("--rx-timestamps kernel (SO_TIMESTAMPNS): {e}"),
+                )
+            })?;
+        }
+        // SAFETY (reviewed, one of the workspace's `unsafe` exceptions): the descriptor is owned
+        // by the `TcpStream` the `AsyncFd` owns, so it stays open and the same for the AsyncFd's
+        // whole life, and `as_raw_fd` always returns it.
+        #[allow(unsafe_code)]
+        let fd = unsafe { AsyncFd::register(tcp) }.map_err(io::Error::from)?;
+        Ok(Io::Plain {
+            fd,
+            stamped: stamps,
+        })
+    }
+
+    /// One read: the bytes read and, with kernel stamps, when the last of them reached the host.
+    async fn read(&mut self, buf: &mut [u8]) -> io::Result<(usize, Option<Instant>)> {
+        let (fd, stamped) = match self {
+            Io::Plain { fd, stamped } => (fd, *stamped),
+            Io::Tls(s) => return s.read(buf).await.map(|n| (n, None)),
+        };
+        loop {
+            let mut ready = fd.readable().await?;
+            let got = ready.try_io(|s| match stamped {
+                true => crate::rxstamp::recv(s.get_ref(), buf),
+                false => s.get_ref().read(buf).map(|n| (n, None)),
+            });
+            match got {
+                Ok(Ok((n, stamp))) => {
+                    // A read that leaves room in the buffer emptied the socket (as tokio's own
+                    // reads judge it), so readiness is cleared now, not by one more system call.
+                    if n > 0 && n < buf.len() {
+                        ready.clear_ready();
+                    }
+                    return Ok((n, stamp.map(crate::rxstamp::instant_of)));
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => {}
+            }
         }
     }
 
@@ -134,19 +184,19 @@ impl Io {
     /// run (and stamp the request's arrival) before the writer is back.
     async fn write_all_stamped(&mut self, bytes: &[u8]) -> io::Result<Instant> {
         match self {
-            Io::Plain(s) => {
+            Io::Plain { fd, .. } => {
                 let (mut first, mut done) = (None, 0);
                 while done < bytes.len() {
-                    s.writable().await?;
+                    let mut ready = fd.writable().await?;
                     let before = Instant::now();
-                    match s.try_write(&bytes[done..]) {
-                        Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                        Ok(n) => {
+                    match ready.try_io(|s| s.get_ref().write(&bytes[done..])) {
+                        Ok(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+                        Ok(Ok(n)) => {
                             first.get_or_insert(before);
                             done += n;
                         }
-                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                        Err(e) => return Err(e),
+                        Ok(Err(e)) => return Err(e),
+                        Err(_would_block) => {}
                     }
                 }
                 Ok(first.unwrap_or_else(Instant::now))
@@ -168,9 +218,10 @@ impl Io {
     fn is_stale(&self) -> bool {
         use rustix::net::RecvFlags;
         match self {
-            Io::Plain(s) => {
+            Io::Plain { fd, .. } => {
                 let mut b = [0u8; 1];
-                let peek = rustix::net::recv(s, &mut b, RecvFlags::PEEK | RecvFlags::DONTWAIT);
+                let peek =
+                    rustix::net::recv(fd.get_ref(), &mut b, RecvFlags::PEEK | RecvFlags::DONTWAIT);
                 !matches!(peek, Err(e) if e == rustix::io::Errno::AGAIN)
             }
             Io::Tls(_) => false,
@@ -246,10 +297,10 @@ impl Conn {
                 "more than {READ_BUFFER_BYTES} bytes without a complete response head"
             )));
         }
-        let n = self.io.read(room).await?;
+        let (n, stamp) = self.io.read(room).await?;
         if n > 0 {
             self.buf.end += n;
-            self.clock.read(n);
+            self.clock.read(n, stamp);
         }
         Ok(n)
     }
@@ -415,6 +466,8 @@ pub struct HttpClient {
     tls: Option<tokio_rustls::TlsConnector>,
     pool: Arc<Pool>,
     connect_timeout: Duration,
+    /// Whether plain connections read the kernel's receive stamps (`--rx-timestamps kernel`).
+    kernel_stamps: bool,
 }
 
 /// The whole error chain on one line.
@@ -470,7 +523,16 @@ impl HttpClient {
                 max_idle: max_idle.max(1),
             }),
             connect_timeout,
+            kernel_stamps: false,
         })
+    }
+
+    /// Reads the kernel's receive stamps on plain connections (`--rx-timestamps kernel`): each
+    /// read's time is when its last byte reached the host. A connection the kernel cannot stamp
+    /// fails to open, naming the flag.
+    pub fn with_kernel_stamps(mut self, on: bool) -> Self {
+        self.kernel_stamps = on;
+        self
     }
 
     pub fn origin(&self) -> &Origin {
@@ -513,7 +575,8 @@ impl HttpClient {
                 .map_err(|e| format!("connecting to {}: {}", self.origin.addr, error_chain(&e)))?;
             let _ = tcp.set_nodelay(true);
             let Some(tls) = &self.tls else {
-                return Ok(Conn::new(Io::Plain(tcp)));
+                let io = Io::plain(tcp, self.kernel_stamps).map_err(|e| error_chain(&e))?;
+                return Ok(Conn::new(io));
             };
             let name = rustls::pki_types::ServerName::try_from(self.origin.host.clone())
                 .map_err(|e| format!("'{}' as a TLS name: {e}", self.origin.host))?;
@@ -710,6 +773,54 @@ mod tests {
             times.push(d.read_at);
         }
         (bytes, times)
+    }
+
+    /// With kernel stamps, a piece read late is timed when it reached the host, not when it was
+    /// read: the read here starts 100 ms after the server's write returned.
+    #[tokio::test]
+    async fn kernel_stamps_time_a_late_read_by_its_arrival() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}/v1", listener.local_addr().unwrap());
+        let (written_tx, written) = tokio::sync::oneshot::channel();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            read_request(&mut s).await;
+            s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let before = Instant::now();
+            s.write_all(b"2\r\nok\r\n0\r\n\r\n").await.unwrap();
+            written_tx.send((before, Instant::now())).unwrap();
+            // Held open until the client has read.
+            let _ = s.read(&mut [0u8; 1]).await;
+        });
+        let client = HttpClient::new(&base, 1, Duration::from_secs(5))
+            .unwrap()
+            .with_kernel_stamps(true);
+        let body = Bytes::from_static(b"{}");
+        let mut sent = client
+            .post("/completions", &body, &[], &mut |_| {})
+            .await
+            .unwrap();
+        let (write_began, write_returned) = written.await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let read_began = Instant::now();
+        let piece = sent.body.data().await.unwrap().unwrap();
+        assert_eq!(piece.bytes, b"ok");
+        // Within the write (on loopback the kernel stamps the packet inside the sender's system
+        // call), give or take the clocks' mapping (microseconds; 1 ms allowed).
+        let slack = Duration::from_millis(1);
+        assert!(
+            piece.read_at + slack >= write_began && piece.read_at <= write_returned + slack,
+            "stamped {:?} after the write began, which took {:?}",
+            piece.read_at.saturating_duration_since(write_began),
+            write_returned - write_began
+        );
+        assert!(piece.read_at + Duration::from_millis(100) <= read_began);
+        assert!(sent.body.data().await.is_none());
+        drop(sent);
+        server.abort();
     }
 
     /// Requests go out whole, bodies come back decoded with the time of the read that brought each

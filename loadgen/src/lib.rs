@@ -30,6 +30,7 @@ pub mod jsonl;
 pub mod output;
 pub mod prompt;
 pub mod runner;
+pub mod rxstamp;
 pub mod selfcheck;
 pub mod sse;
 pub mod sweep;
@@ -287,7 +288,8 @@ pub async fn run_plan_with(
         plan.concurrency() as usize,
         plan.idle_timeout(),
     )
-    .map_err(|e| anyhow::anyhow!("--api-base: {e}"))?;
+    .map_err(|e| anyhow::anyhow!("--api-base: {e}"))?
+    .with_kernel_stamps(plan.rx_timestamps == cli::RxTimestamps::Kernel);
     let warming = tokio::spawn({
         let (http, n) = (http.clone(), plan.concurrency() as usize);
         async move { http.warm(n).await }

@@ -12,6 +12,7 @@ use serde::Serialize;
 use tokenperf_core::clock::{process_usage, thread_cpu_s};
 use tokenperf_core::selfcheck::SelfCheck;
 
+use crate::cli::RxTimestamps;
 use crate::{Args, Control, run_plan};
 
 /// Measure loadgen's own error against mock-server ground truth at a stated load.
@@ -41,6 +42,10 @@ pub struct SelfCheckArgs {
     /// loadgen's `--busy-poll`, to measure with and without it.
     #[arg(long)]
     pub busy_poll: bool,
+    /// loadgen's `--rx-timestamps`: time reads when they return (`read`) or when their bytes
+    /// reached the host (`kernel`).
+    #[arg(long, value_enum, default_value_t = RxTimestamps::Read)]
+    pub rx_timestamps: RxTimestamps,
     /// Worker threads of the in-process mock (its pacer has one heap per worker).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
     pub mock_threads: u64,
@@ -66,6 +71,8 @@ pub struct SelfCheckReport {
     pub mock: String,
     /// Whether the client busy-polled (`--busy-poll`).
     pub busy_poll: bool,
+    /// Which clock timed the client's reads (`--rx-timestamps`).
+    pub rx_timestamps: RxTimestamps,
     pub ok_requests: u64,
     pub errors: u64,
     pub events: u64,
@@ -91,10 +98,12 @@ impl SelfCheckReport {
             self.itl_ms,
             self.tokens,
             self.mock,
-            if self.busy_poll {
-                "; the client busy-polls"
-            } else {
-                ""
+            match (self.busy_poll, self.rx_timestamps) {
+                (false, RxTimestamps::Read) => "",
+                (true, RxTimestamps::Read) => "; the client busy-polls",
+                (false, RxTimestamps::Kernel) => "; reads timed by the kernel's receive stamps",
+                (true, RxTimestamps::Kernel) =>
+                    "; the client busy-polls, reads timed by the kernel's receive stamps",
             }
         );
         s.push_str(&format!(
@@ -199,7 +208,7 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
     let mock_cpu_before = thread_cpu_s("mock-");
     let cpu_before = process_usage().cpu_s;
     let t0 = Instant::now();
-    let busy_poll = plan.busy_poll;
+    let (busy_poll, rx_timestamps) = (plan.busy_poll, plan.rx_timestamps);
     let out = run_plan(plan, Control::new()).await?;
     let wall_s = t0.elapsed().as_secs_f64();
     let mock_cpu = mock
@@ -211,6 +220,7 @@ pub async fn run_selfcheck(a: &SelfCheckArgs) -> anyhow::Result<SelfCheckReport>
     let events = out.summary.events_read;
     let report = SelfCheckReport {
         busy_poll,
+        rx_timestamps,
         concurrency: a.concurrency,
         requests,
         ttft_ms: a.ttft_ms,
@@ -302,6 +312,7 @@ fn selfcheck_plan(a: &SelfCheckArgs, base: &str, requests: u64) -> anyhow::Resul
     ])?
     .into_plan()?;
     plan.busy_poll = a.busy_poll;
+    plan.rx_timestamps = a.rx_timestamps;
     // The same few prompts serve every request: building thousands would only slow the start.
     plan.prompt_pool = Some(requests.min(64));
     Ok(plan)
@@ -343,6 +354,7 @@ pub async fn after_run(
         json: None,
         // As the run it checks: busy-polling when the run did.
         busy_poll: plan.busy_poll,
+        rx_timestamps: plan.rx_timestamps,
         mock_threads: 1,
         mock_pacer_shards: 1,
     };

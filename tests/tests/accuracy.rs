@@ -5,11 +5,23 @@
 //! to the difference of two per-chunk delays. None of that depends on how busy the machine is, so the
 //! test holds at load average 10; the only absolute bounds are gross (a timestamp taken after the
 //! stream, or per token instead of per chunk, would break them). The tight figures are measured in
-//! release builds by `scripts/bench.sh` and live in BENCHMARKS.md.
+//! release builds by `scripts/bench.sh` and live in BENCHMARKS.md. The checks hold for reads timed
+//! either way (`--rx-timestamps read` and `kernel`).
 
+use loadgen::cli::RxTimestamps;
 use loadgen::selfcheck::{SelfCheckArgs, run_selfcheck};
 
 async fn check(concurrency: u64, requests: u64, tokens: u64, slack_ms: f64) {
+    check_with(concurrency, requests, tokens, slack_ms, RxTimestamps::Read).await;
+}
+
+async fn check_with(
+    concurrency: u64,
+    requests: u64,
+    tokens: u64,
+    slack_ms: f64,
+    rx_timestamps: RxTimestamps,
+) {
     let report = run_selfcheck(&SelfCheckArgs {
         concurrency,
         requests: Some(requests),
@@ -19,6 +31,7 @@ async fn check(concurrency: u64, requests: u64, tokens: u64, slack_ms: f64) {
         api_base: None,
         json: None,
         busy_poll: false,
+        rx_timestamps,
         mock_threads: 1,
         mock_pacer_shards: 1,
     })
@@ -82,4 +95,12 @@ async fn accuracy_at_concurrency_1() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accuracy_at_concurrency_64() {
     check(64, 128, 30, 250.0).await;
+}
+
+/// The same checks with reads timed by the kernel's receive stamps: a stamp is taken inside the
+/// mock's write, after its send stamp, so no part may turn negative either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accuracy_with_kernel_stamps() {
+    check_with(1, 8, 30, 50.0, RxTimestamps::Kernel).await;
+    check_with(64, 128, 30, 250.0, RxTimestamps::Kernel).await;
 }
