@@ -15,10 +15,10 @@
 # loadgen built from REV alternates with this tree's over ROUNDS rounds (default 3), against the
 # same mock (this tree's).
 #
-# With KERNEL_STAMPS=1, this tree's loadgen also runs with `--rx-timestamps kernel` ("now-kernel").
+# With READ_STAMPS=1, this tree's loadgen also runs with `--rx-timestamps read` ("now-read").
 #
 # Usage: scripts/bench-client-cpu.sh [REV]      ROUNDS=5 scripts/bench-client-cpu.sh ...
-#        KERNEL_STAMPS=1 scripts/bench-client-cpu.sh
+#        READ_STAMPS=1 scripts/bench-client-cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/rev-build.sh
@@ -55,7 +55,7 @@ thread_cpu() { # thread_cpu PID: lines of "NAME TID NS"
 
 run() { # run VARIANT CASE LOADGEN ROUND
     local variant="$1" case="$2" lg="$3" round="$4" prefix=() api="$url" n=3000 extra=()
-    [ "$variant" = now-kernel ] && extra=(--rx-timestamps kernel)
+    [ "$variant" = now-read ] && extra=(--rx-timestamps read)
     if [ "$case" = pinned ]; then prefix=(taskset -c 1); api="$pinned_url"; n=5000; fi
     if [ "$case" = saturated ]; then prefix=(taskset -c 1); api="$fast_url"; n=20000; fi
     local dir="$out/$variant-$case-r$round"
@@ -114,11 +114,11 @@ floor() { # floor ROUND: the bare writer and reader pinned as in the pinned case
 
 variants=("now")
 [ -n "$rev" ] && variants=("$rev" now)
-[ -n "${KERNEL_STAMPS:-}" ] && variants+=(now-kernel)
+[ -n "${READ_STAMPS:-}" ] && variants+=(now-read)
 for round in $(seq "$rounds"); do
     for v in "${variants[@]}"; do
         lg="$bin/loadgen"
-        [ "$v" = now ] || [ "$v" = now-kernel ] || lg="$old_bin/loadgen"
+        [ "$v" = now ] || [ "$v" = now-read ] || lg="$old_bin/loadgen"
         for c in pinned unpinned saturated; do run "$v" "$c" "$lg" "$round"; done
     done
     floor "$round"

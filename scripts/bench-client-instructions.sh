@@ -24,7 +24,11 @@
 # With KEEP=1 each run's cachegrind file stays beside the tables (VARIANT-REQUESTS-TOKENS.cg), for
 # `cg_diff A.cg B.cg > d && cg_annotate d`: where the difference between two runs went, by function.
 #
+# With READ_STAMPS=1, this tree's loadgen is also counted with `--rx-timestamps read`
+# ("now-read").
+#
 # Usage: scripts/bench-client-instructions.sh [REV]      KEEP=1 scripts/bench-client-instructions.sh
+#        READ_STAMPS=1 scripts/bench-client-instructions.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v valgrind >/dev/null || { echo "valgrind is needed (apt-get install valgrind)" >&2; exit 2; }
@@ -48,13 +52,14 @@ start_mock "$out/mock.log" taskset -c 0 "$bin/mock-server" --port 0 --host 127.0
     --ttft-ms 100 --itl-ms 2000 --max-waiting 100000
 
 count() { # count VARIANT LOADGEN REQUESTS TOKENS: one line of "events Ir D1-misses L2-misses"
-    local dir="$out/$1-$3-$4"
+    local dir="$out/$1-$3-$4" extra=()
+    [ "$1" = now-read ] && extra=(--rx-timestamps read)
     rm -rf "$dir"
     taskset -c 1 valgrind --tool=cachegrind --cache-sim=yes --D1=32768,8,64 --LL=524288,8,64 \
         --cachegrind-out-file="$dir.cg" "$2" --model m --tokenizer tokenperf --api-base "$url" \
         --num-concurrent-requests 1000 --max-num-completed-requests "$3" \
         --mean-input-tokens 32 --stddev-input-tokens 0 --mean-output-tokens "$4" \
-        --stddev-output-tokens 0 --results-dir "$dir" >/dev/null 2>&1
+        --stddev-output-tokens 0 --results-dir "$dir" "${extra[@]}" >/dev/null 2>&1
     python3 - "$dir" <<'PY'
 import glob, json, sys
 d = sys.argv[1]
@@ -97,9 +102,10 @@ floor 40 >>"$out/floor.txt"
 
 variants=("now")
 [ -n "$rev" ] && variants=("$rev" now)
+[ -n "${READ_STAMPS:-}" ] && variants+=(now-read)
 for v in "${variants[@]}"; do
     lg="$bin/loadgen"
-    [ "$v" = now ] || lg="$old_bin/loadgen"
+    [ "$v" = now ] || [ "$v" = now-read ] || lg="$old_bin/loadgen"
     for run in "1000 20" "2000 20" "1000 40"; do
         # shellcheck disable=SC2086
         count "$v" "$lg" $run >>"$out/$v.txt"

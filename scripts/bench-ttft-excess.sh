@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # The client's own share of TTFT at low load: loadgen's self-check against a release mock pinned to
 # CPU 0, loadgen pinned to CPU 1, at 1 and 10 streams (50 ms TTFT, 10 ms gaps, 20 tokens), for this
-# tree with and without --busy-poll, with reads timed by the kernel's receive stamps
-# (--rx-timestamps kernel), with both loadgen and the mock busy-polling (the mock's wake-up on
+# tree (reads timed by the kernel's receive stamps, the default), with reads timed when they return
+# (--rx-timestamps read), with --busy-poll, with both loadgen and the mock busy-polling (the mock's wake-up on
 # a request's arrival taken out, leaving the client's own share), and, when REV is given, for loadgen
 # built from REV; the variants alternate over ROUNDS rounds (default 3) so the VM's drift falls on all
 # of them alike.
@@ -19,14 +19,14 @@ rounds="${ROUNDS:-3}"
 mkdir -p "$out"
 mock=(taskset -c 0 "$bin/mock-server" --port 0 --host 127.0.0.1 --ttft-ms 50 --itl-ms 10)
 
-variants=("now" "now-kernel-stamps" "now-busy-poll" "now-both-busy-poll")
+variants=("now" "now-read-stamps" "now-busy-poll" "now-both-busy-poll")
 [ -n "$rev" ] && variants=("$rev" "${variants[@]}")
 rm -f "$out"/*.json
 for round in $(seq "$rounds"); do
     for v in "${variants[@]}"; do
         case "$v" in
             now) cmd=("$bin/loadgen" selfcheck) ;;
-            now-kernel-stamps) cmd=("$bin/loadgen" selfcheck --rx-timestamps kernel) ;;
+            now-read-stamps) cmd=("$bin/loadgen" selfcheck --rx-timestamps read) ;;
             now-busy-poll | now-both-busy-poll) cmd=("$bin/loadgen" selfcheck --busy-poll) ;;
             *) cmd=("$old" selfcheck) ;;
         esac

@@ -11,6 +11,7 @@
 #        MOCK_BIN=PATH scripts/bench.sh ...  (another mock-server binary, e.g. an earlier revision's
 #                                             from scripts/rev-build.sh, against this tree's loadgen)
 #        LOADGEN_BIN=PATH scripts/bench.sh ...  (another loadgen binary, against this tree's mock)
+#        RX_TIMESTAMPS=kernel scripts/bench.sh ...  (loadgen's self-checks with --rx-timestamps kernel)
 #
 # Both programs are release builds of just mock-server and loadgen (no polars: a few minutes).
 # The mock is pinned to CPU 0 and loadgen to CPU 1, so each one's CPU time is its own.
@@ -60,7 +61,8 @@ selfcheck() { # selfcheck NAME CONCURRENCY REQUESTS TTFT ITL TOKENS [MOCK_ARGS..
     start_mock --ttft-ms "$ttft" --itl-ms "$itl" "$@"
     local mock_cpu0 steal0 w0; mock_cpu0=$(cpu_s "$mock_pid"); steal0=$(steal_s); w0=$(mock_writes)
     $pin1 "${LOADGEN_BIN:-$bin/loadgen}" selfcheck --api-base "$url" --concurrency "$c" --requests "$n" \
-        --ttft-ms "$ttft" --itl-ms "$itl" --tokens "$tokens" --json "$out/$name.json" | tee "$out/$name.txt" >&2
+        --ttft-ms "$ttft" --itl-ms "$itl" --tokens "$tokens" --json "$out/$name.json" \
+        ${RX_TIMESTAMPS:+--rx-timestamps "$RX_TIMESTAMPS"} | tee "$out/$name.txt" >&2
     local mock_cpu1; mock_cpu1=$(cpu_s "$mock_pid")
     awk -v a="$mock_cpu0" -v b="$mock_cpu1" -v r="$(rss_mib "$mock_pid")" -v s0="$steal0" -v s1="$(steal_s)" \
         -v w0="$w0" -v w1="$(mock_writes)" \

@@ -13,6 +13,7 @@ use tokenperf_core::slo::Slo;
 use crate::arrival::Arrival;
 use crate::client::Endpoint;
 use crate::dataset::{DatasetFormat, Sampling};
+pub use crate::rxstamp::RxTimestamps;
 use crate::sweep::{SweepSpec, SweepStop};
 
 /// Longest duration any flag accepts, in seconds (115 days): far past any benchmark, and far from
@@ -168,17 +169,6 @@ pub enum LlmApi {
     Vertexai,
 }
 
-/// Which clock times a read (`--rx-timestamps`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RxTimestamps {
-    /// When loadgen's read returned (its wake-up and queueing included).
-    Read,
-    /// When the read's last byte reached this host, as the kernel stamped it (plain http:// on
-    /// Linux only).
-    Kernel,
-}
-
 /// Which definitions fill the LLMPerf-named fields.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Metrics {
@@ -306,17 +296,19 @@ pub struct Args {
     /// rate grows linearly from 0 over it [default: 0].
     #[arg(long, allow_negative_numbers = true, value_parser = non_negative_seconds)]
     pub ramp_up: Option<f64>,
-    /// Keep one worker polling the sockets, never sleeping, while requests are in flight: a
-    /// sleeping thread's wake-up (about 0.1 ms on a VM) lands in every TTFT and inter-token time
-    /// measured. It costs a whole core, and helps only where loadgen has a core to itself: on a
-    /// machine it shares with the server it takes that core from the server (BENCHMARKS.md).
+    /// Keep one worker polling the sockets, never sleeping, while requests are in flight: where
+    /// reads are timed when they return (https://, or `--rx-timestamps read`), a sleeping thread's
+    /// wake-up (about 0.1 ms on a VM) lands in every TTFT and inter-token time measured. It costs a
+    /// whole core, and helps only where loadgen has a core to itself: on a machine it shares with
+    /// the server it takes that core from the server (BENCHMARKS.md).
     #[arg(long)]
     pub busy_poll: bool,
-    /// What a response's arrival times are: `read`, when loadgen's read returned, or `kernel`, when
-    /// the bytes reached this host (the kernel's receive stamp, so loadgen's wake-up and queueing
-    /// stay out of TTFT and inter-token times without a core spent busy-polling). `kernel` needs a
-    /// plain http:// API base on Linux.
-    #[arg(long, value_enum, default_value_t = RxTimestamps::Read)]
+    /// What a response's arrival times are: `kernel`, when its bytes reached this host (the
+    /// kernel's receive stamp, so loadgen's own wake-up and queueing stay out of TTFT and
+    /// inter-token times), or `read`, when loadgen's read returned. `auto` is `kernel` where it can
+    /// be (plain http:// on Linux) and `read` elsewhere (https://); `kernel` refuses https:// and
+    /// fails a connection the kernel will not stamp.
+    #[arg(long, value_enum, default_value_t = RxTimestamps::Auto)]
     pub rx_timestamps: RxTimestamps,
     /// Seed for prompt and length sampling (LLMPerf's is 11111).
     #[arg(long, default_value_t = 11111)]

@@ -25,6 +25,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::h1::{self, Decoded, Decoder, FramingError, Head};
+use crate::rxstamp::RxTimestamps;
 
 /// Bytes a connection's read buffer starts with; it doubles while reads fill it, up to
 /// [`READ_BUFFER_BYTES`].
@@ -130,17 +131,10 @@ enum Io {
 }
 
 impl Io {
-    /// A plain connection over `tcp`, asking the kernel for receive stamps when `stamps`.
-    fn plain(tcp: TcpStream, stamps: bool) -> io::Result<Self> {
+    /// A plain connection over `tcp`, asking the kernel for receive stamps as `how` says.
+    fn plain(tcp: TcpStream, how: RxTimestamps) -> io::Result<Self> {
         let tcp = tcp.into_std()?;
-        if stamps {
-            crate::rxstamp::enable(&tcp).map_err(|e| {
-                io::Error::new(
-                    e.kind(),
-                    format!("--rx-timestamps kernel (SO_TIMESTAMPNS): {e}"),
-                )
-            })?;
-        }
+        let stamps = crate::rxstamp::enable_for(&tcp, how)?;
         // SAFETY (reviewed, one of the workspace's `unsafe` exceptions): the descriptor is owned
         // by the `TcpStream` the `AsyncFd` owns, so it stays open and the same for the AsyncFd's
         // whole life, and `as_raw_fd` always returns it.
@@ -466,8 +460,8 @@ pub struct HttpClient {
     tls: Option<tokio_rustls::TlsConnector>,
     pool: Arc<Pool>,
     connect_timeout: Duration,
-    /// Whether plain connections read the kernel's receive stamps (`--rx-timestamps kernel`).
-    kernel_stamps: bool,
+    /// Whether plain connections read the kernel's receive stamps (`--rx-timestamps`).
+    rx_timestamps: RxTimestamps,
 }
 
 /// The whole error chain on one line.
@@ -523,15 +517,15 @@ impl HttpClient {
                 max_idle: max_idle.max(1),
             }),
             connect_timeout,
-            kernel_stamps: false,
+            rx_timestamps: RxTimestamps::Read,
         })
     }
 
-    /// Reads the kernel's receive stamps on plain connections (`--rx-timestamps kernel`): each
-    /// read's time is when its last byte reached the host. A connection the kernel cannot stamp
-    /// fails to open, naming the flag.
-    pub fn with_kernel_stamps(mut self, on: bool) -> Self {
-        self.kernel_stamps = on;
+    /// How reads are timed on plain connections (`--rx-timestamps`; [`RxTimestamps::Read`] until
+    /// this is called): with the kernel's receive stamps, each read's time is when its last byte
+    /// reached the host.
+    pub fn with_rx_timestamps(mut self, how: RxTimestamps) -> Self {
+        self.rx_timestamps = how;
         self
     }
 
@@ -575,7 +569,7 @@ impl HttpClient {
                 .map_err(|e| format!("connecting to {}: {}", self.origin.addr, error_chain(&e)))?;
             let _ = tcp.set_nodelay(true);
             let Some(tls) = &self.tls else {
-                let io = Io::plain(tcp, self.kernel_stamps).map_err(|e| error_chain(&e))?;
+                let io = Io::plain(tcp, self.rx_timestamps).map_err(|e| error_chain(&e))?;
                 return Ok(Conn::new(io));
             };
             let name = rustls::pki_types::ServerName::try_from(self.origin.host.clone())
@@ -797,7 +791,7 @@ mod tests {
         });
         let client = HttpClient::new(&base, 1, Duration::from_secs(5))
             .unwrap()
-            .with_kernel_stamps(true);
+            .with_rx_timestamps(RxTimestamps::Kernel);
         let body = Bytes::from_static(b"{}");
         let mut sent = client
             .post("/completions", &body, &[], &mut |_| {})

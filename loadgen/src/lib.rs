@@ -289,7 +289,7 @@ pub async fn run_plan_with(
         plan.idle_timeout(),
     )
     .map_err(|e| anyhow::anyhow!("--api-base: {e}"))?
-    .with_kernel_stamps(plan.rx_timestamps == cli::RxTimestamps::Kernel);
+    .with_rx_timestamps(plan.rx_timestamps);
     let warming = tokio::spawn({
         let (http, n) = (http.clone(), plan.concurrency() as usize);
         async move { http.warm(n).await }

@@ -11,47 +11,95 @@ use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant, SystemTime};
 
+/// Which clock times a read (`--rx-timestamps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RxTimestamps {
+    /// `kernel` where the connection allows it (plain http:// on Linux), else `read`.
+    Auto,
+    /// When the read's last byte reached this host, as the kernel stamped it.
+    Kernel,
+    /// When loadgen's read returned (its own wake-up and queueing included).
+    Read,
+}
+
 /// Asks the kernel to stamp what this socket receives. An error where it cannot (not Linux).
 pub fn enable(socket: &impl AsFd) -> io::Result<()> {
     imp::enable(socket.as_fd().as_raw_fd())
 }
 
+/// Whether a plain socket's reads carry kernel stamps under `how`, asking the kernel for them
+/// where `how` wants them. Where the kernel refuses, `kernel` is an error naming the flag and
+/// `auto` falls back to `read`, saying so once.
+pub fn enable_for(socket: &impl AsFd, how: RxTimestamps) -> io::Result<bool> {
+    if how == RxTimestamps::Read {
+        return Ok(false);
+    }
+    match enable(socket) {
+        Ok(()) => Ok(true),
+        Err(e) if how == RxTimestamps::Kernel => Err(io::Error::new(
+            e.kind(),
+            format!("--rx-timestamps kernel (SO_TIMESTAMPNS): {e}"),
+        )),
+        Err(e) => {
+            static SAID: std::sync::Once = std::sync::Once::new();
+            SAID.call_once(|| {
+                eprintln!(
+                    "loadgen: warning: the kernel gives no receive stamps ({e}), so reads are \
+                     timed when they return (--rx-timestamps read)"
+                );
+            });
+            Ok(false)
+        }
+    }
+}
+
 /// One `recvmsg` into `buf`: the bytes read and, when the kernel stamped them, when the last of
-/// them reached the host (CLOCK_REALTIME, as the kernel stamps).
-pub fn recv(socket: &impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Option<SystemTime>)> {
+/// them reached the host, in ns since the epoch on the wall clock (CLOCK_REALTIME, as the kernel
+/// stamps). Plain nanoseconds rather than `SystemTime`, whose arithmetic cost more than the rest
+/// of the stamp's handling (counted, BENCHMARKS.md).
+pub fn recv(socket: &impl AsFd, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
     imp::recv(socket.as_fd().as_raw_fd(), buf)
 }
 
-/// A wall-clock stamp on the monotonic clock loadgen measures with, through the two clocks read
-/// together ([`Pair`]) and kept per thread for stamps within [`REPAIR_AFTER`] of that reading: a
-/// read then costs no clock read at all, and the wall clock's slewing (at most 500 ppm under NTP)
-/// moves the mapping by no more than 50 µs before the clocks are read again. A stamp farther from
-/// the last reading (time went on, or the wall clock stepped) has them read again first.
-pub fn instant_of(stamp: SystemTime) -> Instant {
+/// A wall-clock stamp (ns since the epoch) on the monotonic clock loadgen measures with, through
+/// the two clocks read together ([`Pair`]) and kept per thread for stamps within [`PAIR_SPAN_NS`]
+/// of that reading: a read then costs no clock read at all, and the wall clock's slewing (at most
+/// 500 ppm under NTP) moves the mapping by no more than 50 µs before the clocks are read again. A
+/// stamp farther from the last reading (time went on, or the wall clock stepped) has them read
+/// again first.
+pub fn instant_of(stamp_ns: u64) -> Instant {
     thread_local! {
         static PAIR: std::cell::Cell<Option<Pair>> = const { std::cell::Cell::new(None) };
     }
     PAIR.with(|cell| {
         let pair = match cell.get() {
-            Some(p) if p.near(stamp) => p,
+            Some(p) if p.wall_ns.abs_diff(stamp_ns) < PAIR_SPAN_NS => p,
             _ => {
                 let p = Pair::read();
                 cell.set(Some(p));
                 p
             }
         };
-        pair.map(stamp)
+        pair.map(stamp_ns)
     })
 }
 
-/// How far a stamp may be from the clocks' last reading before they are read again.
-const REPAIR_AFTER: Duration = Duration::from_millis(100);
+/// How far (ns) a stamp may be from the clocks' last reading before they are read again.
+const PAIR_SPAN_NS: u64 = 100_000_000;
 
-/// The wall clock and the monotonic clock at one moment.
+/// The wall clock (ns since the epoch) and the monotonic clock at one moment.
 #[derive(Clone, Copy)]
 struct Pair {
-    wall: SystemTime,
+    wall_ns: u64,
     mono: Instant,
+}
+
+/// The wall clock now, ns since the epoch (0 before it).
+fn wall_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_nanos()).unwrap_or(u64::MAX))
 }
 
 impl Pair {
@@ -59,49 +107,44 @@ impl Pair {
     /// moment; of up to five tries, the one whose wall reads were closest (a thread preempted
     /// between two reads would otherwise misplace every stamp it maps).
     fn read() -> Self {
-        let mut best: Option<(Duration, Self)> = None;
+        let mut best: Option<(u64, Self)> = None;
         for _ in 0..5 {
-            let w1 = SystemTime::now();
+            let w1 = wall_ns();
             let mono = Instant::now();
-            let w2 = SystemTime::now();
-            let spread = w2.duration_since(w1).unwrap_or_default();
+            let spread = wall_ns().saturating_sub(w1);
             let pair = Self {
-                wall: w1 + spread / 2,
+                wall_ns: w1 + spread / 2,
                 mono,
             };
             if best.is_none_or(|(s, _)| spread < s) {
                 best = Some((spread, pair));
             }
-            if spread < Duration::from_micros(5) {
+            if spread < 5_000 {
                 break;
             }
         }
         best.expect("five tries").1
     }
 
-    fn near(&self, stamp: SystemTime) -> bool {
-        match stamp.duration_since(self.wall) {
-            Ok(d) => d < REPAIR_AFTER,
-            Err(e) => e.duration() < REPAIR_AFTER,
-        }
-    }
-
-    /// `stamp` on the monotonic clock. A stamp at least [`REPAIR_AFTER`] ahead of this reading
+    /// `stamp_ns` on the monotonic clock. A stamp at least [`PAIR_SPAN_NS`] ahead of this reading
     /// (only a fresh one is asked, since a stamp is in the past: the wall clock stepped back)
     /// counts as the reading's moment.
-    fn map(&self, stamp: SystemTime) -> Instant {
-        match stamp.duration_since(self.wall) {
-            Ok(after) if after < REPAIR_AFTER => self.mono + after,
-            Ok(_) => self.mono,
-            Err(e) => self.mono.checked_sub(e.duration()).unwrap_or(self.mono),
+    fn map(&self, stamp_ns: u64) -> Instant {
+        match stamp_ns.checked_sub(self.wall_ns) {
+            Some(after) if after < PAIR_SPAN_NS => self.mono + Duration::from_nanos(after),
+            Some(_) => self.mono,
+            None => {
+                let before = Duration::from_nanos(self.wall_ns - stamp_ns);
+                self.mono.checked_sub(before).unwrap_or(self.mono)
+            }
         }
     }
 }
 
-/// The stamp in one control message buffer as `recvmsg` filled it (`len` bytes): the first
-/// `SCM_TIMESTAMPNS` message's timespec, if any. Read field by field from the bytes, at the offsets
-/// of 64-bit Linux's `cmsghdr` (length, level, type, then the data at 16).
-fn stamp_in(control: &[u8]) -> Option<SystemTime> {
+/// The stamp in a control buffer as `recvmsg` filled it: the first `SCM_TIMESTAMPNS` message's
+/// timespec as ns since the epoch, if any. Read field by field from the bytes, at the offsets of
+/// 64-bit Linux's `cmsghdr` (length, level, type, then the data at 16).
+fn stamp_in(control: &[u8]) -> Option<u64> {
     const HEADER: usize = 16;
     let word = |at: usize| -> Option<[u8; 8]> { control.get(at..at + 8)?.try_into().ok() };
     let int = |at: usize| -> Option<i32> {
@@ -116,13 +159,12 @@ fn stamp_in(control: &[u8]) -> Option<SystemTime> {
             return None;
         }
         if int(at + 8)? == imp::SOL_SOCKET && int(at + 12)? == imp::SCM_TIMESTAMPNS {
-            let sec = i64::from_ne_bytes(word(at + HEADER)?);
-            let nsec = i64::from_ne_bytes(word(at + HEADER + 8)?);
-            let (sec, nsec) = (u64::try_from(sec).ok()?, u32::try_from(nsec).ok()?);
+            let sec = u64::try_from(i64::from_ne_bytes(word(at + HEADER)?)).ok()?;
+            let nsec = u64::try_from(i64::from_ne_bytes(word(at + HEADER + 8)?)).ok()?;
             if (sec, nsec) == (0, 0) || nsec >= 1_000_000_000 {
                 return None;
             }
-            return SystemTime::UNIX_EPOCH.checked_add(Duration::new(sec, nsec));
+            return sec.checked_mul(1_000_000_000)?.checked_add(nsec);
         }
         at += len.next_multiple_of(8);
     }
@@ -133,16 +175,15 @@ fn stamp_in(control: &[u8]) -> Option<SystemTime> {
 mod imp {
     use std::io;
     use std::os::fd::RawFd;
-    use std::time::SystemTime;
 
     pub const SOL_SOCKET: i32 = libc::SOL_SOCKET;
     pub const SCM_TIMESTAMPNS: i32 = libc::SCM_TIMESTAMPNS;
 
     pub fn enable(fd: RawFd) -> io::Result<()> {
         let on: libc::c_int = 1;
-        // SAFETY (reviewed, the fourth of the workspace's `unsafe` exceptions): the option value
-        // points to a live local int of the length given; the call reads it and changes only the
-        // socket's own flag.
+        // SAFETY (reviewed, one of the workspace's `unsafe` exceptions listed in Cargo.toml): the
+        // option value points to a live local int of the length given; the call reads it and
+        // changes only the socket's own flag.
         #[allow(unsafe_code)]
         let r = unsafe {
             libc::setsockopt(
@@ -160,40 +201,34 @@ mod imp {
         }
     }
 
-    pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<SystemTime>)> {
-        // Room for two control messages of a timespec each (32 bytes apiece), 8-byte aligned.
-        let mut control = [0u64; 8];
+    pub fn recv(fd: RawFd, buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
+        // Room for two control messages of a timespec each (32 bytes apiece), aligned as a
+        // `cmsghdr` must be.
+        #[repr(C, align(8))]
+        struct Control([u8; 64]);
+        let mut control = Control([0; 64]);
         let mut iov = libc::iovec {
             iov_base: buf.as_mut_ptr().cast(),
             iov_len: buf.len(),
         };
-        // SAFETY (the same reviewed exception): `msghdr` is plain data for which zeroes are valid;
-        // its iovec points to `buf` and its control buffer to `control`, both live and writable for
-        // the lengths given, and the kernel writes no more than those lengths.
+        // SAFETY (reviewed, another listed exception): `msghdr` is plain data for which zeroes are
+        // valid; its iovec points to `buf` and its control buffer to `control`, both live and
+        // writable for the lengths given, and the kernel writes no more than those lengths.
         #[allow(unsafe_code)]
         let (n, control_len) = unsafe {
             let mut msg: libc::msghdr = std::mem::zeroed();
             msg.msg_iov = &raw mut iov;
             msg.msg_iovlen = 1;
-            msg.msg_control = control.as_mut_ptr().cast();
-            msg.msg_controllen = size_of_val(&control) as _;
+            msg.msg_control = control.0.as_mut_ptr().cast();
+            msg.msg_controllen = control.0.len() as _;
             let n = libc::recvmsg(fd, &raw mut msg, 0);
             (n, msg.msg_controllen as usize)
         };
         if n < 0 {
             return Err(io::Error::last_os_error());
         }
-        let control = as_bytes(control);
-        Ok((n as usize, super::stamp_in(&control[..control_len.min(64)])))
-    }
-
-    /// The control buffer's words as bytes, in memory order.
-    fn as_bytes(words: [u64; 8]) -> [u8; 64] {
-        let mut out = [0u8; 64];
-        for (chunk, w) in out.chunks_exact_mut(8).zip(words) {
-            chunk.copy_from_slice(&w.to_ne_bytes());
-        }
-        out
+        let control = &control.0[..control_len.min(control.0.len())];
+        Ok((n as usize, super::stamp_in(control)))
     }
 }
 
@@ -201,7 +236,6 @@ mod imp {
 mod imp {
     use std::io;
     use std::os::fd::RawFd;
-    use std::time::SystemTime;
 
     pub const SOL_SOCKET: i32 = -1;
     pub const SCM_TIMESTAMPNS: i32 = -1;
@@ -213,7 +247,7 @@ mod imp {
         ))
     }
 
-    pub fn recv(_fd: RawFd, _buf: &mut [u8]) -> io::Result<(usize, Option<SystemTime>)> {
+    pub fn recv(_fd: RawFd, _buf: &mut [u8]) -> io::Result<(usize, Option<u64>)> {
         enable(_fd).map(|()| (0, None))
     }
 }
@@ -241,7 +275,7 @@ mod tests {
     #[test]
     fn the_stamp_is_read_from_its_control_message_and_nothing_else() {
         let (sol, ts) = (imp::SOL_SOCKET, imp::SCM_TIMESTAMPNS);
-        let at = SystemTime::UNIX_EPOCH + Duration::new(1_796_223_577, 123_456_789);
+        let at = 1_796_223_577_123_456_789;
         assert_eq!(
             stamp_in(&message(sol, ts, &timespec(1_796_223_577, 123_456_789))),
             Some(at)
@@ -267,17 +301,33 @@ mod tests {
         assert_eq!(stamp_in(&short), None);
     }
 
+    #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+    #[test]
+    fn each_mode_asks_for_stamps_or_not() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let s = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        assert!(!enable_for(&s, RxTimestamps::Read).unwrap());
+        assert!(enable_for(&s, RxTimestamps::Auto).unwrap());
+        assert!(enable_for(&s, RxTimestamps::Kernel).unwrap());
+        // Not a socket: `kernel` names its flag, `auto` falls back to read times.
+        let file = std::fs::File::open("/dev/null").unwrap();
+        let e = enable_for(&file, RxTimestamps::Kernel).unwrap_err();
+        assert!(e.to_string().contains("--rx-timestamps kernel"), "{e}");
+        assert!(!enable_for(&file, RxTimestamps::Auto).unwrap());
+    }
+
     #[test]
     fn a_stamp_moves_to_the_monotonic_clock_by_its_age() {
+        const MS: u64 = 1_000_000;
         let before = Instant::now();
-        let t = instant_of(SystemTime::now() - Duration::from_millis(200));
+        let t = instant_of(wall_ns() - 200 * MS);
         assert!(t <= before - Duration::from_millis(199), "{:?}", before - t);
         // Stamps near the last reading keep their distances exactly.
-        let w = SystemTime::now() - Duration::from_millis(30);
-        let (a, b) = (instant_of(w), instant_of(w + Duration::from_millis(10)));
+        let w = wall_ns() - 30 * MS;
+        let (a, b) = (instant_of(w), instant_of(w + 10 * MS));
         assert_eq!(b - a, Duration::from_millis(10));
         // One from the future (the wall clock stepped back) is the moment of a fresh reading.
-        let t = instant_of(SystemTime::now() + Duration::from_secs(5));
+        let t = instant_of(wall_ns() + 5_000 * MS);
         assert!(t >= before && t <= Instant::now());
     }
 }

@@ -42,9 +42,9 @@ pub struct SelfCheckArgs {
     /// loadgen's `--busy-poll`, to measure with and without it.
     #[arg(long)]
     pub busy_poll: bool,
-    /// loadgen's `--rx-timestamps`: time reads when they return (`read`) or when their bytes
-    /// reached the host (`kernel`).
-    #[arg(long, value_enum, default_value_t = RxTimestamps::Read)]
+    /// loadgen's `--rx-timestamps`: time reads when their bytes reached the host (`kernel`; `auto`
+    /// where it can) or when they returned (`read`).
+    #[arg(long, value_enum, default_value_t = RxTimestamps::Auto)]
     pub rx_timestamps: RxTimestamps,
     /// Worker threads of the in-process mock (its pacer has one heap per worker).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=64))]
@@ -99,11 +99,11 @@ impl SelfCheckReport {
             self.tokens,
             self.mock,
             match (self.busy_poll, self.rx_timestamps) {
-                (false, RxTimestamps::Read) => "",
-                (true, RxTimestamps::Read) => "; the client busy-polls",
-                (false, RxTimestamps::Kernel) => "; reads timed by the kernel's receive stamps",
-                (true, RxTimestamps::Kernel) =>
-                    "; the client busy-polls, reads timed by the kernel's receive stamps",
+                (false, RxTimestamps::Read) => "; reads timed when they returned",
+                (true, RxTimestamps::Read) =>
+                    "; the client busy-polls, reads timed when they returned",
+                (false, _) => "",
+                (true, _) => "; the client busy-polls",
             }
         );
         s.push_str(&format!(
