@@ -13,7 +13,9 @@
 //! A connection is owned by the request using it: the request's task writes the request, reads
 //! the response and decodes its framing ([`crate::h1`]) itself, with no connection task between it
 //! and the socket. So the request's send is stamped just before the system call that wrote its first
-//! byte, and every piece of the body carries the time the read that brought it returned.
+//! byte, and every piece of the body carries the time of the read that brought it: when its last
+//! byte reached the host, by the kernel's receive stamp (plain connections, `--rx-timestamps`),
+//! or else when the read returned.
 
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Mutex};
@@ -341,11 +343,12 @@ pub struct Sent {
     pub retried_after: Option<String>,
     /// When the system call that wrote the request's first byte began.
     pub sent_at: Instant,
-    /// When the read that completed the response head returned.
+    /// The time of the read that completed the response head (as [`Data::read_at`]).
     pub head_at: Instant,
 }
 
-/// A piece of a response body and when the read that brought it returned.
+/// A piece of a response body and the time of the read that brought it: its kernel receive stamp
+/// where the connection has them, else when the read returned.
 pub struct Data<'a> {
     pub bytes: &'a [u8],
     pub read_at: Instant,
