@@ -14,6 +14,7 @@
 //! * [`tokenizer`]: the embedded project tokenizer and `tokenizer.json` loading.
 //! * [`wordmemo`]: byte-level BPE text counted a word at a time, each distinct word encoded once.
 //! * [`rng`]: the seeded random number generator behind every sampled number.
+//! * [`rxstamp`]: the kernel's receive stamps on TCP reads, mapped to the monotonic clock.
 
 pub mod background;
 pub mod clock;
@@ -24,6 +25,7 @@ pub mod openai;
 pub mod pyrandom;
 pub mod record;
 pub mod rng;
+pub mod rxstamp;
 pub mod selfcheck;
 pub mod slo;
 pub mod stats;

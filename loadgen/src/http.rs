@@ -776,6 +776,7 @@ mod tests {
     /// read: the read here starts 100 ms after the server's write returned.
     #[tokio::test]
     async fn kernel_stamps_time_a_late_read_by_its_arrival() {
+        let _on = tokenperf_core::rxstamp::StampingOn::wait(Duration::from_secs(10)).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}/v1", listener.local_addr().unwrap());
         let (written_tx, written) = tokio::sync::oneshot::channel();

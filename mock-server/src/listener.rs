@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, Interest, ReadBuf};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -71,8 +71,12 @@ struct Shared {
     /// The server's count of writes tried on client sockets, by hyper or by a [`RawWriter`]: system
     /// calls, but for the few that tokio turns away from a socket it knows is full.
     writes: Arc<AtomicU64>,
-    /// When the last read that brought bytes returned, in nanoseconds from [`epoch`] (0: none yet).
+    /// When the last read that brought bytes got them, in nanoseconds from [`epoch`] (0: none
+    /// yet): the kernel's receive stamp of their last packet where the socket has them, else when
+    /// the read returned.
     last_read_ns: AtomicU64,
+    /// Whether the kernel stamps what the socket receives ([`tokenperf_core::rxstamp`]).
+    stamped: bool,
 }
 
 /// The instant `last_read_ns` counts from.
@@ -198,7 +202,12 @@ impl ConnIo {
         slot: OwnedSemaphorePermit,
         writes: Arc<AtomicU64>,
     ) -> (Self, ConnHandle) {
+        epoch();
+        // A request's clock starts when it reached the host, not when this server got round to
+        // reading it (its own wake-up, about 0.1 ms on a VM), where the kernel stamps it.
+        let stamped = tokenperf_core::rxstamp::enable(&io).is_ok();
         let shared = Arc::new(Shared {
+            stamped,
             stream: io,
             close: AtomicBool::new(false),
             unflushed: AtomicBool::new(false),
@@ -264,13 +273,24 @@ impl AsyncRead for ConnIo {
             return Poll::Ready(Ok(()));
         }
         loop {
-            std::task::ready!(self.shared.stream.poll_read_ready(cx))?;
+            let shared = &*self.shared;
+            std::task::ready!(shared.stream.poll_read_ready(cx))?;
             // hyper reuses its read buffer, so there is rarely anything left to zero here.
-            match self.shared.stream.try_read(buf.initialize_unfilled()) {
-                Ok(n) => {
+            let dst = buf.initialize_unfilled();
+            let got = if shared.stamped {
+                shared.stream.try_io(Interest::READABLE, || {
+                    tokenperf_core::rxstamp::recv(&shared.stream, dst)
+                })
+            } else {
+                shared.stream.try_read(dst).map(|n| (n, None))
+            };
+            match got {
+                Ok((n, stamp)) => {
                     if n > 0 {
-                        let ns = epoch().elapsed().as_nanos().max(1) as u64;
-                        self.shared.last_read_ns.store(ns, Ordering::Release);
+                        let at =
+                            stamp.map_or_else(Instant::now, tokenperf_core::rxstamp::instant_of);
+                        let ns = at.saturating_duration_since(epoch()).as_nanos().max(1) as u64;
+                        shared.last_read_ns.store(ns, Ordering::Release);
                     }
                     buf.advance(n);
                     return Poll::Ready(Ok(()));
@@ -381,21 +401,28 @@ mod tests {
         );
     }
 
+    /// A request's bytes are timed when they reached the host (the kernel's receive stamp), so a
+    /// read 100 ms late still gives the client's write.
     #[tokio::test]
-    async fn the_last_read_is_when_bytes_came_off_the_socket() {
+    async fn the_last_read_is_when_bytes_reached_the_host() {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let _on = tokenperf_core::rxstamp::StampingOn::wait(Duration::from_secs(10)).unwrap();
         let (mut io, handle, mut client, _) = pair().await;
         assert_eq!(handle.last_read(), None);
         let before = Instant::now();
         client.write_all(b"GET / HTTP/1.1\r\n\r\n").await.unwrap();
+        let written = Instant::now();
+        tokio::time::sleep(Duration::from_millis(100)).await;
         let mut buf = [0u8; 64];
         let n = io.read(&mut buf).await.unwrap();
         let after = Instant::now();
         assert!(n > 0);
         let read = handle.last_read().expect("a read was stamped");
+        // Within the client's write, give or take the clocks' mapping (microseconds; 1 ms allowed).
+        let slack = Duration::from_millis(1);
         assert!(
-            before <= read && read <= after,
-            "{read:?} outside {before:?}..{after:?}"
+            before <= read + slack && read <= written + slack && read <= after,
+            "{read:?} outside {before:?}..{written:?}"
         );
     }
 
