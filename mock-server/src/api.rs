@@ -67,9 +67,10 @@ async fn handle(
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
 ) -> Result<Response, ApiError> {
-    // The clock starts when the request had been read off the socket: TTFT and queue time count
-    // from here, not from after hyper's parsing and the middleware (tens of µs a client would
-    // otherwise see added to every TTFT).
+    // The clock starts when the request reached the host (the kernel's receive stamp of its last
+    // packet, else the read that brought it off the socket): TTFT and queue time count from here,
+    // not from this server's wake-up, nor from after hyper's parsing and the middleware (tens of
+    // µs a client would otherwise see added to every TTFT).
     let start = conn
         .as_ref()
         .and_then(ConnHandle::last_read)

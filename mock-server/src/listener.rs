@@ -96,8 +96,9 @@ impl ConnHandle {
         self.0.close.store(true, Ordering::Relaxed);
     }
 
-    /// When the last read that brought bytes from the client returned: for a request handler, when
-    /// its request had been read off the socket (the read that completed it). None before any.
+    /// The time of the last read that brought bytes from the client (their kernel receive stamp,
+    /// else when the read returned): for a request handler, when its request reached the host (the
+    /// read that completed it). None before any.
     pub fn last_read(&self) -> Option<Instant> {
         match self.0.last_read_ns.load(Ordering::Acquire) {
             0 => None,

@@ -16,7 +16,8 @@
 //! Ground truth (off by default, so the stream is plain OpenAI): each content chunk gets a
 //! `"tokenperf": {"arrival_mono_us", "due_mono_us", "sent_mono_us", "tokens"}` object. Times are
 //! CLOCK_MONOTONIC microseconds, which any process on the same host can read (see
-//! [`tokenperf_core::clock`]): when the request had been read off the socket, when the chunk was due,
+//! [`tokenperf_core::clock`]): when the request reached the host (its kernel receive stamp, else
+//! when it was read off the socket), when the chunk was due,
 //! and when it was formatted, to be written by the pacer at once or handed to the HTTP layer.
 //!
 //! Writing: on an HTTP/1.1 connection every chunk but the last is written by the pacer itself
