@@ -104,7 +104,7 @@ async fn respond(
     }
     let body = body?;
     let req = parse(&body, endpoint, state)?;
-    let (number, mut rng) = stream::next_request(state.config.seed);
+    let mut rng = state.next_request_rng();
     let faults = faults_for(state, headers, &mut rng)?;
     if let Some(secs) = faults.slow_first_byte {
         tokio::time::sleep(Duration::from_secs_f64(secs)).await;
@@ -147,15 +147,7 @@ async fn respond(
         || headers
             .get(GROUND_TRUTH_HEADER)
             .is_some_and(|v| v.as_bytes() == b"1" || v.as_bytes().eq_ignore_ascii_case(b"true"));
-    let plan = Plan::new(
-        (number, rng),
-        req,
-        endpoint,
-        start,
-        ticket,
-        faults,
-        ground_truth,
-    );
+    let plan = Plan::new(rng, req, endpoint, start, ticket, faults, ground_truth);
     if plan.request.stream {
         // hyper frames an HTTP/1.1 response of unknown length in chunks, which the pacer can write
         // itself; HTTP/1.0 gets a body delimited by the connection's end instead.

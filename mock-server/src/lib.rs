@@ -136,6 +136,10 @@ pub struct State {
     /// Until when a prefill holds back decoding (with `prefill_stalls_decode`).
     pub prefill_busy_until: std::sync::Mutex<Instant>,
     gt_log: Option<GroundTruthLog>,
+    /// Requests this server has taken: each one's random stream is drawn from its number. Per
+    /// server, not per process, so that servers sharing a process (tests) do not shift each
+    /// other's faults and timings.
+    requests: std::sync::atomic::AtomicU64,
 }
 
 impl State {
@@ -179,7 +183,16 @@ impl State {
             clock: MonoAnchor::now(),
             prefill_busy_until: std::sync::Mutex::new(Instant::now()),
             gt_log,
+            requests: std::sync::atomic::AtomicU64::new(0),
         }))
+    }
+
+    /// The next request's random stream: the server seed and the request's arrival number.
+    pub fn next_request_rng(&self) -> tokenperf_core::rng::Rng {
+        let n = self
+            .requests
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        stream::request_rng(self.config.seed, n)
     }
 
     /// Counts a prompt's tokens (special tokens included) and, with a prefix cache, how many of

@@ -43,8 +43,6 @@ pub use crate::request::Endpoint;
 use crate::request::{ApiError, Request};
 use crate::{PromptTokens, State};
 
-static REQUEST_COUNTER: AtomicU64 = AtomicU64::new(0);
-
 /// A number drawn once per process (from the clock and the process id), so that ids stay unique
 /// across mock processes that count their requests from zero alike.
 fn process_nonce() -> u64 {
@@ -65,14 +63,10 @@ pub fn new_id(prefix: &str) -> String {
     format!("{prefix}-{:016x}{n:08x}", process_nonce())
 }
 
-/// The next request's number and its own random stream, derived from the server seed, so a run is
-/// reproducible for the same arrival order.
-pub fn next_request(seed: u64) -> (u64, Rng) {
-    let n = REQUEST_COUNTER.fetch_add(1, Ordering::Relaxed);
-    (
-        n,
-        Rng::new(seed ^ n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15)),
-    )
+/// Request `n`'s own random stream (`n` counts this server's requests from zero), derived from the
+/// server seed, so a run is reproducible for the same arrival order.
+pub fn request_rng(seed: u64, n: u64) -> Rng {
+    Rng::new(seed ^ n.wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
 /// Due time of token `i` (0-based) with fixed timing: `start + ttft + i·itl`.
@@ -203,10 +197,10 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// `number` and `rng` come from [`next_request`].
+    /// `rng` comes from [`request_rng`].
     #[allow(clippy::too_many_arguments)]
     pub fn new(
-        (number, rng): (u64, Rng),
+        rng: Rng,
         request: Request,
         endpoint: Endpoint,
         start: Instant,
@@ -219,7 +213,7 @@ impl Plan {
             Endpoint::Completions => "cmpl",
         };
         Self {
-            id: format!("{prefix}-{:016x}{number:08x}", process_nonce()),
+            id: new_id(prefix),
             created: SystemTime::now()
                 .duration_since(UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs()),
@@ -1022,7 +1016,7 @@ mod schedule_tests {
         let start = Instant::now();
         let ticket = state.admission.reserve().unwrap();
         let plan = Plan::new(
-            next_request(0),
+            request_rng(0, 0),
             request(max_tokens),
             Endpoint::Chat,
             start,
@@ -1043,6 +1037,25 @@ mod schedule_tests {
             .concat()
             .await;
         (start, pacer.deadlines(), String::from_utf8(body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn each_server_numbers_its_own_requests() {
+        // Two servers in one process with one seed: the second's first request draws what the
+        // first's did, however many the first has taken since (faults and timings stay
+        // reproducible per server when tests share a process).
+        let state = || {
+            let config = Config::from_settings(&Settings::default()).unwrap();
+            State::with_pacer(config, TokenCounter::project(), crate::pacer::Pacer::fake()).unwrap()
+        };
+        let (a, b) = (state(), state());
+        let first = a.next_request_rng().next_u64();
+        for _ in 0..5 {
+            a.next_request_rng();
+        }
+        assert_eq!(b.next_request_rng().next_u64(), first);
+        assert_eq!(first, request_rng(0, 0).next_u64());
+        assert_ne!(b.next_request_rng().next_u64(), first);
     }
 
     #[tokio::test]
