@@ -149,9 +149,12 @@ pub struct Context {
     pub run_start_mono_us: u64,
     pub tokenizer: Arc<TokenCounter>,
     /// Requests sent and not yet finished (sampled for the Little's-law check): counted up exactly
-    /// when a record's `sent_at_us` is stamped and down when its `done_at_us` is, so both sides of
-    /// the check measure the same interval.
+    /// when a record's `sent_at_us` is stamped and down when its end is read, `read_lag` after its
+    /// `done_at_us`, so with that lag both sides of the check measure the same interval.
     pub in_flight: Arc<AtomicI64>,
+    /// How long ended requests waited to be read before `in_flight` dropped (the other half of the
+    /// Little's-law check's live side).
+    pub read_lag: tokenperf_core::summary::ReadLag,
     /// Where token counting runs, off the measuring threads.
     pub finisher: Arc<tokenperf_core::background::Background>,
     /// Waits for a place in the record writer's queue.
@@ -279,12 +282,12 @@ impl Collected {
 
 /// Stamps the end of a request (once) and takes it out of the in-flight count at the same instant.
 fn stamp_done(ctx: &Context, rec: &mut RequestRecord, c: &mut Collected, at: u64) {
-    if rec.done_at_us.is_none() {
-        rec.done_at_us = Some(at);
-    }
+    let done = *rec.done_at_us.get_or_insert(at);
     if c.counted {
         c.counted = false;
         ctx.in_flight.fetch_sub(1, Ordering::Relaxed);
+        // With kernel stamps the record ends when the last packet arrived, earlier than this.
+        ctx.read_lag.add(done, ctx.now_us());
     }
 }
 

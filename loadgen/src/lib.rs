@@ -49,7 +49,7 @@ use tokenperf_core::clock::MonoAnchor;
 use tokenperf_core::record::RequestRecord;
 use tokenperf_core::slo::Goodput;
 use tokenperf_core::summary::{
-    InFlightSamples, LittlesLaw, RunInfo, RunSummary, ShardInfo, StartInfo,
+    InFlightSamples, LittlesLaw, ReadLag, RunInfo, RunSummary, ShardInfo, StartInfo,
 };
 use tokio::sync::mpsc;
 
@@ -208,9 +208,11 @@ fn run_warnings(
     if let Some(l) = littles_law.filter(|l| l.flagged) {
         warnings.push(format!(
             "Little's law: the records give {:.2} requests in flight on average (throughput × mean \
-             latency), but the live counter sampled {:.2} ({:.0} % apart, {} samples). Both count the \
-             same interval of each request, so records were lost or carry wrong times: please report it",
+             latency) and {:.2} more whose end had arrived and waited for loadgen to read it, but \
+             the live counter sampled {:.2} ({:.0} % apart, {} samples). Both count the same \
+             interval of each request, so records were lost or carry wrong times: please report it",
             l.predicted_in_flight,
+            l.unread_in_flight,
             l.sampled_in_flight,
             l.relative_difference * 100.0,
             l.samples
@@ -320,13 +322,14 @@ pub async fn run_plan_with(
     let server_models = models.await.ok().flatten();
     wait_for_start(&plan, &control).await;
     let started = Started::now();
-    let ctx = client.context(&started);
-    let sampler = Sampler::start(ctx.clone(), (plan.warmup_s * 1e6) as u64);
+    let warm_us = (plan.warmup_s * 1e6) as u64;
+    let ctx = client.context(&started, warm_us);
+    let sampler = Sampler::start(ctx.clone(), warm_us);
     let (tx, collector) = collect::spawn(collect_plan(&plan), sinks, control.clone());
     drive(&plan, &workload, ctx.clone(), &control, tx).await;
     let collected = collector.await.context("the record writer task failed")?;
     let samples = sampler.stop().await;
-    let littles_law = LittlesLaw::check(&collected.in_flight, &samples);
+    let littles_law = LittlesLaw::check(&collected.in_flight, &samples, ctx.read_lag.total_us());
     let run = Finished {
         info: run_info(&plan, &workload.tokenizer, &started, server_models.clone())?,
         elapsed_s: ctx.run_start.elapsed().as_secs_f64(),
@@ -450,7 +453,8 @@ impl Client {
         })
     }
 
-    fn context(&self, started: &Started) -> Arc<Context> {
+    /// The run's context; `warm_us` is where `--warmup-s` ends.
+    fn context(&self, started: &Started, warm_us: u64) -> Arc<Context> {
         Arc::new(Context {
             config: self.config.clone(),
             http: self.http.clone(),
@@ -458,6 +462,7 @@ impl Client {
             run_start_mono_us: started.anchor.anchor_us(),
             tokenizer: self.tokenizer.clone(),
             in_flight: self.in_flight.clone(),
+            read_lag: ReadLag::from(warm_us),
             finisher: self.finisher.clone(),
             record_waits: Default::default(),
         })
@@ -473,6 +478,7 @@ impl Client {
             run_start_mono_us: 0,
             tokenizer: self.tokenizer.clone(),
             in_flight: Arc::new(AtomicI64::new(0)),
+            read_lag: ReadLag::default(),
             finisher: self.finisher.clone(),
             record_waits: Default::default(),
         });
@@ -920,7 +926,7 @@ mod tests {
         };
         let http = http::HttpClient::new(&plan.api_base, 1, Duration::from_secs(1)).unwrap();
         let client = Client::new(&plan, http, &workload, Arc::new(AtomicI64::new(0))).unwrap();
-        let ctx = client.context(&Started::now());
+        let ctx = client.context(&Started::now(), 0);
         let (tx, mut rx) = mpsc::channel(16);
         let schedule = [(0, 0), (1, 1_000), (2, 2_000)];
         runner::open_loop(
