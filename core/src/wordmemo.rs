@@ -5,16 +5,17 @@
 //! took 103–143 µs; `core/examples/count_cost.rs`), two thirds of it in the pre-tokenizer: a
 //! backtracking regex, and a normalized string with byte alignments built for every word. loadgen
 //! counts every reply it reads, so on one core that was a tenth of its CPU per event (issue 17).
-//! Here the same words are found with the regex crate's automaton, and a word seen before costs a
-//! hash lookup. Exactness rests on the crate itself: a word is only ever encoded by the crate, and
+//! Here the same words are found with the regex crate's automaton (searched anchored at each word,
+//! with one cache for the whole text), and a word seen before costs a hash lookup. Exactness rests on the crate itself: a word is only ever encoded by the crate, and
 //! only tokenizers whose encoding of a text is its words' encodings laid end to end take this path
 //! (see [`WordMemo::for_tokenizer`]); tests compare every token start with the crate's on texts
 //! chosen to break the split.
 
-use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
+use foldhash::{HashMap, HashMapExt};
 use regex::Regex;
+use regex_automata::{Anchored, Input, meta};
 use tokenizers::{ModelWrapper, PostProcessorWrapper, PreTokenizerWrapper, Tokenizer};
 
 use crate::tokenizer::TokenizerError;
@@ -31,12 +32,19 @@ const MAX_WORD_BYTES: usize = 64;
 
 /// The words of a byte-level BPE tokenizer, with each remembered word's token starts.
 pub struct WordMemo {
-    split: Regex,
+    split: meta::Regex,
     /// The added tokens' contents: the crate takes them out before splitting, so a text holding
     /// one goes to the crate whole.
     added: Option<Regex>,
+    memo: Mutex<Memo>,
+}
+
+/// What one text's counting holds for its whole length, under one lock.
+struct Memo {
     /// Word → where each of its tokens starts, in bytes from the word's start.
-    memo: Mutex<HashMap<Box<str>, Box<[u32]>>>,
+    words: HashMap<Box<str>, Box<[u32]>>,
+    /// The split's search state (its lazy DFA), kept warm from text to text.
+    cache: meta::Cache,
 }
 
 impl WordMemo {
@@ -81,10 +89,15 @@ impl WordMemo {
         } else {
             Some(Regex::new(&added.join("|")).ok()?)
         };
+        let split = meta::Regex::new(SPLIT).ok()?;
+        let cache = split.create_cache();
         Some(Self {
-            split: Regex::new(SPLIT).ok()?,
+            split,
             added,
-            memo: Mutex::new(HashMap::new()),
+            memo: Mutex::new(Memo {
+                words: HashMap::new(),
+                cache,
+            }),
         })
     }
 
@@ -103,23 +116,25 @@ impl WordMemo {
         // One lock per text: the words of a reply are looked up back to back, and a word not seen
         // before is encoded under the lock (rare once the common words are in).
         let mut memo = self.memo.lock().unwrap_or_else(PoisonError::into_inner);
-        let words = Words {
+        let Memo { words, cache } = &mut *memo;
+        let split = Words {
             split: &self.split,
+            cache,
             text,
             at: 0,
         };
-        for (at, word) in words {
-            if let Some(starts) = memo.get(word) {
+        for (at, word) in split {
+            if let Some(starts) = words.get(word) {
                 each(at, starts);
                 continue;
             }
             let starts = word_starts(tokenizer, word)?;
             each(at, &starts);
             if word.len() <= MAX_WORD_BYTES {
-                if memo.len() >= MAX_WORDS {
-                    memo.clear();
+                if words.len() >= MAX_WORDS {
+                    words.clear();
                 }
-                memo.insert(word.into(), starts);
+                words.insert(word.into(), starts);
             }
         }
         Ok(Some(()))
@@ -131,6 +146,7 @@ impl WordMemo {
         self.memo
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
+            .words
             .len()
     }
 }
@@ -150,7 +166,8 @@ fn word_starts(tokenizer: &Tokenizer, word: &str) -> Result<Box<[u32]>, Tokenize
 /// single space joins the word after it); the regex crate's greedy `\s+` takes the whole run, so a
 /// run of two or more characters that does not end the text gives back its last one.
 struct Words<'r, 't> {
-    split: &'r Regex,
+    split: &'r meta::Regex,
+    cache: &'r mut meta::Cache,
     text: &'t str,
     at: usize,
 }
@@ -163,7 +180,15 @@ impl<'t> Iterator for Words<'_, 't> {
         if at >= text.len() {
             return None;
         }
-        let Some(m) = self.split.find_at(text, at) else {
+        // Every character starts a match of some alternative (the last three between them take
+        // any character), so the leftmost match from here starts here: an anchored search finds
+        // it without the reverse scan an unanchored one needs to place a match's start.
+        let anchored = Input::new(text).range(at..).anchored(Anchored::Yes);
+        let found = self.split.search_with(self.cache, &anchored).or_else(|| {
+            let rest = Input::new(text).range(at..);
+            self.split.search_with(self.cache, &rest)
+        });
+        let Some(m) = found else {
             self.at = text.len();
             return Some((at, &text[at..]));
         };
@@ -172,10 +197,11 @@ impl<'t> Iterator for Words<'_, 't> {
             return Some((at, &text[at..m.start()]));
         }
         let mut end = m.end();
+        let matched = &text[m.range()];
         if end < text.len()
-            && let Some(last) = m.as_str().chars().next_back()
+            && let Some(last) = matched.chars().next_back()
             && last.is_whitespace()
-            && m.len() > last.len_utf8()
+            && matched.len() > last.len_utf8()
         {
             end -= last.len_utf8();
         }
@@ -248,10 +274,12 @@ mod tests {
     #[test]
     fn words_cover_the_text_and_split_as_the_crates_regex_does() {
         let fancy = fancy_split();
-        let split = Regex::new(SPLIT).unwrap();
+        let split = meta::Regex::new(SPLIT).unwrap();
+        let mut cache = split.create_cache();
         for text in awkward_texts() {
             let ours: Vec<&str> = Words {
                 split: &split,
+                cache: &mut cache,
                 text: &text,
                 at: 0,
             }
