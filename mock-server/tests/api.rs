@@ -431,14 +431,17 @@ async fn the_cap_plus_first_request_waits_for_a_slot() {
     for h in handles {
         done.push(h.await.unwrap());
     }
-    // Each request takes 100 + 4×20 = 180 ms from admission. The third is admitted only when a slot
-    // frees, i.e. after the first one ended, so it ends at least 180 ms after the first (a causal
-    // bound that holds however loaded the machine is).
+    // Each request takes 100 + 4×20 = 180 ms from admission, and all were sent after t0. Whichever
+    // arrived last (under load not always the last one sent) is admitted only when a slot frees, at
+    // least 180 ms after t0, so it ends at least 360 ms after t0; without the cap all three end near
+    // 180 ms. A causal bound: a loaded machine only makes every request, and its reading, later.
+    // (Comparing it with the first request's end read on the client side failed at load 10, when
+    // that reading itself came late.)
+    let last = done.iter().max().expect("three requests");
     assert!(
-        done[2] >= done[0] + Duration::from_millis(170),
-        "the third request did not wait for a slot: {done:?}"
+        *last >= Duration::from_millis(355),
+        "no request waited for a slot: {done:?}"
     );
-    assert!(done[2] >= Duration::from_millis(355), "{done:?}");
     s.stop().await.unwrap();
 }
 
