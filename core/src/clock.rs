@@ -153,11 +153,18 @@ mod tests {
         let spin = std::thread::Builder::new()
             .name("cpu-probe".into())
             .spawn(|| {
+                // Spins until the kernel has charged the thread a tick: at load 10, 60 ms of wall
+                // time held less than one tick of CPU and read 0.
                 let t = Instant::now();
-                while t.elapsed() < Duration::from_millis(60) {
-                    std::hint::spin_loop();
+                let mut used = 0.0;
+                while used == 0.0 && t.elapsed() < Duration::from_secs(20) {
+                    let burst = Instant::now();
+                    while burst.elapsed() < Duration::from_millis(20) {
+                        std::hint::spin_loop();
+                    }
+                    used = thread_cpu_s("cpu-probe");
                 }
-                thread_cpu_s("cpu-probe")
+                used
             })
             .unwrap();
         assert!(spin.join().unwrap() > 0.0);
