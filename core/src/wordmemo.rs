@@ -159,8 +159,9 @@ fn word_starts(tokenizer: &Tokenizer, word: &str) -> Result<Box<[u32]>, Tokenize
     Ok(enc.get_offsets().iter().map(|(s, _)| *s as u32).collect())
 }
 
-/// GPT-2's words of a text, with their byte offsets: the matches of [`SPLIT`], and any text between
-/// matches as a word of its own (the crate's `Isolated` split), with `\s+(?!\S)` restored. That
+/// GPT-2's words of a text, with their byte offsets: the matches of [`SPLIT`], which tile the text
+/// (so the crate's `Isolated` split has no text between matches to keep), with `\s+(?!\S)`
+/// restored. That
 /// alternative, tried before a bare `\s+`, takes a whitespace run that reaches the end of the text
 /// whole, but leaves the last character of a run followed by more text to the next word (where a
 /// single space joins the word after it); the regex crate's greedy `\s+` takes the whole run, so a
@@ -184,18 +185,10 @@ impl<'t> Iterator for Words<'_, 't> {
         // any character), so the leftmost match from here starts here: an anchored search finds
         // it without the reverse scan an unanchored one needs to place a match's start.
         let anchored = Input::new(text).range(at..).anchored(Anchored::Yes);
-        let found = self.split.search_with(self.cache, &anchored).or_else(|| {
-            let rest = Input::new(text).range(at..);
-            self.split.search_with(self.cache, &rest)
-        });
-        let Some(m) = found else {
+        let Some(m) = self.split.search_with(self.cache, &anchored) else {
             self.at = text.len();
             return Some((at, &text[at..]));
         };
-        if m.start() > at {
-            self.at = m.start();
-            return Some((at, &text[at..m.start()]));
-        }
         let mut end = m.end();
         let matched = &text[m.range()];
         if end < text.len()

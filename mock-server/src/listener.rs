@@ -203,6 +203,8 @@ impl ConnIo {
         slot: OwnedSemaphorePermit,
         writes: Arc<AtomicU64>,
     ) -> (Self, ConnHandle) {
+        // The epoch is fixed before this connection's first read. A kernel stamp from before it
+        // (a request queued before the first accept) counts as the epoch, never as "none yet".
         epoch();
         // A request's clock starts when it reached the host, not when this server got round to
         // reading it (its own wake-up, about 0.1 ms on a VM), where the kernel stamps it.
