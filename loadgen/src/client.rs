@@ -5,8 +5,11 @@
 //! events in one read share that read's timestamp. Tokens are counted after the stream ends (one
 //! encoding of the whole text), so tokenization never sits between a read and its timestamp.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Once};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -307,28 +310,10 @@ pub async fn measure(
     let mut c = Collected::new(spec.max_tokens);
     let outcome = {
         let total = ctx.config.total_timeout;
-        let fut = exchange(ctx, &mut rec, &body, &mut c);
-        let timed = async move {
-            match total {
-                Some(t) => {
-                    tokio::time::timeout(t, fut)
-                        .await
-                        .unwrap_or_else(|_| Outcome::Timeout {
-                            message: format!("request exceeded the total timeout of {t:?}"),
-                        })
-                }
-                None => fut.await,
-            }
-        };
-        // Biased: the exchange is polled first at every wake-up, and the cut costs one shared
-        // flag's read after it (`CutSignal`).
-        tokio::select! {
-            biased;
-            o = timed => o,
-            () = cut.wait() => Outcome::Cancelled {
-                message: "run interrupted while the request was in flight".into(),
-            },
-        }
+        let exchange = std::pin::pin!(exchange(ctx, &mut rec, &body, &mut c));
+        let deadline = std::pin::pin!(total.map(tokio::time::sleep));
+        let cut_wait = std::pin::pin!(cut.wait());
+        first_of(exchange, deadline, cut_wait, total).await
     };
     stamp_done(ctx, &mut rec, &mut c, ctx.now_us());
     rec.outcome = outcome;
@@ -339,6 +324,34 @@ pub async fn measure(
         tokenizer: ctx.tokenizer.clone(),
         run_start_mono_us: ctx.run_start_mono_us,
     }
+}
+
+/// The exchange's outcome, unless the total timeout or the run's cut comes first. Polled in that
+/// order at every wake-up, by hand rather than by `select!` and `timeout`: each of those is one
+/// more level of state that every streamed event's wake-up passes through (BENCHMARKS.md, issue
+/// 17); the cut costs one shared flag's read after the exchange (`CutSignal`).
+fn first_of(
+    mut exchange: Pin<&mut impl Future<Output = Outcome>>,
+    mut deadline: Pin<&mut Option<tokio::time::Sleep>>,
+    mut cut: Pin<&mut crate::cut::CutWait<'_>>,
+    total: Option<Duration>,
+) -> impl Future<Output = Outcome> {
+    std::future::poll_fn(move |cx| {
+        if let Poll::Ready(o) = exchange.as_mut().poll(cx) {
+            return Poll::Ready(o);
+        }
+        if let Some(d) = deadline.as_mut().as_pin_mut()
+            && d.poll(cx).is_ready()
+        {
+            let t = total.unwrap_or_default();
+            return Poll::Ready(Outcome::Timeout {
+                message: format!("request exceeded the total timeout of {t:?}"),
+            });
+        }
+        cut.as_mut().poll(cx).map(|()| Outcome::Cancelled {
+            message: "run interrupted while the request was in flight".into(),
+        })
+    })
 }
 
 /// A request whose exchange is over but whose tokens are not counted yet.
@@ -647,35 +660,28 @@ async fn read_stream(
     c: &mut Collected,
     body: &mut Body,
 ) -> Result<bool, Outcome> {
-    let idle = ctx.config.idle_timeout;
     let mut parser = SseParser::with_limit(ctx.config.max_line_bytes);
     let mut failure: Option<Outcome> = None;
     // One idle timer for the whole stream, moved forward only when it fires early: a fresh timeout
     // per read would insert and remove a timer-wheel entry for every event.
-    let idle_us = idle.as_micros() as u64;
     let mut last_at = rec.response_head_at_us.unwrap_or_else(|| ctx.now_us());
-    let idle_timer = tokio::time::sleep(idle);
+    let idle_timer = tokio::time::sleep(ctx.config.idle_timeout);
     tokio::pin!(idle_timer);
     loop {
-        let next = tokio::select! {
-            biased;
-            n = body.data() => n,
-            () = &mut idle_timer => {
-                let now = ctx.now_us();
-                let quiet = now.saturating_sub(last_at);
-                if quiet < idle_us {
-                    let left = Duration::from_micros(idle_us - quiet);
-                    idle_timer.as_mut().reset(tokio::time::Instant::now() + left);
-                    continue;
-                }
-                stamp_done(ctx, rec, c, now);
-                return Err(Outcome::Timeout {
-                    message: format!(
-                        "no data for {idle:?} (idle timeout) after {} events",
-                        c.events.len()
-                    ),
-                });
-            }
+        // Polled by hand rather than by `select!`: the body first, then the timer, one level of
+        // state for an event's wake-up (BENCHMARKS.md, issue 17).
+        let polled = std::future::poll_fn(|cx| match body.poll_piece(cx) {
+            Poll::Ready(r) => Poll::Ready(Some(r)),
+            Poll::Pending => idle_timer.as_mut().poll(cx).map(|()| None),
+        });
+        let next = match polled.await {
+            Some(Ok(Some(len))) => body.piece(len).map(Ok),
+            Some(Ok(None)) => None,
+            Some(Err(e)) => Some(Err(e)),
+            None => match idle_fired(ctx, rec, c, last_at, idle_timer.as_mut()) {
+                Some(timeout) => return Err(timeout),
+                None => continue,
+            },
         };
         // Never before the previous event, nor before the send (bytes read before the head).
         let (chunk, at) = match next {
@@ -712,6 +718,33 @@ async fn read_stream(
             return failure.map_or(Ok(false), Err);
         }
     }
+}
+
+/// The stream's idle timer fired: `None` when data came within the idle timeout after all (the
+/// timer is moved to the new deadline), else the request's end as a timeout.
+fn idle_fired(
+    ctx: &Context,
+    rec: &mut RequestRecord,
+    c: &mut Collected,
+    last_at: u64,
+    timer: Pin<&mut tokio::time::Sleep>,
+) -> Option<Outcome> {
+    let idle = ctx.config.idle_timeout;
+    let now = ctx.now_us();
+    let quiet = now.saturating_sub(last_at);
+    let idle_us = idle.as_micros() as u64;
+    if quiet < idle_us {
+        let left = Duration::from_micros(idle_us - quiet);
+        timer.reset(tokio::time::Instant::now() + left);
+        return None;
+    }
+    stamp_done(ctx, rec, c, now);
+    Some(Outcome::Timeout {
+        message: format!(
+            "no data for {idle:?} (idle timeout) after {} events",
+            c.events.len()
+        ),
+    })
 }
 
 /// Feeds one read to the parser, keeping the body's first bytes (for messages) and its size under

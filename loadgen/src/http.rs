@@ -18,12 +18,14 @@
 //! or else when the read returned.
 
 use std::io::{self, Read, Write};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context as TaskContext, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::unix::AsyncFd;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::h1::{self, Decoded, Decoder, FramingError, Head};
@@ -148,14 +150,27 @@ impl Io {
         })
     }
 
-    /// One read: the bytes read and, with kernel stamps, when the last of them reached the host.
-    async fn read(&mut self, buf: &mut [u8]) -> io::Result<(usize, Option<Instant>)> {
+    /// One read, polled: the bytes read and, with kernel stamps, when the last of them reached the
+    /// host. Polled rather than awaited, and waiting through `poll_read_ready` (the socket's one
+    /// reader slot) rather than `readable()` (a waiter list behind a lock): an event of one of a
+    /// thousand streams then touches one small state instead of a future per level
+    /// (BENCHMARKS.md, issue 17). The connection has one reader, its request's task.
+    fn poll_read(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<(usize, Option<Instant>)>> {
         let (fd, stamped) = match self {
             Io::Plain { fd, stamped } => (fd, *stamped),
-            Io::Tls(s) => return s.read(buf).await.map(|n| (n, None)),
+            Io::Tls(s) => {
+                let mut b = tokio::io::ReadBuf::new(buf);
+                return Pin::new(&mut **s)
+                    .poll_read(cx, &mut b)
+                    .map_ok(|()| (b.filled().len(), None));
+            }
         };
         loop {
-            let mut ready = fd.readable().await?;
+            let mut ready = ready!(fd.poll_read_ready(cx))?;
             let got = ready.try_io(|s| match stamped {
                 true => crate::rxstamp::recv(s.get_ref(), buf),
                 false => s.get_ref().read(buf).map(|n| (n, None)),
@@ -167,9 +182,9 @@ impl Io {
                     if n > 0 && n < buf.len() {
                         ready.clear_ready();
                     }
-                    return Ok((n, stamp.map(crate::rxstamp::instant_of)));
+                    return Poll::Ready(Ok((n, stamp.map(crate::rxstamp::instant_of))));
                 }
-                Ok(Err(e)) => return Err(e),
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
                 Err(_would_block) => {}
             }
         }
@@ -286,19 +301,23 @@ impl Conn {
     }
 
     /// One read into the buffer: the bytes read, 0 when the server closed the connection.
-    async fn fill(&mut self) -> io::Result<usize> {
+    fn poll_fill(&mut self, cx: &mut TaskContext<'_>) -> Poll<io::Result<usize>> {
         let room = self.buf.room();
         if room.is_empty() {
-            return Err(io::Error::other(format!(
+            return Poll::Ready(Err(io::Error::other(format!(
                 "more than {READ_BUFFER_BYTES} bytes without a complete response head"
-            )));
+            ))));
         }
-        let (n, stamp) = self.io.read(room).await?;
+        let (n, stamp) = ready!(self.io.poll_read(cx, room))?;
         if n > 0 {
             self.buf.end += n;
             self.clock.read(n, stamp);
         }
-        Ok(n)
+        Poll::Ready(Ok(n))
+    }
+
+    async fn fill(&mut self) -> io::Result<usize> {
+        std::future::poll_fn(|cx| self.poll_fill(cx)).await
     }
 
     /// Writes `request` and reads the final response head (interim 1xx heads are skipped): the
@@ -369,23 +388,30 @@ impl Body {
     /// The next piece of the body; `None` at its end. After an error the connection is closed and
     /// every later call returns `None`.
     pub async fn data(&mut self) -> Option<Result<Data<'_>, BodyError>> {
-        match self.next_piece().await {
-            Ok(Some(len)) => {
-                let conn = self.conn.as_ref()?;
-                let read_at = conn.clock.last_read.unwrap_or_else(Instant::now);
-                let bytes = &conn.buf.unread()[..len];
-                Some(Ok(Data { bytes, read_at }))
-            }
+        match std::future::poll_fn(|cx| self.poll_piece(cx)).await {
+            Ok(Some(len)) => self.piece(len).map(Ok),
             Ok(None) => None,
             Err(e) => Some(Err(e)),
         }
     }
 
+    /// The piece [`Self::poll_piece`] announced: its first `len` unread bytes and their read's time.
+    pub fn piece(&self, len: usize) -> Option<Data<'_>> {
+        let conn = self.conn.as_ref()?;
+        let read_at = conn.clock.last_read.unwrap_or_else(Instant::now);
+        let bytes = &conn.buf.unread()[..len];
+        Some(Data { bytes, read_at })
+    }
+
     /// Decodes (reading as needed) up to the next piece of body data, which is then the first
-    /// `len` unread bytes: `Some(len)`, or `None` at the body's end.
-    async fn next_piece(&mut self) -> Result<Option<usize>, BodyError> {
+    /// `len` unread bytes: `Some(len)`, or `None` at the body's end. Polled by hand, like
+    /// [`Io::poll_read`], so that the body's whole read path is one function's state.
+    pub fn poll_piece(
+        &mut self,
+        cx: &mut TaskContext<'_>,
+    ) -> Poll<Result<Option<usize>, BodyError>> {
         let Some(conn) = self.conn.as_mut() else {
-            return Ok(None);
+            return Poll::Ready(Ok(None));
         };
         conn.buf.consume(std::mem::take(&mut self.handed));
         let failure = loop {
@@ -393,16 +419,16 @@ impl Body {
                 Err(e) => break BodyError::Framing(e),
                 Ok(Decoded::End { skip }) => {
                     conn.buf.consume(skip);
-                    return Ok(None);
+                    return Poll::Ready(Ok(None));
                 }
                 Ok(Decoded::Data { skip, len }) => {
                     conn.buf.consume(skip);
                     self.handed = len;
-                    return Ok(Some(len));
+                    return Poll::Ready(Ok(Some(len)));
                 }
                 Ok(Decoded::More { skip }) => {
                     conn.buf.consume(skip);
-                    match conn.fill().await {
+                    match ready!(conn.poll_fill(cx)) {
                         Ok(0) => break BodyError::Closed,
                         Ok(_) => {}
                         Err(e) => break BodyError::Io(e),
@@ -413,9 +439,9 @@ impl Body {
         // The connection cannot carry another request after a failure or a close.
         self.conn = None;
         if matches!(failure, BodyError::Closed) && self.decoder.ends_at_close() {
-            return Ok(None);
+            return Poll::Ready(Ok(None));
         }
-        Err(failure)
+        Poll::Ready(Err(failure))
     }
 
     /// When the connection's last read returned.
