@@ -16,9 +16,13 @@
 # same mock (this tree's).
 #
 # With READ_STAMPS=1, this tree's loadgen also runs with `--rx-timestamps read` ("now-read").
+# With LTO=1, this tree's loadgen also runs built with fat LTO and one codegen unit ("now-lto",
+# built in target/lto), which the release profile does not use (see BENCHMARKS.md, issue 17).
+# CASES picks the cases (default "pinned unpinned saturated"); "pinned" alone makes a round short,
+# for more rounds of the case with the target.
 #
 # Usage: scripts/bench-client-cpu.sh [REV]      ROUNDS=5 scripts/bench-client-cpu.sh ...
-#        READ_STAMPS=1 scripts/bench-client-cpu.sh
+#        READ_STAMPS=1 scripts/bench-client-cpu.sh      CASES=pinned LTO=1 ROUNDS=6 scripts/...
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/rev-build.sh
@@ -27,6 +31,11 @@ before_and_now "$rev" mock-server loadgen
 cargo build --release --locked -p mock-server --example tcp_floor >&2
 out="bench-results/client-cpu"
 rounds="${ROUNDS:-3}"
+read -ra cases <<<"${CASES:-pinned unpinned saturated}"
+if [ -n "${LTO:-}" ]; then
+    CARGO_PROFILE_RELEASE_LTO=fat CARGO_PROFILE_RELEASE_CODEGEN_UNITS=1 \
+        cargo build --release --locked -p loadgen --target-dir target/lto >&2
+fi
 mkdir -p "$out"
 rm -f "$out"/*.txt
 ulimit -n 20000 2>/dev/null || true
@@ -115,21 +124,25 @@ floor() { # floor ROUND: the bare writer and reader pinned as in the pinned case
 variants=("now")
 [ -n "$rev" ] && variants=("$rev" now)
 [ -n "${READ_STAMPS:-}" ] && variants+=(now-read)
+[ -n "${LTO:-}" ] && variants+=(now-lto)
 for round in $(seq "$rounds"); do
     for v in "${variants[@]}"; do
-        lg="$bin/loadgen"
-        [ "$v" = now ] || [ "$v" = now-read ] || lg="$old_bin/loadgen"
-        for c in pinned unpinned saturated; do run "$v" "$c" "$lg" "$round"; done
+        case "$v" in
+            now | now-read) lg="$bin/loadgen" ;;
+            now-lto) lg="target/lto/release/loadgen" ;;
+            *) lg="$old_bin/loadgen" ;;
+        esac
+        for c in "${cases[@]}"; do run "$v" "$c" "$lg" "$round"; done
     done
     floor "$round"
 done
-python3 - "$out" "${variants[@]}" <<'PY'
+python3 - "$out" "${cases[*]}" "${variants[@]}" <<'PY'
 import sys
-out, variants = sys.argv[1], sys.argv[2:]
+out, cases, variants = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
 print("| loadgen | case | events | ok requests | CPU s per 100k events | events/s | loadgen CPU % of wall |")
 print("|---|---|---:|---:|---|---|---|")
 for v in variants:
-    for case in ("pinned", "unpinned", "saturated"):
+    for case in cases:
         rows = [l.split() for l in open(f"{out}/{v}-{case}.txt")]
         col = lambda i: ", ".join(r[i] for r in rows)
         print(f"| {v} | {case} | {rows[0][0]} | {rows[0][1]} | {col(4)} | {col(5)} | {col(6)} |")
@@ -137,18 +150,19 @@ print()
 print("| loadgen | case | µs per event: user | system | by thread (schedstat) |")
 print("|---|---|---|---|---|")
 for v in variants:
-    for case in ("pinned", "unpinned", "saturated"):
+    for case in cases:
         rows = [l.split() for l in open(f"{out}/{v}-{case}.txt")]
         col = lambda i: ", ".join(r[i] if len(r) > i else "-" for r in rows)
         print(f"| {v} | {case} | {col(7)} | {col(8)} | {'; '.join(r[9] if len(r) > 9 else '-' for r in rows)} |")
 floor = [l.split() for l in open(f"{out}/floor.txt")]
 print()
-print("| round | floor reader µs per message (user, system) | " + " | ".join(f"{v} pinned ÷ floor" for v in variants) + " |")
-print("|---|---|" + "---:|" * len(variants))
+shown = variants if "pinned" in cases else []
+print("| round | floor reader µs per message (user, system) | " + " | ".join(f"{v} pinned ÷ floor" for v in shown) + " |")
+print("|---|---|" + "---:|" * len(shown))
 for i, (f, fu, fs) in enumerate(floor):
     f = float(f)
     ratios = []
-    for v in variants:
+    for v in shown:
         pinned = float(open(f"{out}/{v}-pinned.txt").readlines()[i].split()[4]) * 10  # µs per event
         ratios.append(f"{pinned / (float(fu) + float(fs)):.2f}")
     print(f"| {i + 1} | {f:.2f} ({fu}, {fs}) | " + " | ".join(ratios) + " |")

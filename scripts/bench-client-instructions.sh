@@ -51,7 +51,7 @@ export OPENAI_API_KEY=unused
 start_mock "$out/mock.log" taskset -c 0 "$bin/mock-server" --port 0 --host 127.0.0.1 \
     --ttft-ms 100 --itl-ms 2000 --max-waiting 100000
 
-count() { # count VARIANT LOADGEN REQUESTS TOKENS: one line of "events Ir D1-misses L2-misses"
+count() { # count VARIANT LOADGEN REQUESTS TOKENS: a line of "events Ir D1-misses L2-misses I1-misses"
     local dir="$out/$1-$3-$4" extra=()
     [ "$1" = now-read ] && extra=(--rx-timestamps read)
     rm -rf "$dir"
@@ -72,13 +72,13 @@ if bad:
     sys.exit(f"{d}: {bad} requests failed; the counts would not be comparable")
 # cachegrind's summary line: Ir I1mr ILmr Dr D1mr DLmr Dw D1mw DLmw.
 v = [int(x) for x in [l for l in open(d + ".cg") if l.startswith("summary:")][0].split()[1:]]
-print(events, v[0], v[4] + v[7], v[5] + v[8])
+print(events, v[0], v[4] + v[7], v[5] + v[8], v[1])
 PY
     rm -rf "$dir"
     [ -n "${KEEP:-}" ] || rm -f "$dir.cg"
 }
 
-floor() { # floor SECONDS: one line of "messages Ir D1-misses L2-misses" for the bare reader
+floor() { # floor SECONDS: a line of "messages Ir D1-misses L2-misses I1-misses", the bare reader
     local port=$((7940 + $1)) cg="$out/floor-$1.cg"
     taskset -c 0 "$bin/examples/tcp_floor" write --port "$port" --streams 1000 \
         --gap-us 2000000 --seconds "$1" >"$out/floor-writer-$1.log" &
@@ -93,7 +93,7 @@ import re, sys
 cg, log = sys.argv[1:]
 msgs = int(re.search(r"reader: (\d+) messages", open(log).read()).group(1))
 v = [int(x) for x in [l for l in open(cg) if l.startswith("summary:")][0].split()[1:]]
-print(msgs, v[0], v[4] + v[7], v[5] + v[8])
+print(msgs, v[0], v[4] + v[7], v[5] + v[8], v[1])
 PY
     [ -n "${KEEP:-}" ] || rm -f "$cg"
 }
@@ -114,15 +114,15 @@ done
 python3 - "$out" "${variants[@]}" <<'PY'
 import sys
 out, variants = sys.argv[1], sys.argv[2:]
-print("| loadgen | per event: instructions | L1d misses | L2 misses | per request: instructions | L1d misses | L2 misses |")
-print("|---|---:|---:|---:|---:|---:|---:|")
+print("| loadgen | per event: instructions | L1d misses | L2 misses | L1i misses | per request: instructions | L1d misses | L2 misses |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|")
 for v in variants:
     (e1, *a), (e2, *b), (e3, *c) = [list(map(int, l.split())) for l in open(f"{out}/{v}.txt")]
     event = [(z - x) / (e3 - e1) for x, z in zip(a, c)]
     request = [((y - x) - (e2 - e1) * ev) / 1000 for x, y, ev in zip(a, b, event)]
-    print(f"| {v} | {event[0]:,.0f} | {event[1]:.1f} | {event[2]:.1f} | "
+    print(f"| {v} | {event[0]:,.0f} | {event[1]:.1f} | {event[2]:.1f} | {event[3]:.1f} | "
           f"{request[0]:,.0f} | {request[1]:,.0f} | {request[2]:,.0f} |")
 (m1, *a), (m2, *b) = [list(map(int, l.split())) for l in open(f"{out}/floor.txt")]
 m = [(y - x) / (m2 - m1) for x, y in zip(a, b)]
-print(f"| bare reader, per message | {m[0]:,.0f} | {m[1]:.1f} | {m[2]:.1f} | | | |")
+print(f"| bare reader, per message | {m[0]:,.0f} | {m[1]:.1f} | {m[2]:.1f} | {m[3]:.1f} | | | |")
 PY
