@@ -313,7 +313,18 @@ pub async fn measure(
         let exchange = std::pin::pin!(exchange(ctx, &mut rec, &body, &mut c));
         let deadline = std::pin::pin!(total.map(tokio::time::sleep));
         let cut_wait = std::pin::pin!(cut.wait());
-        first_of(exchange, deadline, cut_wait, total).await
+        match first_of(exchange, deadline, cut_wait).await {
+            First::Exchange(o) => o,
+            First::Timeout => Outcome::Timeout {
+                message: format!(
+                    "request exceeded the total timeout of {:?}",
+                    total.unwrap_or_default()
+                ),
+            },
+            First::Cut => Outcome::Cancelled {
+                message: "run interrupted while the request was in flight".into(),
+            },
+        }
     };
     stamp_done(ctx, &mut rec, &mut c, ctx.now_us());
     rec.outcome = outcome;
@@ -326,31 +337,32 @@ pub async fn measure(
     }
 }
 
-/// The exchange's outcome, unless the total timeout or the run's cut comes first. Polled in that
-/// order at every wake-up, by hand rather than by `select!` and `timeout`: each of those is one
-/// more level of state that every streamed event's wake-up passes through (BENCHMARKS.md, issue
-/// 17); the cut costs one shared flag's read after the exchange (`CutSignal`).
+/// What ended a request's wait: its exchange, the total timeout, or the run's cut.
+enum First {
+    Exchange(Outcome),
+    Timeout,
+    Cut,
+}
+
+/// Whichever of the exchange, the total timeout (when there is one) and the run's cut comes first,
+/// polled in that order at every wake-up, by hand rather than by `select!` and `timeout`: each of
+/// those is one more level of state that every streamed event's wake-up passes through
+/// (BENCHMARKS.md, issue 17); the cut costs one shared flag's read after the exchange (`CutSignal`).
 fn first_of(
     mut exchange: Pin<&mut impl Future<Output = Outcome>>,
     mut deadline: Pin<&mut Option<tokio::time::Sleep>>,
     mut cut: Pin<&mut crate::cut::CutWait<'_>>,
-    total: Option<Duration>,
-) -> impl Future<Output = Outcome> {
+) -> impl Future<Output = First> {
     std::future::poll_fn(move |cx| {
         if let Poll::Ready(o) = exchange.as_mut().poll(cx) {
-            return Poll::Ready(o);
+            return Poll::Ready(First::Exchange(o));
         }
         if let Some(d) = deadline.as_mut().as_pin_mut()
             && d.poll(cx).is_ready()
         {
-            let t = total.unwrap_or_default();
-            return Poll::Ready(Outcome::Timeout {
-                message: format!("request exceeded the total timeout of {t:?}"),
-            });
+            return Poll::Ready(First::Timeout);
         }
-        cut.as_mut().poll(cx).map(|()| Outcome::Cancelled {
-            message: "run interrupted while the request was in flight".into(),
-        })
+        cut.as_mut().poll(cx).map(|()| First::Cut)
     })
 }
 
