@@ -310,6 +310,11 @@ pub struct Args {
     /// fails a connection the kernel will not stamp.
     #[arg(long, value_enum, default_value_t = RxTimestamps::Auto)]
     pub rx_timestamps: RxTimestamps,
+    /// A PEM file of certificates to trust for https:// besides the system's: a server with a
+    /// private CA or a self-signed certificate (e.g. `--ca-cert internal-ca.pem`). The system's
+    /// roots come from SSL_CERT_FILE / SSL_CERT_DIR when set.
+    #[arg(long, env = "TOKENPERF_CA_CERT", value_name = "PEM")]
+    pub ca_cert: Option<PathBuf>,
     /// Seed for prompt and length sampling (LLMPerf's is 11111).
     #[arg(long, default_value_t = 11111)]
     pub seed: u64,
@@ -463,6 +468,8 @@ pub struct Plan {
     pub busy_poll: bool,
     /// Which clock times a read.
     pub rx_timestamps: RxTimestamps,
+    /// More roots for https:// (`--ca-cert`), checked when the plan is made.
+    pub ca_cert: Option<PathBuf>,
     /// Leading and trailing seconds whose requests are left out of the results.
     pub warmup_s: f64,
     pub cooldown_s: f64,
@@ -597,6 +604,7 @@ impl Args {
             ramp_up_s: self.ramp_up.unwrap_or(0.0),
             busy_poll: self.busy_poll,
             rx_timestamps: self.rx_timestamps,
+            ca_cert: self.ca_cert.clone(),
             mean_input_tokens: self.mean_input_tokens,
             stddev_input_tokens: self.stddev_input_tokens,
             mean_output_tokens: self.mean_output_tokens,
@@ -730,6 +738,15 @@ impl Args {
                  decrypted before loadgen sees them); use `read` for https://",
             ));
         }
+        if let Some(path) = &self.ca_cert {
+            if !origin.tls {
+                return Err(bad(
+                    "--ca-cert",
+                    format!("certificates are for https://, and {api_base} is plain http://"),
+                ));
+            }
+            crate::http::read_ca_certs(path).map_err(|e| bad("--ca-cert", e))?;
+        }
         let api_key = self.api_key.clone().ok_or_else(|| {
             bad(
                 "--api-key",
@@ -827,6 +844,12 @@ fn parse_shared_prefix(s: &str) -> Result<(u64, u64), ConfigError> {
 }
 
 impl Plan {
+    /// The certificates `--ca-cert` adds to the platform's roots (none without it).
+    pub fn ca_certs(&self) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, ConfigError> {
+        self.ca_cert.as_deref().map_or(Ok(Vec::new()), |p| {
+            crate::http::read_ca_certs(p).map_err(|e| bad("--ca-cert", e))
+        })
+    }
     pub fn idle_timeout(&self) -> Duration {
         Duration::from_secs_f64(self.idle_timeout_s)
     }
@@ -953,6 +976,49 @@ mod tests {
         assert_eq!(p.load, Load::Closed { concurrency: 4 });
         assert_eq!((p.requests, p.timeout_s), (Some(50), 600.0));
         assert_eq!(p.results_dir, Some(PathBuf::from("result_outputs")));
+    }
+
+    /// `--ca-cert` is read when the plan is made: a missing file, a file with no certificate, or
+    /// a plain http:// base names the flag before anything is sent.
+    #[test]
+    fn ca_cert_is_checked_when_the_plan_is_made() {
+        let plan = |base: &str, ca: &str| {
+            Args::try_parse_from([
+                "loadgen",
+                "--model",
+                "m",
+                "--api-key",
+                "k",
+                "--api-base",
+                base,
+                "--ca-cert",
+                ca,
+            ])
+            .unwrap()
+            .into_plan()
+            .map_err(|e| e.to_string())
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "not a certificate\n").unwrap();
+        let missing = dir.path().join("missing.pem");
+        for (base, ca, says) in [
+            ("https://example.com/v1", &missing, "reading"),
+            ("https://example.com/v1", &empty, "no PEM certificate"),
+            ("http://example.com/v1", &empty, "plain http://"),
+        ] {
+            let e = plan(base, ca.to_str().unwrap()).unwrap_err();
+            assert!(e.contains("--ca-cert") && e.contains(says), "{e}");
+        }
+        // A certificate block that is not base64 is named too.
+        let garbled = dir.path().join("garbled.pem");
+        std::fs::write(
+            &garbled,
+            "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let e = plan("https://example.com/v1", garbled.to_str().unwrap()).unwrap_err();
+        assert!(e.contains("--ca-cert") && e.contains("garbled.pem"), "{e}");
     }
 
     #[test]

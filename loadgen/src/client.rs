@@ -135,6 +135,11 @@ pub fn plain_http_client() -> reqwest::Result<reqwest::Client> {
     let tls = rustls::ClientConfig::builder()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
+    preconfigured_http_client(tls)
+}
+
+/// A reqwest client for one request at a time with these TLS settings.
+pub fn preconfigured_http_client(tls: rustls::ClientConfig) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)

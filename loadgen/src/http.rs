@@ -24,6 +24,7 @@ use std::task::{Context as TaskContext, Poll, ready};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustls::pki_types::CertificateDer;
 use tokio::io::unix::AsyncFd;
 use tokio::io::{AsyncRead, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -508,15 +509,40 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
-fn tls_connector() -> Result<tokio_rustls::TlsConnector, String> {
-    use rustls_platform_verifier::BuilderVerifierExt;
+/// Certificates to trust for `https://` on top of the platform's (`--ca-cert`): every
+/// `CERTIFICATE` block of a PEM file. A file that cannot be read, or holds none, is an error
+/// naming it.
+pub fn read_ca_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let certs = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "{}: no PEM certificate in it (a block starting -----BEGIN CERTIFICATE-----)",
+            path.display()
+        ));
+    }
+    Ok(certs)
+}
+
+/// The TLS settings of every `https://` request, measured or not: the server's certificate is
+/// checked against the platform's roots plus `extra_roots`.
+pub fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, String> {
     crate::client::install_crypto_provider();
-    let mut cfg = rustls::ClientConfig::builder()
-        .with_platform_verifier()
-        .map_err(|e| format!("setting up TLS certificate verification: {e}"))?
+    let builder = rustls::ClientConfig::builder();
+    let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
+        extra_roots.iter().cloned(),
+        builder.crypto_provider().clone(),
+    )
+    .map_err(|e| format!("setting up TLS certificate verification: {e}"))?;
+    let mut cfg = builder
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
         .with_no_client_auth();
     cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
+    Ok(cfg)
 }
 
 /// Whether a header name is an HTTP token and its value holds no line break or NUL (which would
@@ -530,11 +556,18 @@ fn valid_header(name: &str, value: &str) -> bool {
 }
 
 impl HttpClient {
-    /// A client for `base` (e.g. `http://localhost:5543/v1`) keeping up to `max_idle` connections.
-    pub fn new(base: &str, max_idle: usize, connect_timeout: Duration) -> Result<Self, String> {
+    /// A client for `base` (e.g. `http://localhost:5543/v1`) keeping up to `max_idle` connections;
+    /// `https://` trusts the platform's roots and `extra_roots`.
+    pub fn new(
+        base: &str,
+        max_idle: usize,
+        connect_timeout: Duration,
+        extra_roots: &[CertificateDer<'static>],
+    ) -> Result<Self, String> {
         let origin = Origin::parse(base)?;
         let tls = if origin.tls {
-            Some(tls_connector()?)
+            let cfg = tls_config(extra_roots)?;
+            Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
         } else {
             None
         };
@@ -819,7 +852,7 @@ mod tests {
             // Held open until the client has read.
             let _ = s.read(&mut [0u8; 1]).await;
         });
-        let client = HttpClient::new(&base, 1, Duration::from_secs(5))
+        let client = HttpClient::new(&base, 1, Duration::from_secs(5), &[])
             .unwrap()
             .with_rx_timestamps(RxTimestamps::Kernel);
         let body = Bytes::from_static(b"{}");
@@ -856,7 +889,7 @@ mod tests {
         let (go, wait) = tokio::sync::oneshot::channel();
         let (closed_tx, closed) = tokio::sync::oneshot::channel();
         let server = tokio::spawn(serve(listener, wait, closed_tx));
-        let client = HttpClient::new(&base, 4, Duration::from_secs(5)).unwrap();
+        let client = HttpClient::new(&base, 4, Duration::from_secs(5), &[]).unwrap();
         let body = Bytes::from_static(b"{\"x\":1}");
         let mut news = Vec::new();
         let mut on_send = |new: bool| news.push(new);
@@ -920,7 +953,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_header_value_with_a_line_break_is_refused_before_sending() {
-        let client = HttpClient::new("http://127.0.0.1:9/v1", 1, Duration::from_secs(1)).unwrap();
+        let client =
+            HttpClient::new("http://127.0.0.1:9/v1", 1, Duration::from_secs(1), &[]).unwrap();
         let body = Bytes::from_static(b"{}");
         let bad = [("authorization", "Bearer k\r\nx-injected: 1")];
         let err = client

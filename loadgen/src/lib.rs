@@ -111,11 +111,12 @@ pub(crate) fn unix_us() -> u64 {
 pub async fn list_models(plan: &Plan) -> Option<Vec<String>> {
     let url = format!("{}/models", plan.api_base.trim_end_matches('/'));
     let http = if url.starts_with("http://") {
-        client::plain_http_client()
+        client::plain_http_client().ok()?
     } else {
-        client::http_client(1)
+        // Trusting what the measured requests trust (`--ca-cert`).
+        let tls = http::tls_config(&plan.ca_certs().ok()?).ok()?;
+        client::preconfigured_http_client(tls).ok()?
     };
-    let http = http.ok()?;
     let wait = plan.idle_timeout().min(Duration::from_secs(5));
     let resp = http
         .get(&url)
@@ -285,10 +286,12 @@ pub async fn run_plan_with(
 ) -> anyhow::Result<RunOutput> {
     // The connections and the server's model list are made while the tokenizer loads (tens of ms
     // for a large one), on the runtime's workers: both are on the way to the first request.
+    let roots = plan.ca_certs()?;
     let http = http::HttpClient::new(
         &plan.api_base,
         plan.concurrency() as usize,
         plan.idle_timeout(),
+        &roots,
     )
     .map_err(|e| anyhow::anyhow!("--api-base: {e}"))?
     .with_rx_timestamps(plan.rx_timestamps);
@@ -924,7 +927,7 @@ mod tests {
                 .unwrap(),
             arrivals: None,
         };
-        let http = http::HttpClient::new(&plan.api_base, 1, Duration::from_secs(1)).unwrap();
+        let http = http::HttpClient::new(&plan.api_base, 1, Duration::from_secs(1), &[]).unwrap();
         let client = Client::new(&plan, http, &workload, Arc::new(AtomicI64::new(0))).unwrap();
         let ctx = client.context(&Started::now(), 0);
         let (tx, mut rx) = mpsc::channel(16);

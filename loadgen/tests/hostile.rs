@@ -466,14 +466,7 @@ async fn a_tls_handshake_that_fails_is_a_connect_error_naming_tls() {
 /// The same llama.cpp behaviour from our own mock (`--close-after-stream`): no request lost.
 #[tokio::test]
 async fn the_mock_in_close_after_stream_mode_costs_no_request() {
-    let server = mock_server::spawn(mock_server::Settings {
-        ttft_ms: 1.0,
-        itl_ms: 0.5,
-        close_after_stream: true,
-        ..mock_server::Settings::default()
-    })
-    .await
-    .unwrap();
+    let server = common::mock_closing_after_stream().await;
     for c in ["1", "4"] {
         let out = run(&server.base_url(), &n_c("300", c)).await;
         assert_eq!(

@@ -49,6 +49,19 @@ pub async fn mock(ttft_ms: u64, itl_ms: u64) -> mock_server::Running {
     .unwrap()
 }
 
+/// A mock-server that closes the connection after every stream while advertising keep-alive
+/// (llama.cpp's habit), with 1 ms to the first token and 0.5 ms between tokens.
+pub async fn mock_closing_after_stream() -> mock_server::Running {
+    mock_server::spawn(mock_server::Settings {
+        ttft_ms: 1.0,
+        itl_ms: 0.5,
+        close_after_stream: true,
+        ..mock_server::Settings::default()
+    })
+    .await
+    .unwrap()
+}
+
 pub fn sse(events: &[&str], sep: &str) -> String {
     events
         .iter()
