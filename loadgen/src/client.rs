@@ -358,17 +358,35 @@ fn first_of(
     mut deadline: Pin<&mut Option<tokio::time::Sleep>>,
     mut cut: Pin<&mut crate::cut::CutWait<'_>>,
 ) -> impl Future<Output = First> {
+    let mut deadline_polled = false;
     std::future::poll_fn(move |cx| {
         if let Poll::Ready(o) = exchange.as_mut().poll(cx) {
             return Poll::Ready(First::Exchange(o));
         }
         if let Some(d) = deadline.as_mut().as_pin_mut()
-            && d.poll(cx).is_ready()
+            && poll_timer(d, &mut deadline_polled, cx).is_ready()
         {
             return Poll::Ready(First::Timeout);
         }
         cut.as_mut().poll(cx).map(|()| First::Cut)
     })
+}
+
+/// Polls `timer` only when that can tell something: its first time (or after a reset, which
+/// clears `polled`), or once it has fired. In between, the waker its last poll registered is this
+/// request's task's, the same at every wake-up, so the timer will wake the task when it fires;
+/// polling it at every streamed event only re-registered that waker (`Sleep::poll` was 1.3 % of
+/// the pinned case's samples, BENCHMARKS.md issue 17).
+fn poll_timer(
+    timer: Pin<&mut tokio::time::Sleep>,
+    polled: &mut bool,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<()> {
+    if *polled && !timer.is_elapsed() {
+        return Poll::Pending;
+    }
+    *polled = true;
+    timer.poll(cx)
 }
 
 /// A request whose exchange is over but whose tokens are not counted yet.
@@ -684,12 +702,13 @@ async fn read_stream(
     let mut last_at = rec.response_head_at_us.unwrap_or_else(|| ctx.now_us());
     let idle_timer = tokio::time::sleep(ctx.config.idle_timeout);
     tokio::pin!(idle_timer);
+    let mut timer_polled = false;
     loop {
         // Polled by hand rather than by `select!`: the body first, then the timer, one level of
         // state for an event's wake-up (BENCHMARKS.md, issue 17).
         let polled = std::future::poll_fn(|cx| match body.poll_piece(cx) {
             Poll::Ready(r) => Poll::Ready(Some(r)),
-            Poll::Pending => idle_timer.as_mut().poll(cx).map(|()| None),
+            Poll::Pending => poll_timer(idle_timer.as_mut(), &mut timer_polled, cx).map(|()| None),
         });
         let next = match polled.await {
             Some(Ok(Some(len))) => body.piece(len).map(Ok),
@@ -697,7 +716,11 @@ async fn read_stream(
             Some(Err(e)) => Some(Err(e)),
             None => match idle_fired(ctx, rec, c, last_at, idle_timer.as_mut()) {
                 Some(timeout) => return Err(timeout),
-                None => continue,
+                None => {
+                    // Moved to a new deadline: its next poll registers the waker again.
+                    timer_polled = false;
+                    continue;
+                }
             },
         };
         // Never before the previous event, nor before the send (bytes read before the head).
