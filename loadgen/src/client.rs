@@ -358,13 +358,13 @@ fn first_of(
     mut deadline: Pin<&mut Option<tokio::time::Sleep>>,
     mut cut: Pin<&mut crate::cut::CutWait<'_>>,
 ) -> impl Future<Output = First> {
-    let mut deadline_polled = false;
+    let mut deadline_waker = None;
     std::future::poll_fn(move |cx| {
         if let Poll::Ready(o) = exchange.as_mut().poll(cx) {
             return Poll::Ready(First::Exchange(o));
         }
         if let Some(d) = deadline.as_mut().as_pin_mut()
-            && poll_timer(d, &mut deadline_polled, cx).is_ready()
+            && poll_timer(d, &mut deadline_waker, cx).is_ready()
         {
             return Poll::Ready(First::Timeout);
         }
@@ -372,20 +372,23 @@ fn first_of(
     })
 }
 
-/// Polls `timer` only when that can tell something: its first time (or after a reset, which
-/// clears `polled`), or once it has fired. In between, the waker its last poll registered is this
-/// request's task's, the same at every wake-up, so the timer will wake the task when it fires;
-/// polling it at every streamed event only re-registered that waker (`Sleep::poll` was 1.3 % of
-/// the pinned case's samples, BENCHMARKS.md issue 17).
+/// Polls `timer` only when that can tell something: with a waker it does not hold yet (its first
+/// poll, a reset, which clears `registered`, or another task's waker), or once it has fired. In
+/// between, the timer will wake the waker it holds when it fires, so polling it at every streamed
+/// event only registered that waker again (`Sleep::poll` was 1.3 % of the pinned case's samples,
+/// BENCHMARKS.md issue 17); `CutWait` keeps its wait the same way.
 fn poll_timer(
     timer: Pin<&mut tokio::time::Sleep>,
-    polled: &mut bool,
+    registered: &mut Option<std::task::Waker>,
     cx: &mut std::task::Context<'_>,
 ) -> Poll<()> {
-    if *polled && !timer.is_elapsed() {
+    let held = registered.as_ref().is_some_and(|w| w.will_wake(cx.waker()));
+    if held && !timer.is_elapsed() {
         return Poll::Pending;
     }
-    *polled = true;
+    if !held {
+        *registered = Some(cx.waker().clone());
+    }
     timer.poll(cx)
 }
 
@@ -702,13 +705,13 @@ async fn read_stream(
     let mut last_at = rec.response_head_at_us.unwrap_or_else(|| ctx.now_us());
     let idle_timer = tokio::time::sleep(ctx.config.idle_timeout);
     tokio::pin!(idle_timer);
-    let mut timer_polled = false;
+    let mut timer_waker = None;
     loop {
         // Polled by hand rather than by `select!`: the body first, then the timer, one level of
         // state for an event's wake-up (BENCHMARKS.md, issue 17).
         let polled = std::future::poll_fn(|cx| match body.poll_piece(cx) {
             Poll::Ready(r) => Poll::Ready(Some(r)),
-            Poll::Pending => poll_timer(idle_timer.as_mut(), &mut timer_polled, cx).map(|()| None),
+            Poll::Pending => poll_timer(idle_timer.as_mut(), &mut timer_waker, cx).map(|()| None),
         });
         let next = match polled.await {
             Some(Ok(Some(len))) => body.piece(len).map(Ok),
@@ -718,7 +721,7 @@ async fn read_stream(
                 Some(timeout) => return Err(timeout),
                 None => {
                     // Moved to a new deadline: its next poll registers the waker again.
-                    timer_polled = false;
+                    timer_waker = None;
                     continue;
                 }
             },
@@ -933,6 +936,59 @@ fn on_data(data: &[u8], at: u64, c: &mut Collected, failure: &mut Option<Outcome
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A waker that records that it was woken.
+    struct Flag(std::sync::atomic::AtomicBool);
+    impl std::task::Wake for Flag {
+        fn wake(self: Arc<Self>) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    /// A timer polled by `poll_timer` wakes the last waker it was polled with, and is seen to fire
+    /// when polled again with the waker it holds; after a reset it is registered again.
+    #[tokio::test]
+    async fn a_lazily_polled_timer_wakes_its_last_waker() {
+        let flags: Vec<Arc<Flag>> = (0..3)
+            .map(|_| Arc::new(Flag(std::sync::atomic::AtomicBool::new(false))))
+            .collect();
+        let wakers: Vec<std::task::Waker> = flags.iter().cloned().map(Into::into).collect();
+        let poll = |t: Pin<&mut tokio::time::Sleep>, held: &mut Option<std::task::Waker>, i| {
+            poll_timer(t, held, &mut std::task::Context::from_waker(&wakers[i]))
+        };
+        let woken = |i: usize| flags[i].0.load(Ordering::SeqCst);
+        let wait_for = |i: usize| async move {
+            for _ in 0..500 {
+                if woken(i) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            panic!("waker {i} was never woken");
+        };
+        let mut timer = std::pin::pin!(tokio::time::sleep(Duration::from_millis(20)));
+        let mut held = None;
+        assert!(poll(timer.as_mut(), &mut held, 0).is_pending());
+        assert!(poll(timer.as_mut(), &mut held, 0).is_pending());
+        assert!(
+            poll(timer.as_mut(), &mut held, 1).is_pending(),
+            "another task's waker"
+        );
+        wait_for(1).await;
+        assert!(!woken(0), "only the last waker is woken");
+        assert!(
+            poll(timer.as_mut(), &mut held, 1).is_ready(),
+            "seen to have fired"
+        );
+
+        timer
+            .as_mut()
+            .reset(tokio::time::Instant::now() + Duration::from_millis(20));
+        held = None;
+        assert!(poll(timer.as_mut(), &mut held, 2).is_pending());
+        wait_for(2).await;
+        assert!(poll(timer.as_mut(), &mut held, 2).is_ready());
+    }
 
     #[test]
     fn tokens_are_attributed_to_the_piece_where_they_start() {
