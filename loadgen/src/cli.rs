@@ -1019,6 +1019,9 @@ mod tests {
         .unwrap();
         let e = plan("https://example.com/v1", garbled.to_str().unwrap()).unwrap_err();
         assert!(e.contains("--ca-cert") && e.contains("garbled.pem"), "{e}");
+        // A file without end is not read into memory.
+        let e = plan("https://example.com/v1", "/dev/zero").unwrap_err();
+        assert!(e.contains("--ca-cert") && e.contains("larger than"), "{e}");
     }
 
     #[test]

@@ -509,12 +509,26 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     s
 }
 
+/// Most bytes a `--ca-cert` file may have: a whole system bundle is about 200 KiB, and a path
+/// such as `/dev/zero` must not be read into memory without end.
+const MAX_CA_FILE_BYTES: u64 = 16 << 20;
+
 /// Certificates to trust for `https://` on top of the platform's (`--ca-cert`): every
-/// `CERTIFICATE` block of a PEM file. A file that cannot be read, or holds none, is an error
-/// naming it.
+/// `CERTIFICATE` block of a PEM file. A file that cannot be read, is too large, or holds none is an
+/// error naming it.
 pub fn read_ca_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'static>>, String> {
     use rustls::pki_types::pem::PemObject;
-    let pem = std::fs::read(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_CA_FILE_BYTES + 1).read_to_end(&mut pem))
+        .map_err(|e| format!("reading {}: {e}", path.display()))?;
+    if pem.len() as u64 > MAX_CA_FILE_BYTES {
+        return Err(format!(
+            "{}: larger than {} MiB, not a certificate file",
+            path.display(),
+            MAX_CA_FILE_BYTES >> 20
+        ));
+    }
     let certs = CertificateDer::pem_slice_iter(&pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("{}: not a PEM certificate file: {e}", path.display()))?;
