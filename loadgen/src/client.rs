@@ -138,9 +138,11 @@ pub fn plain_http_client() -> reqwest::Result<reqwest::Client> {
     preconfigured_http_client(tls)
 }
 
-/// A reqwest client for one request at a time with these TLS settings.
+/// A reqwest client for one request at a time to the measured server, with these TLS settings.
+/// It goes where the measured requests go, directly: no `HTTP(S)_PROXY`.
 pub fn preconfigured_http_client(tls: rustls::ClientConfig) -> reqwest::Result<reqwest::Client> {
     reqwest::Client::builder()
+        .no_proxy()
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
         .tls_backend_preconfigured(tls)

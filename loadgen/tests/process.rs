@@ -1,6 +1,7 @@
 //! The loadgen binary as a user runs it: signals (SIGTERM from `timeout` or `docker stop`, SIGINT
 //! from Ctrl-C) still write every file and exit 130; a full disk stops the run, names the file and
-//! still prints the summary (exit 2); out-of-range flags exit 2 naming the flag, before any work.
+//! still prints the summary (exit 2); out-of-range flags exit 2 naming the flag, before any work;
+//! a proxy in the environment is not used for the server measured.
 
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -181,5 +182,46 @@ async fn a_run_without_a_results_dir_says_it_wrote_nothing() {
         "{stderr}"
     );
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+    server.stop().await.unwrap();
+}
+
+/// A proxy in the environment (here one where nothing listens) is not used for the server: the
+/// measured requests and the model list at the start go to it directly, as they are measured.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_proxy_in_the_environment_is_not_used_for_the_server() {
+    let server = mock(1, 1).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = loadgen(
+        &server.base_url(),
+        dir.path(),
+        &["--max-num-completed-requests", "2"],
+    );
+    for var in [
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+    ] {
+        cmd.env(var, "http://127.0.0.1:9");
+    }
+    cmd.env_remove("NO_PROXY").env_remove("no_proxy");
+    let out = wait(cmd.spawn().unwrap(), Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    let run: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            dir.path()
+                .join(format!("{}_run.json", file_stem("m", 60, 8))),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        run["server_models"],
+        serde_json::json!(["mock"]),
+        "{stderr}"
+    );
     server.stop().await.unwrap();
 }
