@@ -11,7 +11,10 @@
 # what any client pays on this VM in the pinned case; the table gives loadgen's pinned cost as a
 # ratio to it (both whole processes, launch to exit), round by round. The pinned case also reads
 # each of loadgen's threads' CPU, to tell per-event work (the runtime's worker) from per-request
-# work (token counting, prompt building). With a REV,
+# work (token counting, prompt building). Each run also reports events per read (events that share
+# a read's time stamp came in one read) and the floor its messages per read: above 1 in the paced
+# case, the server fell behind its pace (a slow spell of the VM) and reads batched, which lowers the
+# CPU per event without loadgen doing anything cheaper. With a REV,
 # loadgen built from REV alternates with this tree's over ROUNDS rounds (default 3), against the
 # same mock (this tree's).
 #
@@ -81,10 +84,13 @@ run() { # run VARIANT CASE LOADGEN ROUND
 import glob, json, sys
 d, variant, case = sys.argv[1:]
 wall, user, sys_s = map(float, open(d + ".time").read().split()[-3:])
-events = ok = 0
+events = ok = reads = 0
 for line in open(glob.glob(d + "/*_requests.jsonl")[0]):
     r = json.loads(line)
-    events += len(r.get("events") or [])
+    evs = r.get("events") or []
+    events += len(evs)
+    # Events one read brought share its time stamp: distinct times are the reads that carried events.
+    reads += len({e[0] for e in evs})
     ok += r["outcome"]["kind"] == "ok"
 cpu = user + sys_s
 # µs per event: user, system, then each kind of thread (the last reading of each thread's run time).
@@ -99,7 +105,7 @@ for (name, _), ns in last.items():
     kinds[kind] = kinds.get(kind, 0) + ns
 per = lambda s: f"{s * 1e6 / events:.2f}"
 threads = ",".join(f"{k}={per(ns / 1e9)}" for k, ns in sorted(kinds.items()))
-print(f"{events} {ok} {wall:.2f} {cpu:.2f} {cpu / events * 1e5:.3f} {events / wall:.0f} {100 * cpu / wall:.0f} {per(user)} {per(sys_s)} {threads}")
+print(f"{events} {ok} {wall:.2f} {cpu:.2f} {cpu / events * 1e5:.3f} {events / wall:.0f} {100 * cpu / wall:.0f} {per(user)} {per(sys_s)} {threads} {events / max(reads, 1):.3f}")
 PY
     rm -rf "$dir"
 }
@@ -114,10 +120,13 @@ floor() { # floor ROUND: the bare writer and reader pinned as in the pinned case
         --port "$port" --streams 1000 >"$out/floor-reader-r$1.log"
     wait "$w"
     # µs per message: the reader's own figure (its CPU after connecting), then user and system time
-    # of the whole process.
-    local msgs; msgs=$(grep -o '^reader: [0-9]*' "$out/floor-reader-r$1.log" | grep -o '[0-9]*$')
+    # of the whole process; then messages per read.
+    local msgs reads
+    msgs=$(grep -o '^reader: [0-9]*' "$out/floor-reader-r$1.log" | grep -o '[0-9]*$')
+    reads=$(grep -o 'messages in [0-9]* reads' "$out/floor-reader-r$1.log" | grep -o '[0-9]*')
     echo "$(grep -o '[0-9.]* µs per message' "$out/floor-reader-r$1.log" | grep -o '^[0-9.]*')" \
         "$(awk -v m="$msgs" '{ printf "%.2f %.2f", $1 * 1e6 / m, $2 * 1e6 / m }' "$out/floor-r$1.time")" \
+        "$(awk -v m="$msgs" -v r="$reads" 'BEGIN { printf "%.3f", m / (r > 0 ? r : 1) }')" \
         >>"$out/floor.txt"
 }
 
@@ -139,13 +148,13 @@ done
 python3 - "$out" "${cases[*]}" "${variants[@]}" <<'PY'
 import sys
 out, cases, variants = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
-print("| loadgen | case | events | ok requests | CPU s per 100k events | events/s | loadgen CPU % of wall |")
-print("|---|---|---:|---:|---|---|---|")
+print("| loadgen | case | events | ok requests | CPU s per 100k events | events/s | loadgen CPU % of wall | events per read |")
+print("|---|---|---:|---:|---|---|---|---|")
 for v in variants:
     for case in cases:
         rows = [l.split() for l in open(f"{out}/{v}-{case}.txt")]
-        col = lambda i: ", ".join(r[i] for r in rows)
-        print(f"| {v} | {case} | {rows[0][0]} | {rows[0][1]} | {col(4)} | {col(5)} | {col(6)} |")
+        col = lambda i: ", ".join(r[i] if len(r) > i else "-" for r in rows)
+        print(f"| {v} | {case} | {rows[0][0]} | {rows[0][1]} | {col(4)} | {col(5)} | {col(6)} | {col(10)} |")
 print()
 print("| loadgen | case | µs per event: user | system | by thread (schedstat) |")
 print("|---|---|---|---|---|")
@@ -157,13 +166,15 @@ for v in variants:
 floor = [l.split() for l in open(f"{out}/floor.txt")]
 print()
 shown = variants if "pinned" in cases else []
-print("| round | floor reader µs per message (user, system) | " + " | ".join(f"{v} pinned ÷ floor" for v in shown) + " |")
-print("|---|---|" + "---:|" * len(shown))
-for i, (f, fu, fs) in enumerate(floor):
+print("| round | floor reader µs per message (user, system) | messages per read | " + " | ".join(f"{v} pinned ÷ floor" for v in shown) + " |")
+print("|---|---|---:|" + "---:|" * len(shown))
+for i, row in enumerate(floor):
+    f, fu, fs = row[:3]
+    per_read = row[3] if len(row) > 3 else "-"
     f = float(f)
     ratios = []
     for v in shown:
         pinned = float(open(f"{out}/{v}-pinned.txt").readlines()[i].split()[4]) * 10  # µs per event
         ratios.append(f"{pinned / (float(fu) + float(fs)):.2f}")
-    print(f"| {i + 1} | {f:.2f} ({fu}, {fs}) | " + " | ".join(ratios) + " |")
+    print(f"| {i + 1} | {f:.2f} ({fu}, {fs}) | {per_read} | " + " | ".join(ratios) + " |")
 PY
