@@ -899,12 +899,17 @@ mod tests {
     use clap::CommandFactory;
 
     fn args(extra: &[&str]) -> Result<Plan, String> {
+        plan_at("http://127.0.0.1:1/v1", extra)
+    }
+
+    /// The plan for a model `m` at `base` with key `k`, then `extra`, or its error as text.
+    fn plan_at(base: &str, extra: &[&str]) -> Result<Plan, String> {
         let mut v = vec![
             "loadgen",
             "--model",
             "m",
             "--api-base",
-            "http://127.0.0.1:1/v1",
+            base,
             "--api-key",
             "k",
         ];
@@ -982,22 +987,7 @@ mod tests {
     /// a plain http:// base names the flag before anything is sent.
     #[test]
     fn ca_cert_is_checked_when_the_plan_is_made() {
-        let plan = |base: &str, ca: &str| {
-            Args::try_parse_from([
-                "loadgen",
-                "--model",
-                "m",
-                "--api-key",
-                "k",
-                "--api-base",
-                base,
-                "--ca-cert",
-                ca,
-            ])
-            .unwrap()
-            .into_plan()
-            .map_err(|e| e.to_string())
-        };
+        let plan = |base: &str, ca: &str| plan_at(base, &["--ca-cert", ca]);
         let dir = tempfile::tempdir().unwrap();
         let empty = dir.path().join("empty.pem");
         std::fs::write(&empty, "not a certificate\n").unwrap();
@@ -1099,20 +1089,7 @@ mod tests {
             let e = args(extra).unwrap_err();
             assert!(e.contains(flag), "{extra:?}: {e}");
         }
-        let https = Args::try_parse_from([
-            "loadgen",
-            "--model",
-            "m",
-            "--api-key",
-            "k",
-            "--api-base",
-            "https://example.com/v1",
-            "--rx-timestamps",
-            "kernel",
-        ])
-        .unwrap()
-        .into_plan();
-        let e = https.unwrap_err().to_string();
+        let e = plan_at("https://example.com/v1", &["--rx-timestamps", "kernel"]).unwrap_err();
         assert!(
             e.contains("--rx-timestamps") && e.contains("http://"),
             "{e}"

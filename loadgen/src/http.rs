@@ -543,7 +543,7 @@ pub fn read_ca_certs(path: &std::path::Path) -> Result<Vec<CertificateDer<'stati
 
 /// The TLS settings of every `https://` request, measured or not: the server's certificate is
 /// checked against the platform's roots plus `extra_roots`.
-pub fn tls_config(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, String> {
+fn tls_settings(extra_roots: &[CertificateDer<'static>]) -> Result<rustls::ClientConfig, String> {
     crate::client::install_crypto_provider();
     let builder = rustls::ClientConfig::builder();
     let verifier = rustls_platform_verifier::Verifier::new_with_extra_roots(
@@ -580,7 +580,7 @@ impl HttpClient {
     ) -> Result<Self, String> {
         let origin = Origin::parse(base)?;
         let tls = if origin.tls {
-            let cfg = tls_config(extra_roots)?;
+            let cfg = tls_settings(extra_roots)?;
             Some(tokio_rustls::TlsConnector::from(Arc::new(cfg)))
         } else {
             None
@@ -595,6 +595,12 @@ impl HttpClient {
             connect_timeout,
             rx_timestamps: RxTimestamps::Read,
         })
+    }
+
+    /// The TLS settings of this client's `https://` connections (`None` for plain http://), for
+    /// other requests to the same server: its roots are read once.
+    pub fn tls_config(&self) -> Option<rustls::ClientConfig> {
+        self.tls.as_ref().map(|c| (**c.config()).clone())
     }
 
     /// How reads are timed on plain connections (`--rx-timestamps`; [`RxTimestamps::Read`] until

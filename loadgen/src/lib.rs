@@ -108,14 +108,12 @@ pub(crate) fn unix_us() -> u64 {
 
 /// The model ids the server lists at `{base}/models`, when it answers that in a few seconds with
 /// OpenAI's shape; `None` otherwise (many servers do not serve it, and the run reports its own errors).
-pub async fn list_models(plan: &Plan) -> Option<Vec<String>> {
+/// `measured` is the measured requests' client: the listing trusts what they trust (`--ca-cert`).
+pub async fn list_models(plan: &Plan, measured: &http::HttpClient) -> Option<Vec<String>> {
     let url = format!("{}/models", plan.api_base.trim_end_matches('/'));
-    let http = if url.starts_with("http://") {
-        client::plain_http_client().ok()?
-    } else {
-        // Trusting what the measured requests trust (`--ca-cert`).
-        let tls = http::tls_config(&plan.ca_certs().ok()?).ok()?;
-        client::preconfigured_http_client(tls).ok()?
+    let http = match measured.tls_config() {
+        None => client::plain_http_client().ok()?,
+        Some(tls) => client::preconfigured_http_client(tls).ok()?,
     };
     let wait = plan.idle_timeout().min(Duration::from_secs(5));
     let resp = http
@@ -300,8 +298,8 @@ pub async fn run_plan_with(
         async move { http.warm(n).await }
     });
     let models = tokio::spawn({
-        let plan = plan.clone();
-        async move { list_models(&plan).await }
+        let (plan, http) = (plan.clone(), http.clone());
+        async move { list_models(&plan, &http).await }
     });
     let workload = Workload::prepare(&plan).await?;
     let files = output_files(&plan)?;
