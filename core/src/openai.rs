@@ -9,7 +9,10 @@ use std::borrow::Cow;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+mod recurring;
 mod skim;
+
+pub use recurring::{EventError, Reading, Recurring};
 
 /// `usage` as OpenAI sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
-use tokenperf_core::openai::{ErrorObject, StreamEvent};
+use tokenperf_core::openai::{ErrorObject, Reading, Recurring};
 use tokenperf_core::record::{
     ConnectionInfo, Event, GroundTruth, Outcome, RequestRecord, ServerChunk, TokenCount,
 };
@@ -253,10 +253,12 @@ struct Collected {
     body_bytes: u64,
     /// Events that were OpenAI chunks (had `choices` or `usage`); a stream of none is malformed.
     chunks: usize,
+    /// The last plain event, to read the next ones against.
+    recurring: Recurring,
     /// The first bytes of the body, for the message when it held no event at all.
     head: Vec<u8>,
-    model: Option<String>,
     done: bool,
+    model: Option<String>,
     /// Whether this request is counted in `Context::in_flight`.
     counted: bool,
     usage: Option<tokenperf_core::openai::Usage>,
@@ -267,6 +269,9 @@ struct Collected {
     /// The first event that was not a chunk, for the message.
     first_other: Option<String>,
 }
+
+// What every event touches fits in two cache lines.
+const _: () = assert!(std::mem::offset_of!(Collected, done) < 128);
 
 impl Collected {
     fn new(max_tokens: u64) -> Self {
@@ -286,6 +291,7 @@ impl Collected {
             body_bytes: 0,
             model: None,
             counted: false,
+            recurring: Recurring::default(),
         }
     }
 }
@@ -871,12 +877,16 @@ fn on_data(data: &[u8], at: u64, c: &mut Collected, failure: &mut Option<Outcome
         c.done = true;
         return;
     }
-    // UTF-8 checked once for the whole event, not again for every key and string in it.
-    let parsed = std::str::from_utf8(data)
-        .map_err(|e| e.to_string())
-        .and_then(|text| StreamEvent::parse(text).map_err(|e| e.to_string()));
-    let ev = match parsed {
-        Ok(ev) => ev,
+    // Read against the stream's last plain event where it can be (`Recurring`), else whole.
+    let ev = match c.recurring.read(data) {
+        Ok(Reading::Event(ev)) => ev,
+        Ok(Reading::Again(text)) => {
+            // The last plain event again with a new text: a chunk, no finish reason, usage, error
+            // or ground truth, and the model (if any) recorded when that event was read.
+            c.chunks += 1;
+            arrived(c, at, text);
+            return;
+        }
         Err(e) => {
             let shown: String = String::from_utf8_lossy(data).chars().take(200).collect();
             *failure = Some(Outcome::Malformed {
@@ -908,11 +918,6 @@ fn on_data(data: &[u8], at: u64, c: &mut Collected, failure: &mut Option<Outcome
     {
         c.model = Some(m.to_string());
     }
-    let content = ev.content();
-    let len = content.map_or(0, str::len);
-    if let Some(text) = content {
-        c.text.push_str(text);
-    }
     if let Some(f) = ev.finish_reason() {
         c.finish_reason = Some(f.to_string());
     }
@@ -928,10 +933,16 @@ fn on_data(data: &[u8], at: u64, c: &mut Collected, failure: &mut Option<Outcome
             t.tokens,
         ));
     }
+    arrived(c, at, ev.content().unwrap_or_default());
+}
+
+/// Records an event's arrival and its text.
+fn arrived(c: &mut Collected, at: u64, text: &str) {
+    c.text.push_str(text);
     c.events.push(Arrival {
         at_us: at,
         // An event is at most `--max-sse-line-bytes` (≤ 1 GiB) long, and so is its content.
-        content_bytes: len as u32,
+        content_bytes: text.len() as u32,
     });
 }
 
@@ -990,6 +1001,56 @@ mod tests {
         assert!(poll(timer.as_mut(), &mut held, 2).is_pending());
         wait_for(2).await;
         assert!(poll(timer.as_mut(), &mut held, 2).is_ready());
+    }
+
+    /// A llama.cpp-like completions stream read against its last plain event gives what reading
+    /// every event whole gives: texts, arrivals, chunks, model, finish reason and usage.
+    #[test]
+    fn events_read_against_the_last_one_are_read_as_whole_ones() {
+        let token = |created: u32, text: &str| {
+            format!(
+                r#"{{"choices":[{{"text":"{text}","index":0,"logprobs":null,"finish_reason":null}}],"created":{created},"id":"chatcmpl-1","model":"llama","object":"text_completion"}}"#
+            )
+        };
+        let events = [
+            token(1, " The"),
+            token(1, " quick"),
+            token(1, ""),
+            token(1, r#" \"q\""#),
+            token(1, " é"),
+            token(2, " fox"),
+            token(2, " jumps"),
+            r#"{"choices":[{"text":"","index":0,"logprobs":null,"finish_reason":"length"}],"created":2,"id":"chatcmpl-1","model":"llama","object":"text_completion","usage":{"completion_tokens":6,"prompt_tokens":3,"total_tokens":9},"timings":{"predicted_n":6}}"#.to_owned(),
+            "[DONE]".to_owned(),
+        ];
+        let read = |whole: bool| {
+            let (mut c, mut failure) = (Collected::new(16), None);
+            for (n, e) in events.iter().enumerate() {
+                if whole {
+                    c.recurring = Recurring::default();
+                }
+                on_data(e.as_bytes(), n as u64, &mut c, &mut failure);
+            }
+            assert!(failure.is_none());
+            let arrivals: Vec<_> = c
+                .events
+                .iter()
+                .map(|a| (a.at_us, a.content_bytes))
+                .collect();
+            let usage = c.usage.map(|u| u.completion_tokens);
+            (
+                c.text,
+                arrivals,
+                c.chunks,
+                c.model,
+                c.finish_reason,
+                usage,
+                c.done,
+            )
+        };
+        let got = read(false);
+        assert_eq!(got.0, r#" The quick "q" é fox jumps"#);
+        assert_eq!(got, read(true));
     }
 
     #[test]

@@ -353,7 +353,7 @@ impl<'a> Skim<'a> {
 /// Where a string's plain run ends: the first quote, backslash or control character, or the end.
 /// Eight bytes at a time (as serde_json's own string scan does), since most of an event's bytes are
 /// inside strings: a byte-by-byte loop took a quarter of the skim's time.
-fn string_end(s: &[u8]) -> usize {
+pub(super) fn string_end(s: &[u8]) -> usize {
     const ONES: u64 = u64::from_ne_bytes([1; 8]);
     const HIGH: u64 = ONES << 7;
     // A byte of `x` is below `n` (< 128) iff its high bit is set in `(x - n·ONES) & !x`; above the
