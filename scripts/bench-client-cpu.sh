@@ -22,7 +22,13 @@
 # With LTO=1, this tree's loadgen also runs built with fat LTO and one codegen unit ("now-lto",
 # built in target/lto), which the release profile does not use (see BENCHMARKS.md, issue 17).
 # CASES picks the cases (default "pinned unpinned saturated"); "pinned" alone makes a round short,
-# for more rounds of the case with the target.
+# for more rounds of the case with the target. A fourth case, "floor-paced", is loadgen pinned on
+# CPU 1 against `tcp_floor sse` on CPU 0: the bare writer's own loop (the same absolute deadlines,
+# one write per event, 1,000 streams x 10 ms) speaking just enough HTTP and SSE, so that loadgen
+# and the bare reader are offered the same writes, and a server that falls behind (the mock on one
+# core at this rate) does not lower loadgen's cost per event; the last table then gives loadgen's
+# cost per event in this case as a ratio to the bare reader's per message, and both writers'
+# lateness (the floor-writer logs beside the tables).
 #
 # Usage: scripts/bench-client-cpu.sh [REV]      ROUNDS=5 scripts/bench-client-cpu.sh ...
 #        READ_STAMPS=1 scripts/bench-client-cpu.sh      CASES=pinned LTO=1 ROUNDS=6 scripts/...
@@ -70,8 +76,17 @@ run() { # run VARIANT CASE LOADGEN ROUND
     [ "$variant" = now-read ] && extra=(--rx-timestamps read)
     if [ "$case" = pinned ]; then prefix=(taskset -c 1); api="$pinned_url"; n=5000; fi
     if [ "$case" = saturated ]; then prefix=(taskset -c 1); api="$fast_url"; n=20000; fi
-    local dir="$out/$variant-$case-r$round"
+    local dir="$out/$variant-$case-r$round" writer=""
     rm -rf "$dir"
+    if [ "$case" = floor-paced ]; then
+        # It serves until loadgen's connections have all closed (at most 120 s).
+        local port=$((7800 + RANDOM % 100))
+        taskset -c 0 "$bin/examples/tcp_floor" sse --port "$port" --streams 1000 --gap-us 10000 \
+            --tokens 100 --seconds 120 >"$dir.writer.log" 2>&1 &
+        writer=$!
+        sleep 0.3
+        prefix=(taskset -c 1); api="http://127.0.0.1:$port/v1"; n=5000
+    fi
     /usr/bin/time -f "%e %U %S" -o "$dir.time" "${prefix[@]}" "$lg" --model m --tokenizer tokenperf \
         --api-base "$api" --num-concurrent-requests 1000 --max-num-completed-requests "$n" \
         --mean-input-tokens 32 --stddev-input-tokens 0 --mean-output-tokens 100 \
@@ -80,6 +95,7 @@ run() { # run VARIANT CASE LOADGEN ROUND
     for _ in $(seq 100); do pid=$(pgrep -P "$timer" || true); [ -n "$pid" ] && break; sleep 0.01; done
     thread_cpu "$pid" >"$dir.threads"
     wait "$timer"
+    [ -z "$writer" ] || wait "$writer"
     python3 - "$dir" "$variant" "$case" >>"$out/$variant-$case.txt" <<'PY'
 import glob, json, sys
 d, variant, case = sys.argv[1:]
@@ -147,6 +163,7 @@ for round in $(seq "$rounds"); do
 done
 python3 - "$out" "${cases[*]}" "${variants[@]}" <<'PY'
 import sys
+import re
 out, cases, variants = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
 print("| loadgen | case | events | ok requests | CPU s per 100k events | events/s | loadgen CPU % of wall | events per read |")
 print("|---|---|---:|---:|---|---|---|---|")
@@ -165,16 +182,25 @@ for v in variants:
         print(f"| {v} | {case} | {col(7)} | {col(8)} | {'; '.join(r[9] if len(r) > 9 else '-' for r in rows)} |")
 floor = [l.split() for l in open(f"{out}/floor.txt")]
 print()
-shown = variants if "pinned" in cases else []
-print("| round | floor reader µs per message (user, system) | messages per read | " + " | ".join(f"{v} pinned ÷ floor" for v in shown) + " |")
+shown = [(v, c) for c in ("pinned", "floor-paced") if c in cases for v in variants]
+print("| round | floor reader µs per message (user, system) | messages per read | " + " | ".join(f"{v} {c} ÷ floor" for v, c in shown) + " |")
 print("|---|---|---:|" + "---:|" * len(shown))
 for i, row in enumerate(floor):
     f, fu, fs = row[:3]
     per_read = row[3] if len(row) > 3 else "-"
     f = float(f)
     ratios = []
-    for v in shown:
-        pinned = float(open(f"{out}/{v}-pinned.txt").readlines()[i].split()[4]) * 10  # µs per event
-        ratios.append(f"{pinned / (float(fu) + float(fs)):.2f}")
+    for v, c in shown:
+        per_event = float(open(f"{out}/{v}-{c}.txt").readlines()[i].split()[4]) * 10  # µs per event
+        ratios.append(f"{per_event / (float(fu) + float(fs)):.2f}")
     print(f"| {i + 1} | {f:.2f} ({fu}, {fs}) | {per_read} | " + " | ".join(ratios) + " |")
+if "floor-paced" in cases:
+    # Whether each writer kept its pace: the bare writer's and the SSE writer's lateness, per round.
+    lat = lambda path: re.search(r"p50 ([0-9.]+) µs, p99 ([0-9.]+) µs", open(path).read())
+    print()
+    print("| round | bare writer lateness p50, p99 µs | " + " | ".join(f"{v} floor-paced: SSE writer lateness p50, p99 µs" for v in variants) + " |")
+    print("|---|---|" + "---|" * len(variants))
+    for i in range(len(floor)):
+        cells = [lat(f"{out}/floor-writer-r{i + 1}.log")] + [lat(f"{out}/{v}-floor-paced-r{i + 1}.writer.log") for v in variants]
+        print(f"| {i + 1} | " + " | ".join(f"{m[1]}, {m[2]}" if m else "-" for m in cells) + " |")
 PY

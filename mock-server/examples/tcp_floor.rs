@@ -14,6 +14,23 @@
 //! the gap. It spins between deadlines, so it reports the time spent inside `write` calls: the
 //! kernel's cost per message. The reader is the smallest tokio client: one task per stream reading
 //! into a buffer. It reports its CPU time per message received.
+//!
+//! `sse` is the same writer speaking just enough HTTP/1.1 and SSE for loadgen, so that loadgen can
+//! be measured at the pace the bare reader is (the mock, on one core at 100,000 tokens a second,
+//! falls behind and batches events, which makes a client's cost per event look lower):
+//!
+//! ```sh
+//! taskset -c 0 target/release/examples/tcp_floor sse --port 7000 --streams 1000 --gap-us 10000 --tokens 100 &
+//! taskset -c 1 target/release/loadgen --api-base http://127.0.0.1:7000/v1 --model m --tokenizer tokenperf ...
+//! ```
+//!
+//! Each connection, in accept order, owns a slot of the same paced round: at its slot a connection
+//! in a stream gets its next event, one `write` of a completions chunk as the mock frames it (the
+//! last token's write also carries the finish chunk, `[DONE]` and the body's end), and a connection
+//! between streams has its socket read for a request. A `POST .../completions` starts a stream of
+//! `tokens` events at the next round; any other request gets an empty 404. It serves until every
+//! connection it accepted has closed, or for `--seconds` (default 600), and reports its lateness
+//! as the bare writer does.
 
 use std::io::Write;
 use std::net::{TcpListener, TcpStream};
@@ -41,8 +58,16 @@ fn main() {
             Duration::from_secs(arg(&args, "--seconds", 5)),
         ),
         Some("read") => read(port, streams, args.iter().any(|a| a == "--spin")),
+        Some("sse") => sse::serve(
+            port,
+            streams,
+            Duration::from_micros(arg(&args, "--gap-us", 10000)),
+            Duration::from_secs(arg(&args, "--seconds", 600)),
+            arg(&args, "--tokens", 100) as u32,
+        ),
         _ => eprintln!(
-            "usage: tcp_floor write|read [--port P] [--streams N] [--gap-us G] [--seconds S]"
+            "usage: tcp_floor write|read|sse [--port P] [--streams N] [--gap-us G] [--seconds S] \
+             [--tokens T]"
         ),
     }
 }
@@ -155,4 +180,181 @@ fn read(port: u16, streams: usize, spin: bool) {
             msgs as f64 / cpu / 1e3
         );
     });
+}
+
+mod sse {
+    //! The bare writer speaking HTTP/1.1 and SSE (see the file's comment).
+
+    use std::io::{ErrorKind, Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::time::{Duration, Instant};
+
+    const WORDS: [&str; 8] = [
+        " iron", " and", " wind", " the", " river", " of", " light", ",",
+    ];
+    const HEAD: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\n\
+        transfer-encoding: chunked\r\n\r\n";
+    const NOT_FOUND: &[u8] = b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n";
+
+    struct Conn {
+        s: TcpStream,
+        /// A request's bytes until it is whole.
+        got: Vec<u8>,
+        /// Events left in the current stream; 0 between streams.
+        left: u32,
+        open: bool,
+    }
+
+    /// One completions chunk as the mock frames it: an HTTP chunk holding `data: {json}\n\n`.
+    fn chunk(json: &str) -> Vec<u8> {
+        let data = format!("data: {json}\n\n");
+        format!("{:x}\r\n{data}\r\n", data.len()).into_bytes()
+    }
+
+    fn event(id: usize, text: &str, finish: &str) -> String {
+        format!(
+            r#"{{"id":"cmpl-floor{id:020}","object":"text_completion","created":1796276772,"model":"m","choices":[{{"index":0,"text":"{text}","logprobs":null,"finish_reason":{finish}}}]}}"#
+        )
+    }
+
+    /// Writes all of `bytes`, waiting out a full send buffer; false once the peer is gone.
+    fn send(s: &mut TcpStream, bytes: &[u8]) -> bool {
+        let mut at = 0;
+        while at < bytes.len() {
+            match s.write(&bytes[at..]) {
+                Ok(0) => return false,
+                Ok(n) => at += n,
+                Err(e) if e.kind() == ErrorKind::WouldBlock => std::hint::spin_loop(),
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        true
+    }
+
+    /// Reads what has come of a request; at a whole one, answers its head (a stream starts) or a
+    /// 404. A request is whole at its blank line plus `content-length` bytes.
+    fn poll_request(c: &mut Conn, tokens: u32) {
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match c.s.read(&mut buf) {
+                Ok(0) => {
+                    c.open = false;
+                    return;
+                }
+                // A request is a few hundred bytes; a peer sending more is dropped, not buffered.
+                Ok(_) if c.got.len() > 1 << 20 => {
+                    c.open = false;
+                    return;
+                }
+                Ok(n) => c.got.extend_from_slice(&buf[..n]),
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == ErrorKind::Interrupted => {}
+                Err(_) => {
+                    c.open = false;
+                    return;
+                }
+            }
+        }
+        let Some(end) = c.got.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return;
+        };
+        let head = String::from_utf8_lossy(&c.got[..end]).to_ascii_lowercase();
+        let body = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        if c.got.len() < end + 4 + body {
+            return;
+        }
+        c.got.drain(..end + 4 + body);
+        let stream =
+            head.starts_with("post ") && head.lines().next().unwrap_or("").contains("completions");
+        c.open = send(&mut c.s, if stream { HEAD } else { NOT_FOUND });
+        c.left = if stream { tokens } else { 0 };
+    }
+
+    /// The stream's next event; its last also ends the stream and the body.
+    fn next_event(c: &mut Conn, tokens: u32, events: &[Vec<u8>], end: &[u8]) {
+        let k = (tokens - c.left) as usize;
+        let mut bytes = events[k % events.len()].clone();
+        c.left -= 1;
+        if c.left == 0 {
+            bytes.extend_from_slice(end);
+        }
+        c.open = send(&mut c.s, &bytes);
+    }
+
+    pub fn serve(port: u16, streams: usize, gap: Duration, run: Duration, tokens: u32) {
+        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind");
+        let events: Vec<Vec<u8>> = WORDS.iter().map(|w| chunk(&event(1, w, "null"))).collect();
+        let mut end = chunk(&event(1, "", "\"length\""));
+        end.extend_from_slice(&chunk("[DONE]"));
+        end.extend_from_slice(b"0\r\n\r\n");
+        let mut conns: Vec<Conn> = Vec::new();
+        let (first, _) = listener.accept().expect("accept");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let start = Instant::now();
+        let step = gap / streams.max(1) as u32;
+        let (mut writes, mut late_us) = (0u64, Vec::<f64>::new());
+        let (mut in_write, mut in_poll, mut polls) = (Duration::ZERO, Duration::ZERO, 0u64);
+        let mut pending = Some(first);
+        let mut due = start;
+        while start.elapsed() < run {
+            while let Some(s) = pending
+                .take()
+                .or_else(|| listener.accept().ok().map(|(s, _)| s))
+            {
+                s.set_nodelay(true).expect("nodelay");
+                s.set_nonblocking(true).expect("nonblocking");
+                conns.push(Conn {
+                    s,
+                    got: Vec::new(),
+                    left: 0,
+                    open: true,
+                });
+            }
+            if conns.iter().all(|c| !c.open) {
+                break;
+            }
+            // One round: each connection's slot, on absolute deadlines spread over the gap.
+            for i in 0..streams.max(conns.len()) {
+                due += step;
+                while Instant::now() < due {
+                    std::hint::spin_loop();
+                }
+                let Some(c) = conns.get_mut(i).filter(|c| c.open) else {
+                    continue;
+                };
+                if c.left == 0 {
+                    let t = Instant::now();
+                    poll_request(c, tokens);
+                    in_poll += t.elapsed();
+                    polls += 1;
+                    continue;
+                }
+                let t0 = Instant::now();
+                next_event(c, tokens, &events, &end);
+                in_write += t0.elapsed();
+                // Bounded by the run, as the bare writer's: 8 bytes an event.
+                if late_us.len() < 50_000_000 {
+                    late_us.push((t0 - due).as_secs_f64() * 1e6);
+                }
+                writes += 1;
+            }
+        }
+        late_us.sort_unstable_by(f64::total_cmp);
+        let at = |q: f64| super::quantile(&late_us, q).unwrap_or(0.0);
+        println!(
+            "sse writer: {writes} events to {} connections in {:.2} s, {:.2} µs inside write() each; \
+             {polls} request polls, {:.2} µs each; lateness p50 {:.1} µs, p99 {:.1} µs",
+            conns.len(),
+            start.elapsed().as_secs_f64(),
+            in_write.as_secs_f64() * 1e6 / writes.max(1) as f64,
+            in_poll.as_secs_f64() * 1e6 / polls.max(1) as f64,
+            at(0.5),
+            at(0.99),
+        );
+    }
 }
