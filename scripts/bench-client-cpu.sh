@@ -28,7 +28,7 @@
 # and the bare reader are offered the same writes, and a server that falls behind (the mock on one
 # core at this rate) does not lower loadgen's cost per event; the last table then gives loadgen's
 # cost per event in this case as a ratio to the bare reader's per message, and both writers'
-# lateness (the floor-writer logs beside the tables).
+# lateness and time inside write() (what each reader's socket costs the server side).
 #
 # Usage: scripts/bench-client-cpu.sh [REV]      ROUNDS=5 scripts/bench-client-cpu.sh ...
 #        READ_STAMPS=1 scripts/bench-client-cpu.sh      CASES=pinned LTO=1 ROUNDS=6 scripts/...
@@ -195,12 +195,17 @@ for i, row in enumerate(floor):
         ratios.append(f"{per_event / (float(fu) + float(fs)):.2f}")
     print(f"| {i + 1} | {f:.2f} ({fu}, {fs}) | {per_read} | " + " | ".join(ratios) + " |")
 if "floor-paced" in cases:
-    # Whether each writer kept its pace: the bare writer's and the SSE writer's lateness, per round.
-    lat = lambda path: re.search(r"p50 ([0-9.]+) µs, p99 ([0-9.]+) µs", open(path).read())
+    # Whether each writer kept its pace, and what its write cost: the bare writer's to the bare
+    # reader and the SSE writer's to loadgen, per round (lateness p50 and p99; µs inside write()).
+    def writer(path):
+        text = open(path).read()
+        late = re.search(r"p50 ([0-9.]+) µs, p99 ([0-9.]+) µs", text)
+        inside = re.search(r"([0-9.]+) µs inside write", text)
+        return f"{late[1]}, {late[2]}; {inside[1]}" if late and inside else "-"
     print()
-    print("| round | bare writer lateness p50, p99 µs | " + " | ".join(f"{v} floor-paced: SSE writer lateness p50, p99 µs" for v in variants) + " |")
+    print("| round | bare writer: lateness p50, p99 µs; µs inside write() | " + " | ".join(f"{v} floor-paced: SSE writer, the same" for v in variants) + " |")
     print("|---|---|" + "---|" * len(variants))
     for i in range(len(floor)):
-        cells = [lat(f"{out}/floor-writer-r{i + 1}.log")] + [lat(f"{out}/{v}-floor-paced-r{i + 1}.writer.log") for v in variants]
-        print(f"| {i + 1} | " + " | ".join(f"{m[1]}, {m[2]}" if m else "-" for m in cells) + " |")
+        cells = [writer(f"{out}/floor-writer-r{i + 1}.log")] + [writer(f"{out}/{v}-floor-paced-r{i + 1}.writer.log") for v in variants]
+        print(f"| {i + 1} | " + " | ".join(cells) + " |")
 PY
