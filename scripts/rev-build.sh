@@ -53,6 +53,9 @@ before_and_now() {
 start_mock() {
     local log="$1"
     shift
+    # Emptied first: the background shell truncates it only when it runs, and a reused log's old
+    # "listening on" line would hand back a mock that is gone.
+    : >"$log"
     "$@" >"$log" 2>&1 &
     mock_pid=$!
     trap 'kill $mock_pid 2>/dev/null || true' EXIT
