@@ -1,9 +1,10 @@
 //! A stream's events read against the last plain one: servers repeat every byte of a token's
 //! event but its text.
 //!
-//! vLLM, llama.cpp, TGI and our mock send each token as the same JSON around a new text: the same
-//! `id`, `object`, `created`, `model`, `index`, `logprobs` and `finish_reason: null` in the same order
-//! and spacing. Reading each one whole was about a third of loadgen's instructions per event
+//! vLLM, llama.cpp and our mock send each token as the same JSON around a new text: the same `id`,
+//! `object`, `created` (llama.cpp's moves once a second), `model`, `index`, `logprobs` and
+//! `finish_reason: null` in the same order and spacing; an event that differs elsewhere is read
+//! whole and kept in its place. Reading each one whole was about a third of loadgen's instructions per event
 //! (cachegrind, BENCHMARKS.md issue 17). So a stream keeps its last plain event (see [`Recurring`]),
 //! and a new event whose bytes before the text's opening quote and from its closing quote on are
 //! the kept event's, with a text between them that has no quote, backslash or control character,
