@@ -315,6 +315,12 @@ pub struct Args {
     /// roots come from SSL_CERT_FILE / SSL_CERT_DIR when set.
     #[arg(long, env = "TOKENPERF_CA_CERT", value_name = "PEM")]
     pub ca_cert: Option<PathBuf>,
+    /// An HTTP proxy to reach the server through (e.g. `--proxy http://user:pass@proxy.corp:3128`):
+    /// every connection is a CONNECT tunnel through it, for https:// and http:// servers alike, so
+    /// its hop is in every time measured. HTTPS_PROXY and the like are not used for the server:
+    /// only this flag (or its variable) puts a proxy in the measurement.
+    #[arg(long, env = "TOKENPERF_PROXY", value_name = "URL")]
+    pub proxy: Option<String>,
     /// Seed for prompt and length sampling (LLMPerf's is 11111).
     #[arg(long, default_value_t = 11111)]
     pub seed: u64,
@@ -470,6 +476,8 @@ pub struct Plan {
     pub rx_timestamps: RxTimestamps,
     /// More roots for https:// (`--ca-cert`), checked when the plan is made.
     pub ca_cert: Option<PathBuf>,
+    /// The proxy every connection tunnels through (`--proxy`); recorded without its credentials.
+    pub proxy: Option<crate::proxy::Proxy>,
     /// Leading and trailing seconds whose requests are left out of the results.
     pub warmup_s: f64,
     pub cooldown_s: f64,
@@ -605,6 +613,12 @@ impl Args {
             busy_poll: self.busy_poll,
             rx_timestamps: self.rx_timestamps,
             ca_cert: self.ca_cert.clone(),
+            proxy: self
+                .proxy
+                .as_deref()
+                .map(crate::proxy::Proxy::parse)
+                .transpose()
+                .map_err(|e| bad("--proxy", e))?,
             mean_input_tokens: self.mean_input_tokens,
             stddev_input_tokens: self.stddev_input_tokens,
             mean_output_tokens: self.mean_output_tokens,
@@ -985,6 +999,29 @@ mod tests {
 
     /// `--ca-cert` is read when the plan is made: a missing file, a file with no certificate, or
     /// a plain http:// base names the flag before anything is sent.
+    #[test]
+    fn proxy_is_checked_when_the_plan_is_made_and_recorded_without_credentials() {
+        let e = plan_at("https://example.com/v1", &["--proxy", "https://proxy:3128"]).unwrap_err();
+        assert!(e.contains("--proxy") && e.contains("over TLS"), "{e}");
+        let e = plan_at("http://example.com/v1", &["--proxy", "socks5://p:1080"]).unwrap_err();
+        assert!(e.contains("--proxy") && e.contains("http://"), "{e}");
+        let plan = plan_at(
+            "https://example.com/v1",
+            &["--proxy", "http://alice:secret@proxy:3128"],
+        )
+        .unwrap();
+        assert_eq!(plan.proxy.as_ref().unwrap().addr, "proxy:3128");
+        let recorded = serde_json::to_string(&plan).unwrap();
+        assert!(
+            recorded.contains("\"proxy\":\"http://proxy:3128\""),
+            "{recorded}"
+        );
+        assert!(
+            !recorded.contains("secret") && !recorded.contains("alice"),
+            "{recorded}"
+        );
+    }
+
     #[test]
     fn ca_cert_is_checked_when_the_plan_is_made() {
         let plan = |base: &str, ca: &str| plan_at(base, &["--ca-cert", ca]);

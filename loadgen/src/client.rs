@@ -15,6 +15,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokenperf_core::openai::{ErrorObject, Reading, Recurring};
+
+use crate::proxy::Proxy;
 use tokenperf_core::record::{
     ConnectionInfo, Event, GroundTruth, Outcome, RequestRecord, ServerChunk, TokenCount,
 };
@@ -130,19 +132,26 @@ pub fn http_client(pool_size: usize) -> reqwest::Result<reqwest::Client> {
 
 /// A reqwest client for plain `http://` requests only: it trusts no certificate, so building it
 /// does not read the system's certificate store (tens of ms, before the first request).
-pub fn plain_http_client() -> reqwest::Result<reqwest::Client> {
+pub fn plain_http_client(proxy: Option<&Proxy>) -> reqwest::Result<reqwest::Client> {
     install_crypto_provider();
     let tls = rustls::ClientConfig::builder()
         .with_root_certificates(rustls::RootCertStore::empty())
         .with_no_client_auth();
-    preconfigured_http_client(tls)
+    preconfigured_http_client(tls, proxy)
 }
 
 /// A reqwest client for one request at a time to the measured server, with these TLS settings.
-/// It goes where the measured requests go, directly: no `HTTP(S)_PROXY`.
-pub fn preconfigured_http_client(tls: rustls::ClientConfig) -> reqwest::Result<reqwest::Client> {
-    reqwest::Client::builder()
-        .no_proxy()
+/// It goes where the measured requests go: through `--proxy`, else directly (never through
+/// `HTTP(S)_PROXY`).
+pub fn preconfigured_http_client(
+    tls: rustls::ClientConfig,
+    proxy: Option<&Proxy>,
+) -> reqwest::Result<reqwest::Client> {
+    let builder = match proxy {
+        Some(p) => reqwest::Client::builder().proxy(p.for_reqwest()?),
+        None => reqwest::Client::builder().no_proxy(),
+    };
+    builder
         .pool_max_idle_per_host(1)
         .tcp_nodelay(true)
         .tls_backend_preconfigured(tls)

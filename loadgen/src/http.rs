@@ -492,6 +492,8 @@ pub struct HttpClient {
     connect_timeout: Duration,
     /// Whether plain connections read the kernel's receive stamps (`--rx-timestamps`).
     rx_timestamps: RxTimestamps,
+    /// Every connection a tunnel through this proxy (`--proxy`).
+    proxy: Option<Arc<crate::proxy::Proxy>>,
 }
 
 /// The whole error chain on one line.
@@ -594,7 +596,14 @@ impl HttpClient {
             }),
             connect_timeout,
             rx_timestamps: RxTimestamps::Read,
+            proxy: None,
         })
+    }
+
+    /// Makes every connection a tunnel through `proxy` (`--proxy`).
+    pub fn with_proxy(mut self, proxy: Option<crate::proxy::Proxy>) -> Self {
+        self.proxy = proxy.map(Arc::new);
+        self
     }
 
     /// The TLS settings of this client's `https://` connections (`None` for plain http://), for
@@ -646,10 +655,7 @@ impl HttpClient {
 
     async fn connect(&self) -> Result<Conn, SendError> {
         let fut = async {
-            let tcp = TcpStream::connect(&self.origin.addr)
-                .await
-                .map_err(|e| format!("connecting to {}: {}", self.origin.addr, error_chain(&e)))?;
-            let _ = tcp.set_nodelay(true);
+            let tcp = self.open_tcp().await?;
             let Some(tls) = &self.tls else {
                 let io = Io::plain(tcp, self.rx_timestamps).map_err(|e| error_chain(&e))?;
                 return Ok(Conn::new(io));
@@ -668,10 +674,32 @@ impl HttpClient {
         match tokio::time::timeout(self.connect_timeout, fut).await {
             Ok(r) => r.map_err(SendError::Connect),
             Err(_) => Err(SendError::Connect(format!(
-                "connecting to {}: no connection within {:?}",
-                self.origin.addr, self.connect_timeout
+                "connecting to {}{}: no connection within {:?}",
+                self.origin.addr,
+                self.proxy
+                    .as_ref()
+                    .map_or(String::new(), |p| format!(" through the proxy {}", p.addr)),
+                self.connect_timeout
             ))),
         }
+    }
+
+    /// A TCP connection to the server, or to the proxy with a tunnel to the server through it.
+    async fn open_tcp(&self) -> Result<TcpStream, String> {
+        let addr = self.proxy.as_ref().map_or(&self.origin.addr, |p| &p.addr);
+        let mut tcp = TcpStream::connect(addr).await.map_err(|e| {
+            let via = if self.proxy.is_some() {
+                "the proxy "
+            } else {
+                ""
+            };
+            format!("connecting to {via}{addr}: {}", error_chain(&e))
+        })?;
+        let _ = tcp.set_nodelay(true);
+        if let Some(proxy) = &self.proxy {
+            proxy.tunnel(&mut tcp, &self.origin.addr).await?;
+        }
+        Ok(tcp)
     }
 
     /// The request's bytes: a POST of `body` to `path` (appended to the base path) with extra

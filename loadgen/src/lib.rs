@@ -29,6 +29,7 @@ pub mod http;
 pub mod jsonl;
 pub mod output;
 pub mod prompt;
+pub mod proxy;
 pub mod runner;
 pub mod rxstamp;
 pub mod selfcheck;
@@ -112,8 +113,8 @@ pub(crate) fn unix_us() -> u64 {
 pub async fn list_models(plan: &Plan, measured: &http::HttpClient) -> Option<Vec<String>> {
     let url = format!("{}/models", plan.api_base.trim_end_matches('/'));
     let http = match measured.tls_config() {
-        None => client::plain_http_client().ok()?,
-        Some(tls) => client::preconfigured_http_client(tls).ok()?,
+        None => client::plain_http_client(plan.proxy.as_ref()).ok()?,
+        Some(tls) => client::preconfigured_http_client(tls, plan.proxy.as_ref()).ok()?,
     };
     let wait = plan.idle_timeout().min(Duration::from_secs(5));
     let resp = http
@@ -292,7 +293,8 @@ pub async fn run_plan_with(
         &roots,
     )
     .map_err(|e| anyhow::anyhow!("--api-base: {e}"))?
-    .with_rx_timestamps(plan.rx_timestamps);
+    .with_rx_timestamps(plan.rx_timestamps)
+    .with_proxy(plan.proxy.clone());
     let warming = tokio::spawn({
         let (http, n) = (http.clone(), plan.concurrency() as usize);
         async move { http.warm(n).await }

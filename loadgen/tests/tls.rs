@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 mod common;
-use common::{ROLE, STREAM_HEAD, TOK, chunk, flags, raw_server, read_request, send};
+use common::{ROLE, STREAM_HEAD, TOK, chunk, connect_proxy, flags, raw_server, read_request, send};
 
 /// A CA made for one test, and a server certificate it signed for 127.0.0.1.
 struct Pki {
@@ -167,6 +167,40 @@ async fn streams_over_tls_are_read_whole_with_the_ca_given() {
         "{} TLS connections for 3 streams and the model list",
         accepted.load(Ordering::Relaxed)
     );
+}
+
+/// A hosted API behind a corporate proxy: TLS end to end through `CONNECT` tunnels, the model
+/// list too, with the given CA.
+#[tokio::test]
+async fn streams_over_tls_go_through_a_proxy_tunnel() {
+    let pki = pki();
+    let server = common::mock(2, 1).await;
+    let (base, _) = tls_front(server.addr, &pki, End::Clean).await;
+    let (proxy, counts) = connect_proxy(None).await;
+    let (_dir, ca) = ca_file(&pki);
+    let extra = [
+        "--ca-cert",
+        &ca,
+        "--proxy",
+        &proxy,
+        "--max-num-completed-requests",
+        "10",
+        "--num-concurrent-requests",
+        "2",
+    ];
+    let out = common::run_keeping(flags(&base, &extra), Control::new())
+        .await
+        .unwrap();
+    assert_eq!(out.exit, Exit::Ok, "{:?}", out.records);
+    assert!(out.records.iter().all(|r| r.output_token_count() == 8));
+    assert_eq!(
+        out.info.server_models.as_deref(),
+        Some(&["mock".to_string()][..])
+    );
+    // Two for the streams and one for the model list, all tunnels (nothing forwarded in the clear).
+    let tunnels = counts.tunnels.load(Ordering::Relaxed);
+    assert!((3..=4).contains(&tunnels), "{tunnels} tunnels");
+    assert_eq!(counts.forwarded.load(Ordering::Relaxed), 0);
 }
 
 /// llama.cpp's habit behind TLS: the server closes after every stream while advertising keep-alive.

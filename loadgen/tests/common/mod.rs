@@ -221,3 +221,90 @@ pub async fn run_keeping(plan: loadgen::Plan, control: loadgen::Control) -> anyh
         all_records,
     })
 }
+
+/// What a [`connect_proxy`] did: tunnels it opened (`CONNECT`), requests it forwarded in absolute
+/// form (`GET http://…`), and requests it refused for want of credentials.
+#[derive(Default)]
+pub struct ProxyCounts {
+    pub tunnels: AtomicU64,
+    pub forwarded: AtomicU64,
+    pub refused: AtomicU64,
+}
+
+/// An HTTP proxy on 127.0.0.1, port 0, as corporate ones behave: `CONNECT host:port` opens a
+/// tunnel, a request in absolute form is forwarded, and with `auth` set a request without that
+/// `Proxy-Authorization` gets a 407. Returns its `http://` URL (no credentials) and its counts.
+pub async fn connect_proxy(auth: Option<&'static str>) -> (String, Arc<ProxyCounts>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let counts = Arc::new(ProxyCounts::default());
+    let c = counts.clone();
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            tokio::spawn(proxy_connection(s, auth, c.clone()));
+        }
+    });
+    (format!("http://{addr}"), counts)
+}
+
+async fn proxy_connection(mut s: TcpStream, auth: Option<&str>, counts: Arc<ProxyCounts>) {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..end]).into_owned();
+    let mut lines = head.split("\r\n");
+    let first: Vec<&str> = lines.next().unwrap_or("").split(' ').collect();
+    let given = lines
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.eq_ignore_ascii_case("proxy-authorization"))
+        .map(|(_, v)| v.trim().to_string());
+    if auth.is_some_and(|a| given.as_deref() != Some(a)) {
+        counts.refused.fetch_add(1, Ordering::Relaxed);
+        send(&mut s, b"HTTP/1.1 407 Proxy Authentication Required\r\nproxy-authenticate: Basic realm=\"test\"\r\ncontent-length: 0\r\n\r\n").await;
+        return;
+    }
+    let (target, first_bytes) = match first.as_slice() {
+        ["CONNECT", target, _] => {
+            counts.tunnels.fetch_add(1, Ordering::Relaxed);
+            send(&mut s, b"HTTP/1.1 200 Connection established\r\n\r\n").await;
+            (target.to_string(), got[end..].to_vec())
+        }
+        [method, url, version] if url.starts_with("http://") => {
+            counts.forwarded.fetch_add(1, Ordering::Relaxed);
+            let rest = &url["http://".len()..];
+            let (target, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+            let path = if path.is_empty() { "/" } else { path };
+            let mut bytes = format!("{method} {path} {version}\r\n").into_bytes();
+            let after_first = head.find("\r\n").map_or(head.len(), |i| i + 2);
+            bytes.extend_from_slice(&got[after_first..]);
+            (target.to_string(), bytes)
+        }
+        _ => {
+            send(
+                &mut s,
+                b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\n\r\n",
+            )
+            .await;
+            return;
+        }
+    };
+    let Ok(mut up) = TcpStream::connect(&target).await else {
+        send(
+            &mut s,
+            b"HTTP/1.1 502 Bad Gateway\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await;
+        return;
+    };
+    if up.write_all(&first_bytes).await.is_ok() {
+        let _ = tokio::io::copy_bidirectional(&mut s, &mut up).await;
+    }
+}
