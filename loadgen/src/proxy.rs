@@ -116,12 +116,14 @@ impl Proxy {
             .map_err(|e| failed(crate::http::error_chain(&e)))?;
         let answer = read_answer(tcp).await.map_err(failed)?;
         match crate::h1::parse_head(&answer) {
-            Ok(Some((head, len))) if (200..300).contains(&head.status) => {
-                // Nothing may follow the answer: the server has not been sent a byte yet.
-                if len == answer.len() {
-                    Ok(())
-                } else {
-                    Err(failed("the proxy sent bytes after its answer".into()))
+            // Nothing may follow the answer yet: neither HTTP nor TLS lets a server speak first,
+            // so bytes already waiting are the proxy's, and would pass for the server's answer.
+            Ok(Some((head, _))) if (200..300).contains(&head.status) => {
+                match tcp.try_read(&mut [0]) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(()),
+                    Ok(0) => Err(failed("the proxy closed the tunnel at once".into())),
+                    Ok(_) => Err(failed("the proxy sent bytes after its answer".into())),
+                    Err(e) => Err(failed(crate::http::error_chain(&e))),
                 }
             }
             Ok(Some((head, _))) => Err(failed(status_line(&answer, head.status))),

@@ -107,3 +107,54 @@ async fn a_proxy_that_is_not_there_is_named() {
         );
     }
 }
+
+/// Proxies that misbehave at the tunnel's start: silent, an endless answer, bytes after their
+/// answer, or not HTTP at all. Each is a connect record saying which, within the connect timeout,
+/// and no request reaches the server.
+#[tokio::test]
+async fn misbehaving_proxies_are_connect_records_that_say_how() {
+    let server = common::mock(1, 1).await;
+    let cases: [(&'static [u8], &str); 4] = [
+        (b"", "no connection within"),
+        (b"HTTP/1.1 200 OK\r\nx-long: ", "over 16384 bytes"),
+        (
+            b"HTTP/1.1 200 OK\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+            "bytes after its answer",
+        ),
+        (b"SSH-2.0-OpenSSH_9.6\r\n\r\n", "not HTTP"),
+    ];
+    for (answer, says) in cases {
+        let (base, _) = common::raw_server(move |mut s, _| async move {
+            let _ = common::read_request(&mut s).await;
+            common::send(&mut s, answer).await;
+            if answer.ends_with(b": ") {
+                for _ in 0..64 {
+                    common::send(&mut s, &[b'a'; 1024]).await;
+                }
+            }
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        })
+        .await;
+        let proxy = base.trim_end_matches("/v1").to_string();
+        let extra = [
+            "--proxy",
+            &proxy,
+            "--max-num-completed-requests",
+            "2",
+            "--num-concurrent-requests",
+            "1",
+            "--idle-timeout",
+            "1",
+        ];
+        let plan = flags(&format!("http://{}/v1", server.addr), &extra);
+        let out = common::run_keeping(plan, Control::new()).await.unwrap();
+        assert_eq!(out.exit, Exit::NoSuccess);
+        for r in &out.records {
+            assert!(
+                matches!(&r.outcome, Outcome::Connect { message } if message.contains(says)),
+                "{says}: {:?}",
+                r.outcome
+            );
+        }
+    }
+}
