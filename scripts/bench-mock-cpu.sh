@@ -3,7 +3,8 @@
 #
 # Each round first measures the floor: tcp_floor's writer (CPU 0) sends one 230-byte message per
 # stream every 10 ms over 1,000 loopback connections to its reader (CPU 1), and reports the time
-# inside write() per message. Then each mock build runs pinned to CPU 0 under plain loadgen (CPU 1;
+# inside write() per message; then the same writer's loop speaking SSE (`tcp_floor sse`) to loadgen
+# (CPU 1, as below), the time inside write() per event when the reader is the mock's own. Then each mock build runs pinned to CPU 0 under plain loadgen (CPU 1;
 # no self-check, so no ground truth in the chunks): 1,000 streams, 32 prompt / 100 output tokens,
 # 20 ms to the first token, 3,000 requests, at two loads:
 #   scheduled  10 ms gaps (100,000 tokens/s), which one core keeps up with. The mock's own clocks
@@ -40,6 +41,19 @@ floor() { # floor ROUND: appends µs inside write() per message to floor.txt
     taskset -c 1 "$f" read --port $port --streams 1000 >/dev/null
     wait "$w"
     grep -o '[0-9.]* µs inside write() each' "$out/floor.writer" | cut -d' ' -f1 >>"$out/floor.txt"
+    # The same writer's loop speaking SSE (`tcp_floor sse`) with the mock's own reader, loadgen, on
+    # CPU 1 and the same load: what a write to loadgen's socket costs with nothing of the mock's.
+    taskset -c 0 "$f" sse --port $((port + 40)) --streams 1000 --gap-us 10000 --tokens 100 \
+        --seconds 120 >"$out/floor-sse.writer" &
+    w=$!
+    sleep 0.3
+    rm -rf "$out/run"
+    taskset -c 1 "$bin/loadgen" --model m --tokenizer tokenperf \
+        --api-base "http://127.0.0.1:$((port + 40))/v1" --num-concurrent-requests 1000 \
+        --max-num-completed-requests 3000 --mean-input-tokens 32 --stddev-input-tokens 0 \
+        --mean-output-tokens 100 --stddev-output-tokens 0 --results-dir "$out/run" >/dev/null 2>&1
+    wait "$w"
+    grep -o '[0-9.]* µs inside write() each' "$out/floor-sse.writer" | cut -d' ' -f1 >>"$out/floor-sse.txt"
 }
 
 proc_s() { # proc_s PID FIELD: user (14) or system (15) CPU seconds
@@ -114,12 +128,14 @@ python3 - "$out" "${variants[@]}" <<'PY'
 import json, sys
 out, variants = sys.argv[1], sys.argv[2:]
 floor = [float(l) for l in open(f"{out}/floor.txt")]
+floor_sse = [float(l) for l in open(f"{out}/floor-sse.txt")]
 cells = lambda xs, f="{:.2f}": ", ".join(f.format(x) for x in xs)
 print("floor, µs inside write() per message, by round: " + cells(floor))
+print("the same writer speaking SSE to loadgen (tcp_floor sse), by round: " + cells(floor_sse))
 print()
 print("Scheduled (1,000 streams × 10 ms): the pacer's token write, µs per chunk")
-print("| mock | release to written | inside the system call | release to written ÷ floor | lateness mean ms |")
-print("|---|---|---|---|---|")
+print("| mock | release to written | inside the system call | release to written ÷ floor | ÷ the SSE floor | lateness mean ms |")
+print("|---|---|---|---|---|---|")
 for v in variants:
     rows = [json.loads(l) for l in open(f"{out}/{v}-scheduled.txt")]
     late = cells([r["late_sum"] / r["late_n"] * 1e3 for r in rows])
@@ -127,9 +143,10 @@ for v in variants:
         path = [r["direct_us"] / r["direct_chunks"] for r in rows]
         send = [r["send_us"] / r["direct_chunks"] for r in rows]
         ratio = [p / floor[r["round"] - 1] for p, r in zip(path, rows)]
-        print(f"| {v} | {cells(path)} | {cells(send)} | {cells(ratio)} | {late} |")
+        ratio_sse = [p / floor_sse[r["round"] - 1] for p, r in zip(path, rows)]
+        print(f"| {v} | {cells(path)} | {cells(send)} | {cells(ratio)} | {cells(ratio_sse)} | {late} |")
     else:
-        print(f"| {v} | - | - | - | {late} |")
+        print(f"| {v} | - | - | - | - | {late} |")
 print()
 print("Saturated (1,000 streams × 5 ms offered): the whole process")
 print("| mock | CPU µs per write | CPU µs per token | user µs per token | tokens per write | CPU per write ÷ floor | lateness mean ms |")
