@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use tokenperf_core::llmperf::file_stem;
 
 mod common;
-use common::{BASE_FLAGS, mock};
+use common::{BASE_FLAGS, connect_proxy, mock};
 
 const BIN: &str = env!("CARGO_BIN_EXE_loadgen");
 
@@ -222,6 +222,43 @@ async fn a_proxy_in_the_environment_is_not_used_for_the_server() {
         run["server_models"],
         serde_json::json!(["mock"]),
         "{stderr}"
+    );
+    server.stop().await.unwrap();
+}
+
+/// `TOKENPERF_PROXY` is the one variable that puts a proxy in the measurement: the requests go
+/// through its tunnels with the credentials from its URL, and the run file records the proxy's
+/// address but not the credentials.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokenperf_proxy_in_the_environment_is_used_and_recorded_without_credentials() {
+    let server = mock(1, 1).await;
+    // base64("alice:secret")
+    let (proxy, counts) = connect_proxy(Some("Basic YWxpY2U6c2VjcmV0")).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = loadgen(
+        &server.base_url(),
+        dir.path(),
+        &["--max-num-completed-requests", "2"],
+    );
+    cmd.env(
+        "TOKENPERF_PROXY",
+        proxy.replace("http://", "http://alice:secret@"),
+    );
+    let out = wait(cmd.spawn().unwrap(), Duration::from_secs(60)).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(counts.tunnels.load(std::sync::atomic::Ordering::Relaxed) >= 1);
+    assert_eq!(counts.refused.load(std::sync::atomic::Ordering::Relaxed), 0);
+    let text = std::fs::read_to_string(
+        dir.path()
+            .join(format!("{}_run.json", file_stem("m", 60, 8))),
+    )
+    .unwrap();
+    let run: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(run["plan"]["proxy"], serde_json::json!(proxy), "{text}");
+    assert!(
+        !text.contains("secret") && !text.contains("alice"),
+        "{text}"
     );
     server.stop().await.unwrap();
 }
