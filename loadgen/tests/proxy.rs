@@ -4,26 +4,14 @@
 
 use std::sync::atomic::Ordering;
 
-use loadgen::{Control, Exit};
+use loadgen::Exit;
 use tokenperf_core::record::Outcome;
 
 mod common;
-use common::{connect_proxy, flags};
+use common::connect_proxy;
 
 async fn run(base: &str, proxy: &str, n: &str, c: &str) -> common::Ran {
-    let extra = [
-        "--proxy",
-        proxy,
-        "--max-num-completed-requests",
-        n,
-        "--num-concurrent-requests",
-        c,
-        "--idle-timeout",
-        "10",
-    ];
-    common::run_keeping(flags(base, &extra), Control::new())
-        .await
-        .unwrap()
+    common::run_requests(base, &["--proxy", proxy], n, c, "10").await
 }
 
 /// Streams through the proxy are read whole over tunnels the pool opened and reused, and the
@@ -136,18 +124,8 @@ async fn misbehaving_proxies_are_connect_records_that_say_how() {
         })
         .await;
         let proxy = base.trim_end_matches("/v1").to_string();
-        let extra = [
-            "--proxy",
-            &proxy,
-            "--max-num-completed-requests",
-            "2",
-            "--num-concurrent-requests",
-            "1",
-            "--idle-timeout",
-            "1",
-        ];
-        let plan = flags(&format!("http://{}/v1", server.addr), &extra);
-        let out = common::run_keeping(plan, Control::new()).await.unwrap();
+        let server_base = format!("http://{}/v1", server.addr);
+        let out = common::run_requests(&server_base, &["--proxy", &proxy], "2", "1", "1").await;
         assert_eq!(out.exit, Exit::NoSuccess);
         for r in &out.records {
             assert!(

@@ -6,7 +6,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use loadgen::{Control, Exit};
+use loadgen::Exit;
 use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair,
@@ -17,7 +17,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 mod common;
-use common::{ROLE, STREAM_HEAD, TOK, chunk, connect_proxy, flags, raw_server, read_request, send};
+use common::{ROLE, STREAM_HEAD, TOK, chunk, connect_proxy, raw_server, read_request, send};
 
 /// A CA made for one test, and a server certificate it signed for 127.0.0.1.
 struct Pki {
@@ -121,19 +121,7 @@ fn ca_file(pki: &Pki) -> (tempfile::TempDir, String) {
 }
 
 async fn run(base: &str, ca: &str, n: &str, c: &str) -> common::Ran {
-    let extra = [
-        "--ca-cert",
-        ca,
-        "--max-num-completed-requests",
-        n,
-        "--num-concurrent-requests",
-        c,
-        "--idle-timeout",
-        "10",
-    ];
-    common::run_keeping(flags(base, &extra), Control::new())
-        .await
-        .unwrap()
+    common::run_requests(base, &["--ca-cert", ca], n, c, "10").await
 }
 
 /// Streams from our mock through TLS are read whole, every token timed, over the connections the
@@ -178,19 +166,8 @@ async fn streams_over_tls_go_through_a_proxy_tunnel() {
     let (base, _) = tls_front(server.addr, &pki, End::Clean).await;
     let (proxy, counts) = connect_proxy(None).await;
     let (_dir, ca) = ca_file(&pki);
-    let extra = [
-        "--ca-cert",
-        &ca,
-        "--proxy",
-        &proxy,
-        "--max-num-completed-requests",
-        "10",
-        "--num-concurrent-requests",
-        "2",
-    ];
-    let out = common::run_keeping(flags(&base, &extra), Control::new())
-        .await
-        .unwrap();
+    let extra = ["--ca-cert", &ca, "--proxy", &proxy];
+    let out = common::run_requests(&base, &extra, "10", "2", "10").await;
     assert_eq!(out.exit, Exit::Ok, "{:?}", out.records);
     assert!(out.records.iter().all(|r| r.output_token_count() == 8));
     assert_eq!(

@@ -235,7 +235,7 @@ mod sse {
     /// Reads what has come of a request; at a whole one, answers its head (a stream starts) or a
     /// 404. A request is whole at its blank line plus `content-length` bytes.
     fn poll_request(c: &mut Conn, tokens: u32) {
-        let mut buf = [0u8; 16 * 1024];
+        let mut buf = [0u8; 4096];
         loop {
             match c.s.read(&mut buf) {
                 Ok(0) => {
@@ -275,15 +275,13 @@ mod sse {
         c.left = if stream { tokens } else { 0 };
     }
 
-    /// The stream's next event; its last also ends the stream and the body.
-    fn next_event(c: &mut Conn, tokens: u32, events: &[Vec<u8>], end: &[u8]) {
-        let k = (tokens - c.left) as usize;
-        let mut bytes = events[k % events.len()].clone();
+    /// The stream's next event, one of `events`; its last is the matching one of `lasts`, which
+    /// also ends the stream and the body. Both built once, so a slot only writes.
+    fn next_event(c: &mut Conn, tokens: u32, events: &[Vec<u8>], lasts: &[Vec<u8>]) {
+        let k = (tokens - c.left) as usize % events.len();
         c.left -= 1;
-        if c.left == 0 {
-            bytes.extend_from_slice(end);
-        }
-        c.open = send(&mut c.s, &bytes);
+        let bytes = if c.left == 0 { &lasts[k] } else { &events[k] };
+        c.open = send(&mut c.s, bytes);
     }
 
     pub fn serve(port: u16, streams: usize, gap: Duration, run: Duration, tokens: u32) {
@@ -292,6 +290,7 @@ mod sse {
         let mut end = chunk(&event(1, "", "\"length\""));
         end.extend_from_slice(&chunk("[DONE]"));
         end.extend_from_slice(b"0\r\n\r\n");
+        let lasts: Vec<Vec<u8>> = events.iter().map(|e| [&e[..], &end[..]].concat()).collect();
         let mut conns: Vec<Conn> = Vec::new();
         let (first, _) = listener.accept().expect("accept");
         listener.set_nonblocking(true).expect("nonblocking");
@@ -335,7 +334,7 @@ mod sse {
                     continue;
                 }
                 let t0 = Instant::now();
-                next_event(c, tokens, &events, &end);
+                next_event(c, tokens, &events, &lasts);
                 in_write += t0.elapsed();
                 // Bounded by the run, as the bare writer's: 8 bytes an event.
                 if late_us.len() < 50_000_000 {

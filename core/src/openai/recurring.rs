@@ -98,10 +98,9 @@ impl Recurring {
 
     /// Keeps `data` to compare the next events with, if the skim's reading of it, `ev`, is plain.
     fn keep(&mut self, data: &[u8], ev: &StreamEvent<'_>) {
-        let plain = ev.finish_reason().is_none()
-            && ev.usage.is_none()
-            && ev.error.is_none()
-            && ev.tokenperf.is_none();
+        // The skim answers only where `usage` and `error` are null or absent (it leaves them to
+        // serde_json), so a finish reason and ground truth are what remain to rule out.
+        let plain = ev.finish_reason().is_none() && ev.tokenperf.is_none();
         let Some(text) = ev.content().filter(|_| plain && data.len() <= MAX_KEPT) else {
             return;
         };

@@ -200,6 +200,23 @@ impl std::ops::Deref for Ran {
     }
 }
 
+/// Runs `n` requests, `c` at a time, against `base` with `extra` flags and an idle timeout of
+/// `idle_s` seconds (also the connect timeout), keeping the records.
+pub async fn run_requests(base: &str, extra: &[&str], n: &str, c: &str, idle_s: &str) -> Ran {
+    let mut v = extra.to_vec();
+    v.extend([
+        "--max-num-completed-requests",
+        n,
+        "--num-concurrent-requests",
+        c,
+        "--idle-timeout",
+        idle_s,
+    ]);
+    run_keeping(flags(base, &v), loadgen::Control::new())
+        .await
+        .unwrap()
+}
+
 /// Runs `plan` and keeps its records.
 pub async fn run_keeping(plan: loadgen::Plan, control: loadgen::Control) -> anyhow::Result<Ran> {
     let keep = loadgen::collect::KeepAll::default();
